@@ -1,0 +1,1 @@
+"""Measuring models (size, MACs, latency, accuracy through ONNX Runtime) and writing reports."""

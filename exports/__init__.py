@@ -1,0 +1,1 @@
+"""What leaves PyTorch: ONNX export with verification and metadata, ONNX Runtime quantization."""

@@ -1,0 +1,1 @@
+"""compress: the pipeline spine (CLI, config, run directory, data, models, training loop)."""

@@ -1,0 +1,230 @@
+"""Typed run configuration: defaults in code, a TOML file and `--set section.key=value` on top.
+
+Every default carries a one-line reason. Unknown sections or keys are errors that list the
+valid ones, and override values are checked against the field's type, so a typo never runs
+silently with a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import CompressError
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class DataConfig:
+    path: str = "digits"  # embedded default: needs no network and no files
+    val_fraction: float = 0.2  # only for trees without train/ and val/: held-out share per class
+    resize: int = 36  # shorter side after decoding; images are kept in memory at this size
+    crop: int = 32  # network input side; small so the default run fits 10 minutes on 2 CPU cores
+    batch_size: int = 32  # fits every stage in a few GB of CPU memory
+    augment: str = "crop"  # none | crop | crop_flip; digits must not be mirrored, photos may be
+    mean: list = field(default_factory=lambda: list(IMAGENET_MEAN))  # matches torchvision weights
+    std: list = field(default_factory=lambda: list(IMAGENET_STD))  # matches torchvision weights
+    skip_bad_images: bool = False  # a corrupt image is an error unless the user opts in
+
+
+@dataclass
+class TrainConfig:
+    optimizer: str = "adamw"  # adamw | sgd; AdamW converges from scratch with little tuning
+    weight_decay: float = 0.05  # AdamW's usual decoupled decay for ResNets
+    momentum: float = 0.9  # SGD only; reference document 002's value
+    schedule: str = "cosine"  # cosine | step | constant; cosine needs no step tuning per length
+    step_size: int = 7  # step schedule only: epochs per decay (reference document 002)
+    gamma: float = 0.1  # step schedule only: decay factor (reference document 002)
+
+
+@dataclass
+class TeacherConfig:
+    arch: str = "resnet50"  # the brief's teacher
+    weights: str = "none"  # none | imagenet | path to a checkpoint to start from
+    checkpoint: str = ""  # a finished teacher checkpoint: skips teacher training altogether
+    epochs: int = 4  # enough for digits at 32 px; raise for real data
+    lr: float = 0.002  # AdamW from scratch at batch 32
+
+
+@dataclass
+class DistillConfig:
+    arch: str = "resnet18"  # the brief's student
+    weights: str = "none"  # none | imagenet | path to a checkpoint to start from
+    loss: str = "kl"  # kl (Hinton et al. 2015) | mse on logits (reference document 002)
+    alpha: float = 0.5  # weight of CE on labels; 1 - alpha goes to the distillation term
+    temperature: float = 4.0  # softens both distributions for `kl`; Hinton et al. use 2-20
+    epochs: int = 4  # same budget as the teacher on the default data
+    lr: float = 0.002  # same optimizer setting as the teacher
+    baseline: bool = True  # also train a CE-only twin (same init, same data order) for comparison
+
+
+@dataclass
+class PruneConfig:
+    enabled: bool = True  # structured pruning is part of the default deliverable
+    macs_ratio: float = 0.5  # target MACs of the pruned student relative to the unpruned one
+    importance: str = "l2"  # l1 | l2 weight magnitude, the torch-pruning default criterion
+    round_to: int = 8  # channel counts in multiples of 8 keep SIMD kernels efficient
+    epochs: int = 2  # distillation fine-tune after pruning recovers most of the loss
+    lr: float = 0.001  # half the student's: the weights are already trained
+
+
+@dataclass
+class ExportConfig:
+    opset: int = 17  # supported by every ONNX Runtime release since 1.11
+    parity_tolerance: float = 1e-3  # max |logit difference| ONNX Runtime vs PyTorch
+    parity_samples: int = 32  # real val images used for the parity check
+
+
+@dataclass
+class QuantizeConfig:
+    enabled: bool = True  # int8 is part of the default deliverable
+    format: str = "qoperator"  # qoperator | qdq; QOperator U8S8 was the faster one on AVX2 CPUs
+    per_channel: bool = True  # per-channel weight scales keep conv accuracy
+    reduce_range: bool = True  # 7-bit weights avoid int16 overflow in AVX2/AVX512 u8s8 kernels
+    calibration_samples: int = 64  # real training images for activation ranges
+    min_agreement: float = 0.98  # int8 vs fp32 top-1 agreement on val below this is flagged
+
+
+@dataclass
+class BenchConfig:
+    threads: int = 2  # fixed ONNX Runtime intra-op threads so figures compare across runs
+    warmup: int = 5  # runs discarded before timing (allocations, caches)
+    runs: int = 30  # timed batch-1 runs per model; p50/p90 are taken over these
+
+
+@dataclass
+class Config:
+    seed: int = 0  # one seed drives init, data order, augmentation and splits
+    device: str = "auto"  # auto | cpu | cuda
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def section(self, name: str) -> dict:
+        return dataclasses.asdict(getattr(self, name))
+
+
+CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "data.augment": ("none", "crop", "crop_flip"),
+    "train.optimizer": ("adamw", "sgd"),
+    "train.schedule": ("cosine", "step", "constant"),
+    "prune.importance": ("l1", "l2"),
+    "quantize.format": ("qoperator", "qdq"),
+}
+
+
+def _sections(cfg: Config) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
+            if dataclasses.is_dataclass(getattr(cfg, f.name))}
+
+
+def valid_keys() -> list[str]:
+    cfg = Config()
+    keys = [f.name for f in dataclasses.fields(cfg) if not dataclasses.is_dataclass(getattr(cfg, f.name))]
+    for name, sec in _sections(cfg).items():
+        keys += [f"{name}.{f.name}" for f in dataclasses.fields(sec)]
+    return keys
+
+
+def _coerce(key: str, current: Any, value: Any) -> Any:
+    """Convert `value` (from TOML or a --set string) to the type of the default `current`."""
+    kind = type(current)
+    if isinstance(value, str) and kind is not str:
+        text = value.strip()
+        try:
+            if kind is bool:
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                    raise ValueError
+                value = text.lower() in ("true", "1", "yes", "on")
+            elif kind is int:
+                value = int(text)
+            elif kind is float:
+                value = float(text)
+            elif kind is list:
+                value = json.loads(text)
+        except (ValueError, json.JSONDecodeError):
+            raise CompressError(f"config key {key}: {value!r} is not a valid {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:
+        raise CompressError(f"config key {key}: expected {kind.__name__}, got {type(value).__name__} {value!r}")
+    allowed = CHOICES.get(key)
+    if allowed and value not in allowed:
+        raise CompressError(f"config key {key}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set `section.key` (or a top-level key) on `cfg`, type-checked; unknown keys list valid ones."""
+    if key not in valid_keys():
+        raise CompressError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+    *section, name = key.split(".")
+    target = getattr(cfg, section[0]) if section else cfg
+    setattr(target, name, _coerce(key, getattr(target, name), value))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def load_config(path: str | None = None, overrides: tuple[str, ...] = ()) -> Config:
+    """Defaults, then the TOML file at `path`, then `key=value` overrides, in that order."""
+    cfg = Config()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise CompressError(f"config file {path} does not exist")
+        try:
+            tree = tomllib.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise CompressError(f"config file {path} is not valid TOML: {exc}") from None
+        for key, value in _flatten(tree).items():
+            set_key(cfg, key, value)
+    for item in overrides:
+        if "=" not in item:
+            raise CompressError(f"--set {item!r}: expected section.key=value, e.g. distill.alpha=0.7")
+        key, value = item.split("=", 1)
+        set_key(cfg, key.strip(), value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Range checks that types alone cannot express."""
+    checks = [
+        (0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction must be between 0 and 1"),
+        (cfg.data.crop >= 8 and cfg.data.resize >= cfg.data.crop, "data.resize must be >= data.crop >= 8"),
+        (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
+        (len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean and data.std need 3 values (RGB)"),
+        (0.0 <= cfg.distill.alpha <= 1.0, "distill.alpha must be between 0 and 1"),
+        (cfg.distill.temperature > 0, "distill.temperature must be > 0"),
+        (0.05 <= cfg.prune.macs_ratio < 1.0, "prune.macs_ratio must be in [0.05, 1)"),
+        (cfg.prune.round_to >= 1, "prune.round_to must be >= 1"),
+        (min(cfg.teacher.epochs, cfg.distill.epochs, cfg.prune.epochs) >= 0, "epochs must be >= 0"),
+        (cfg.quantize.calibration_samples >= 1, "quantize.calibration_samples must be >= 1"),
+        (cfg.bench.threads >= 1 and cfg.bench.runs >= 2, "bench.threads >= 1 and bench.runs >= 2"),
+        (cfg.export.parity_samples >= 1, "export.parity_samples must be >= 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise CompressError(message)

@@ -1,0 +1,172 @@
+"""Architectures by torchvision name, classifier heads, initial weights, and safe checkpoints.
+
+A checkpoint is a plain dict {"state_dict", "meta"} loaded with `weights_only=True`: no
+pickled modules, so loading one never runs code. A pruned network is rebuilt from the channel
+counts stored in its meta ("shapes"), then its state_dict is loaded.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from pipeline.errors import CompressError
+
+SHAPED_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+
+
+def classification_archs() -> list[str]:
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
+    """The classifier head: the last nn.Linear in module order (resnet.fc, vgg.classifier[-1], ...)."""
+    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise CompressError(f"{type(model).__name__} has no nn.Linear classifier head to replace")
+    return linears[-1]
+
+
+def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
+    name, head = last_linear(model)
+    if head.out_features != num_classes:
+        _set_module(model, name, nn.Linear(head.in_features, num_classes))
+    return model
+
+
+def imagenet_weights(arch: str):
+    """torchvision's DEFAULT ImageNet weights for `arch`, checking the local cache before the network."""
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+    if cache.is_file():
+        return weights
+    try:
+        torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+    except Exception as exc:  # offline, proxy, HTTP error: all end the same way for the user
+        raise CompressError(
+            f"ImageNet weights for {arch} are not cached at {cache} and could not be downloaded "
+            f"({type(exc).__name__}); copy {weights.url} to that path (or set TORCH_HOME), "
+            "or use weights = \"none\"") from None
+    return weights
+
+
+def build_model(arch: str, num_classes: int, weights: str = "none") -> nn.Module:
+    """A torchvision classifier with a `num_classes` head; weights: none | imagenet | checkpoint path."""
+    if arch not in classification_archs():
+        raise CompressError(f"unknown architecture {arch!r}; valid: {', '.join(classification_archs())}")
+    if weights == "imagenet":
+        model = torchvision.models.get_model(arch, weights=imagenet_weights(arch))
+        return replace_head(model, num_classes)
+    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    if weights not in ("none", ""):
+        state, _ = load_checkpoint(weights)
+        head_name, _ = last_linear(model)
+        own = model.state_dict()
+        # a checkpoint from another task keeps its backbone; its head is re-initialised
+        head = head_name + "."
+        state = {k: v for k, v in state.items()
+                 if not (k.startswith(head) and (k not in own or v.shape != own[k].shape))}
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:
+            raise CompressError(f"checkpoint {weights} does not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
+        missing = [k for k in missing if not k.startswith(head)]
+        if missing or unexpected:
+            raise CompressError(f"checkpoint {weights} does not fit {arch}: "
+                                f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model
+
+
+# ---------------------------------------------------------------- shapes of pruned networks
+
+def module_shapes(model: nn.Module) -> dict[str, list[int]]:
+    """Channel counts of every conv/BN/linear layer: enough to rebuild a pruned network."""
+    shapes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            shapes[name] = [m.in_channels, m.out_channels, m.groups]
+        elif isinstance(m, nn.BatchNorm2d):
+            shapes[name] = [m.num_features]
+        elif isinstance(m, nn.Linear):
+            shapes[name] = [m.in_features, m.out_features]
+    return shapes
+
+
+def apply_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
+    """Replace layers whose channel counts differ from `shapes` with freshly sized ones."""
+    current = module_shapes(model)
+    for name, shape in shapes.items():
+        if name not in current:
+            raise CompressError(f"checkpoint describes layer {name!r}, which the architecture does not have")
+        if current[name] == list(shape):
+            continue
+        old = model.get_submodule(name)
+        if isinstance(old, nn.Conv2d):
+            new = nn.Conv2d(shape[0], shape[1], old.kernel_size, old.stride, old.padding, old.dilation,
+                            groups=shape[2], bias=old.bias is not None, padding_mode=old.padding_mode)
+        elif isinstance(old, nn.BatchNorm2d):
+            new = nn.BatchNorm2d(shape[0], old.eps, old.momentum, old.affine, old.track_running_stats)
+        else:
+            new = nn.Linear(shape[0], shape[1], bias=old.bias is not None)
+        _set_module(model, name, new)
+    return model
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(model: nn.Module, path: Path, meta: dict) -> None:
+    """Write {"state_dict", "meta"}; meta holds arch, classes and shapes (plain JSON-able values)."""
+    meta = dict(meta, shapes=module_shapes(model))
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "meta": meta}, path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, meta) from our format or a bare state_dict; never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CompressError(f"checkpoint {path} cannot be loaded safely (weights_only=True): "
+                            f"{str(exc).splitlines()[0][:200]}") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return obj["state_dict"], obj.get("meta", {})
+    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, {}
+    raise CompressError(f"checkpoint {path} holds neither a state_dict nor {{state_dict, meta}}")
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, dict]:
+    """Rebuild the network a checkpoint of ours describes (pruned or not) and load its weights."""
+    state, meta = load_checkpoint(path)
+    if "arch" not in meta or "classes" not in meta:
+        raise CompressError(f"checkpoint {path} has no arch/classes metadata; it was not written by compress")
+    model = torchvision.models.get_model(meta["arch"], weights=None, num_classes=len(meta["classes"]))
+    apply_shapes(model, meta.get("shapes", {}))
+    model.load_state_dict(state)
+    return model.eval(), meta
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, crop: int) -> int:
+    """Multiply-accumulates for one image at `crop`x`crop`, counted by torch-pruning's op counter."""
+    import torch_pruning as tp
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    macs, _ = tp.utils.count_ops_and_params(model, torch.zeros(1, 3, crop, crop, device=device))
+    model.train(was_training)
+    return int(macs)

@@ -1,0 +1,157 @@
+"""The one training loop every stage uses: device placement, bf16 autocast on CUDA, per-epoch
+checkpoints for resume, progress bars, and validation accuracy per epoch.
+
+A stage supplies `compute_loss(model, images, labels) -> loss`; the loop knows nothing about
+distillation. Data order and augmentation depend only on (seed, epoch), so a run resumed from
+its last epoch checkpoint reaches the same weights as one that was never interrupted.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline.config import DataConfig, TrainConfig
+from pipeline.data import Dataset, eval_batches, train_batches
+from pipeline.errors import CompressError
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def bar_disabled(quiet: bool) -> bool | None:
+    """tqdm's `disable`: off when quiet; None lets tqdm hide bars when stderr is not a terminal."""
+    return True if quiet else None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CompressError("device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (no loss scaling needed); full fp32 on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+def make_optimizer(params: Iterable, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, batches: Iterable, device: torch.device, quiet: bool = True,
+                   desc: str = "evaluate") -> torch.Tensor:
+    """Logits (float32, on the CPU) for every batch, in eval mode."""
+    model.eval()
+    out = []
+    for x, _ in tqdm(batches, disable=bar_disabled(quiet), desc=desc, leave=False, unit="batch"):
+        with autocast(device):
+            out.append(model(to_device(x, device)).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, data: Dataset, dcfg: DataConfig, device: torch.device, quiet: bool = True) -> float:
+    """Top-1 accuracy on the val split (PyTorch; the benchmark measures through ONNX Runtime)."""
+    logits = predict_logits(model, eval_batches(data, dcfg), device, quiet)
+    return float((logits.argmax(1) == data.val.labels).float().mean())
+
+
+def _atomic_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConfig, tcfg: TrainConfig,
+        epochs: int, lr: float, seed: int, device: torch.device, state_path: Path, key: str,
+        desc: str, quiet: bool = False, extra_modules: tuple[nn.Module, ...] = ()) -> list[dict]:
+    """Train `model` for `epochs`, saving a resumable state to `state_path` after every epoch.
+
+    A state file written under the same `key` (the stage's cache key) is resumed; any other is
+    ignored. Returns the per-epoch history: loss, val accuracy, seconds.
+    """
+    prepare(model, device)
+    for module in extra_modules:
+        prepare(module, device)
+    params = [p for m in (model, *extra_modules) for p in m.parameters() if p.requires_grad]
+    opt = make_optimizer(params, tcfg, lr)
+    sched = make_scheduler(opt, tcfg, epochs)
+    start, history = 0, []
+    if state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if state.get("key") == key:
+            model.load_state_dict(state["model"])
+            for module, sd in zip(extra_modules, state.get("extra", [])):
+                module.load_state_dict(sd)
+            opt.load_state_dict(state["optimizer"])  # moves its tensors to the parameters' device
+            sched.load_state_dict(state["scheduler"])
+            start, history = state["epoch"] + 1, state["history"]
+            if not quiet:
+                tqdm.write(f"{desc}: resuming after epoch {start} of {epochs}")
+    for epoch in range(start, epochs):
+        t0 = time.perf_counter()
+        model.train()
+        for module in extra_modules:
+            module.train()
+        total, count = 0.0, 0
+        n_batches = -(-len(data.train) // dcfg.batch_size)
+        bar = tqdm(train_batches(data.train, dcfg, seed, epoch), total=n_batches, disable=bar_disabled(quiet),
+                   desc=f"{desc} {epoch + 1}/{epochs}", leave=False, unit="batch")
+        for x, y in bar:
+            x, y = to_device(x, device), y.to(device)
+            with autocast(device):
+                loss = compute_loss(model, x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(y)
+            count += len(y)
+            bar.set_postfix(loss=f"{total / count:.4f}")
+        sched.step()
+        accuracy = evaluate(model, data, dcfg, device, quiet)
+        history.append({"epoch": epoch + 1, "loss": total / max(count, 1), "val_accuracy": accuracy,
+                        "seconds": round(time.perf_counter() - t0, 3)})
+        if not quiet:
+            tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: loss {total / max(count, 1):.4f}, "
+                       f"val accuracy {accuracy:.4f}")
+        _atomic_save({"key": key, "epoch": epoch, "history": history,
+                      "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                      "extra": [{k: v.cpu() for k, v in m.state_dict().items()} for m in extra_modules],
+                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, state_path)
+    model.eval()
+    return history

@@ -1,0 +1,48 @@
+"""Stage `export`: every fp32 model to ONNX with client metadata, onnx.checker and a parity
+check against PyTorch on real val images; records params and MACs for the report."""
+from __future__ import annotations
+
+from pipeline.config import Config
+from pipeline.data import normalize
+from pipeline.models import count_macs, count_params, load_model
+from pipeline.rundir import EXPORT_INFO, checkpoint_path, onnx_path
+from pipeline.stage import Context, Stage
+from exports.onnx import client_metadata, export_onnx, parity
+
+
+def fp32_model_names(cfg: Config) -> list[str]:
+    names = ["teacher", "student"]
+    if cfg.distill.baseline:
+        names.append("baseline")
+    if cfg.prune.enabled:
+        names.append("student_pruned")
+    return names
+
+
+class ExportStage(Stage):
+    name = "export"
+    sections = ("data", "export")
+
+    def inputs(self, cfg: Config) -> list[str]:
+        return [checkpoint_path(n) for n in fp32_model_names(cfg)]
+
+    def outputs(self, cfg: Config) -> list[str]:
+        return [onnx_path(n) for n in fp32_model_names(cfg)] + [EXPORT_INFO]
+
+    def run(self, ctx: Context, key: str) -> dict:
+        cfg, data = ctx.cfg, ctx.data
+        images = normalize(data.val_crops(cfg.data.crop)[:cfg.export.parity_samples], cfg.data.mean, cfg.data.std)
+        info = {}
+        for name in fp32_model_names(cfg):
+            model, meta = load_model(ctx.run.path(checkpoint_path(name)))
+            metadata = client_metadata(data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,
+                                       model_name=name, arch=meta["arch"], producer="compress")
+            with ctx.run.atomic(onnx_path(name)) as tmp:
+                export_onnx(model, tmp, cfg.data.crop, cfg.export.opset, metadata)
+                diff = parity(model, tmp, images, cfg.export.parity_tolerance)
+            info[name] = {"arch": meta["arch"], "params": count_params(model), "macs": count_macs(model, cfg.data.crop),
+                          "parity_max_abs_diff": diff, "pytorch_val_accuracy": meta.get("val_accuracy"),
+                          "history": meta.get("history", []), "pruning": meta.get("pruning")}
+            ctx.log(f"export {name}: parity max |diff| {diff:.2e}")
+        ctx.run.write_json(EXPORT_INFO, info)
+        return {n: {"parity_max_abs_diff": v["parity_max_abs_diff"]} for n, v in info.items()}
