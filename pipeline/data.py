@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+import click
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -172,7 +172,7 @@ def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfi
     for (path, label), img in zip(items, decoded):
         if img is None:
             bad.append(str(path))
-            warnings.warn(f"skipping unreadable image {path}")
+            click.secho(f"WARNING: skipping unreadable image {path}", fg="yellow", err=True)
             continue
         images.append(img)
         labels.append(label)

@@ -139,7 +139,7 @@ def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConf
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             count += len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")
         sched.step()

@@ -1,0 +1,60 @@
+"""Decoding: every colour mode becomes RGB, images are decoded once, batches are seeded."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipeline import data as data_mod
+from pipeline.config import DataConfig
+from pipeline.data import decode_file, load_dataset, train_batches
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1"])
+def test_every_mode_becomes_rgb(tmp_path, mode):
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (30, 40, 3), dtype=np.uint8))
+    img = img.convert("L").convert(mode) if mode in ("I;16", "1") else img.convert(mode)
+    path = tmp_path / ("x.tif" if mode in ("CMYK", "I;16") else "x.png")
+    img.save(path)
+    out = decode_file(path, 20)
+    assert out.dtype == torch.uint8 and out.shape == (3, 20, 26)
+
+
+def test_jpeg_decoded_at_reduced_size_keeps_aspect(tmp_path):
+    path = tmp_path / "big.jpg"
+    Image.new("RGB", (800, 600), (200, 10, 10)).save(path)
+    out = decode_file(path, 36)
+    assert out.shape == (3, 36, 48)
+    assert abs(int(out[0].float().mean()) - 200) < 6
+
+
+def test_images_are_decoded_once_per_run(digits_folder, monkeypatch, tmp_path):
+    calls = []
+    real = data_mod.decode_file
+    monkeypatch.setattr(data_mod, "decode_file", lambda p, r: calls.append(p) or real(p, r))
+    cfg = DataConfig(path=str(digits_folder), resize=20, crop=16, batch_size=8)
+    ds = load_dataset(cfg, seed=0)
+    assert len(calls) == len(ds.train) + len(ds.val) == 54
+    for epoch in range(3):
+        for _ in train_batches(ds.train, cfg, seed=0, epoch=epoch):
+            pass
+    assert len(calls) == 54
+
+
+def test_batches_depend_only_on_seed_and_epoch(digits_folder):
+    cfg = DataConfig(path=str(digits_folder), resize=20, crop=16, batch_size=8, augment="crop_flip")
+    ds = load_dataset(cfg, seed=0)
+    a = [x for x, _ in train_batches(ds.train, cfg, seed=1, epoch=2)]
+    b = [x for x, _ in train_batches(ds.train, cfg, seed=1, epoch=2)]
+    c = [x for x, _ in train_batches(ds.train, cfg, seed=1, epoch=3)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+    assert a[0].shape == (8, 3, 16, 16)
+
+
+def test_embedded_digits():
+    ds = load_dataset(DataConfig(), seed=0)
+    assert ds.classes == [str(i) for i in range(10)]
+    assert len(ds.train) + len(ds.val) == 1797 and abs(len(ds.val) - 360) <= 5
+    assert ds.train.images[0].shape == (3, 36, 36)

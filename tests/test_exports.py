@@ -1,0 +1,66 @@
+"""ONNX export (checker, parity, metadata) and int8 quantization on a tiny model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torchvision
+
+from exports.onnx import client_metadata, cpu_session, export_onnx, parity, read_metadata, run_logits
+from exports.quantize import quantize_int8
+from pipeline.config import QuantizeConfig
+from pipeline.errors import CompressError
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=3).eval()
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    export_onnx(model, path, crop=32, opset=17,
+                metadata=client_metadata(["a", "b", "c"], [0.5] * 3, [0.25] * 3, 36, 32, arch="resnet18"))
+    return model, path
+
+
+def test_export_metadata_and_parity(exported):
+    model, path = exported
+    meta = read_metadata(path)
+    assert json.loads(meta["labels"]) == ["a", "b", "c"] and meta["crop"] == "32" and meta["arch"] == "resnet18"
+    x = torch.randn(5, 3, 32, 32)
+    assert parity(model, path, x, 1e-3) < 1e-3
+
+
+def test_parity_failure_is_a_clear_error(exported):
+    model, path = exported
+    other = torchvision.models.resnet18(num_classes=3).eval()
+    with pytest.raises(CompressError, match="differ from PyTorch"):
+        parity(other, path, torch.randn(2, 3, 32, 32), 1e-3)
+
+
+@pytest.mark.parametrize("fmt", ["qoperator", "qdq"])
+def test_int8_is_smaller_loads_and_mostly_agrees(exported, tmp_path, fmt):
+    _, path = exported
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
+    out = tmp_path / "int8.onnx"
+    quantize_int8(path, out, calib, QuantizeConfig(format=fmt))
+    onnx.checker.check_model(str(out))
+    assert out.stat().st_size < 0.4 * path.stat().st_size
+    assert json.loads(read_metadata(out)["labels"]) == ["a", "b", "c"]
+    x = rng.standard_normal((32, 3, 32, 32)).astype(np.float32)
+    fp32 = run_logits(cpu_session(path), x).argmax(1)
+    int8 = run_logits(cpu_session(out), x).argmax(1)
+    assert (fp32 == int8).mean() >= 0.75
+
+
+def test_read_metadata_rejects_files_without_it(tmp_path):
+    model = onnx.helper.make_model(onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["x"], ["y"])], "g",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1])]))
+    onnx.save(model, tmp_path / "bare.onnx")
+    with pytest.raises(CompressError, match="lacks metadata"):
+        read_metadata(tmp_path / "bare.onnx")

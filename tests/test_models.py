@@ -1,0 +1,72 @@
+"""Architectures, initial weights (including the offline ImageNet path) and safe checkpoints."""
+from __future__ import annotations
+
+import os
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+from pipeline.errors import CompressError
+from pipeline.models import build_model, load_model, save_checkpoint
+from stages.prune import prune_to_macs
+from pipeline.config import PruneConfig
+from pipeline.models import count_macs
+
+
+def test_unknown_arch_lists_valid_ones():
+    with pytest.raises(CompressError, match="resnet18"):
+        build_model("resnet-18", 3)
+
+
+def test_imagenet_weights_offline_names_the_cache_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(CompressError) as err:
+        build_model("resnet18", 3, "imagenet")
+    url = torchvision.models.ResNet18_Weights.DEFAULT.url
+    assert str(tmp_path / "hub" / "checkpoints" / os.path.basename(url)) in str(err.value)
+    assert url in str(err.value)
+
+
+def test_imagenet_weights_from_the_cache(tmp_path, monkeypatch):
+    """A cached file is used without touching the network; the head is replaced for our classes."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    url = torchvision.models.ResNet18_Weights.DEFAULT.url
+    cache = tmp_path / "hub" / "checkpoints" / os.path.basename(url)
+    cache.parent.mkdir(parents=True)
+    reference = torchvision.models.resnet18()
+    torch.save(reference.state_dict(), cache)
+    model = build_model("resnet18", 3, "imagenet")
+    assert model.fc.out_features == 3
+    assert torch.equal(model.conv1.weight, reference.conv1.weight)
+
+
+def test_checkpoint_as_initial_weights_keeps_backbone_and_resets_head(tmp_path):
+    source = torchvision.models.resnet18(num_classes=5)
+    save_checkpoint(source, tmp_path / "s.pt", {"arch": "resnet18", "classes": list("abcde")})
+    model = build_model("resnet18", 3, str(tmp_path / "s.pt"))
+    assert torch.equal(model.layer1[0].conv1.weight, source.layer1[0].conv1.weight)
+    assert model.fc.out_features == 3
+
+
+def test_pruned_model_reaches_target_and_reloads_without_unpickling(tmp_path):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=4).eval()
+    summary = prune_to_macs(model, PruneConfig(macs_ratio=0.5, round_to=8), crop=32)
+    assert 0.40 <= summary["macs_ratio"] <= 0.5
+    assert count_macs(model, 32) == summary["macs_after"]
+    assert all(m.out_channels % 8 == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    path = tmp_path / "pruned.pt"
+    save_checkpoint(model, path, {"arch": "resnet18", "classes": list("abcd")})
+    raw = torch.load(path, weights_only=True)  # plain tensors and JSON-able meta only
+    assert set(raw) == {"state_dict", "meta"}
+    reloaded, meta = load_model(path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reloaded(x), atol=1e-6)
+    assert meta["shapes"]["layer1.0.conv1"][1] < 64

@@ -1,0 +1,115 @@
+"""`compress run` end to end through click's runner on tiny real data: the run-directory
+contract, ONNX validity, parity and metadata, and caching on a second run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.rundir import sha256_file
+from tests.conftest import cli_args
+
+MODELS = ["teacher", "student", "baseline", "student_pruned", "student_int8"]
+STAGES = ["teacher", "student", "baseline", "student_pruned", "export", "student_int8", "benchmark"]
+
+
+@pytest.fixture(scope="module")
+def full_run(digits_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("e2e") / "run"
+    result = CliRunner().invoke(main, cli_args(digits_folder, out), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def test_run_directory_contract(full_run):
+    out, _ = full_run
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert files == sorted([
+        "manifest.json", "report.json", "report.md", "onnx/models.json",
+        *[f"onnx/{m}.onnx" for m in MODELS],
+        *[f"checkpoints/{m}.pt" for m in MODELS if m != "student_int8"],
+    ])
+
+
+def test_report_json_has_every_model_and_figure(full_run, digits_folder):
+    out, result = full_run
+    report = json.loads((out / "report.json").read_text())
+    assert report["dataset"] == {"name": digits_folder.name, "classes": ["digit0", "digit1", "digit2"],
+                                 "train_size": 36, "val_size": 18}
+    assert list(report["models"]) == MODELS
+    for name, m in report["models"].items():
+        assert m["onnx"] == f"onnx/{name}.onnx"
+        assert m["onnx_bytes"] == (out / m["onnx"]).stat().st_size
+        assert m["params"] > 0 and m["macs"] > 0
+        assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["agreement_with_teacher"] <= 1.0
+        assert 0 < m["latency_ms"]["p50"] <= m["latency_ms"]["p90"]
+    models = report["models"]
+    assert models["teacher"]["agreement_with_teacher"] == 1.0
+    assert models["teacher"]["params"] > 2 * models["student"]["params"]  # ResNet50 vs ResNet18
+    assert models["student_pruned"]["macs"] < 0.6 * models["student"]["macs"]
+    assert models["student_int8"]["onnx_bytes"] < 0.4 * models["student_pruned"]["onnx_bytes"]
+    assert "| student_int8 |" in (out / "report.md").read_text()
+    assert "| teacher |" in result.output  # the table is printed too
+
+
+def test_onnx_files_check_carry_metadata_and_match_pytorch(full_run, digits_folder):
+    out, _ = full_run
+    info = json.loads((out / "onnx/models.json").read_text())
+    for name in MODELS:
+        path = out / f"onnx/{name}.onnx"
+        onnx.checker.check_model(str(path))
+        meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+        assert json.loads(meta["labels"]) == ["digit0", "digit1", "digit2"]
+        assert json.loads(meta["mean"]) == pytest.approx([0.485, 0.456, 0.406])
+        assert (meta["resize"], meta["crop"], meta["color"], meta["layout"], meta["scale"]) == \
+            ("20", "16", "RGB", "NCHW", "1/255")
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert sess.get_inputs()[0].shape[0] == "batch"  # dynamic batch axis
+        assert sess.run(None, {"input": np.zeros((3, 3, 16, 16), np.float32)})[0].shape == (3, 3)
+    for name in ("teacher", "student", "baseline", "student_pruned"):
+        assert info[name]["parity_max_abs_diff"] <= 1e-3
+
+
+def test_manifest_records_config_versions_timings_and_hashes(full_run):
+    out, _ = full_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["data"]["crop"] == 16
+    assert set(manifest["versions"]) >= {"python", "torch", "torchvision", "onnx", "onnxruntime", "torch_pruning"}
+    assert "git_commit" in manifest
+    assert manifest["executed"] == STAGES
+    for stage in STAGES:
+        assert manifest["stages"][stage]["seconds"] >= 0
+    for rel, digest in manifest["artifacts"].items():
+        assert sha256_file(out / rel) == digest
+    assert len(manifest["artifacts"]) == 12  # 4 checkpoints, 5 ONNX, models.json, report.json, report.md
+
+
+def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch):
+    out, _ = full_run
+    from pipeline import runner
+    for stage in runner.STAGES:
+        monkeypatch.setattr(type(stage), "run", lambda *a, **k: pytest.fail("a cached stage ran again"))
+    result = CliRunner().invoke(main, cli_args(digits_folder, out), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["executed"] == [] and manifest["skipped"] == STAGES
+    assert "nothing (all stages up to date)" in result.output
+
+
+def test_changed_setting_reruns_from_first_affected_stage(digits_folder, tmp_path):
+    out = tmp_path / "run"
+    off = dict(prune__enabled="false", quantize__enabled="false")
+    assert CliRunner().invoke(main, cli_args(digits_folder, out, **off)).exit_code == 0
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, distill__alpha="0.9", **off))
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"] == ["teacher", "baseline"]
+    assert manifest["executed"] == ["student", "export", "benchmark"]
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["models"]) == ["teacher", "student", "baseline"]  # stages turned off leave keys out
+    assert not (out / "onnx/student_int8.onnx").exists()

@@ -1,0 +1,46 @@
+"""A training run killed after an epoch resumes there and ends with the same weights as an
+uninterrupted run (same config and seed on the CPU give the same result)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline import train as train_mod
+from pipeline.config import load_config
+from pipeline.models import load_checkpoint
+from pipeline.runner import run_pipeline
+from stages.teacher import TeacherStage
+from tests.conftest import tiny_overrides
+
+
+def test_interrupted_teacher_resumes_and_matches_uninterrupted(digits_folder, tmp_path, monkeypatch):
+    cfg = load_config(None, tuple(tiny_overrides(teacher__epochs=3, teacher__arch="resnet18",
+                                                 data__path=str(digits_folder))))
+    stages = (TeacherStage(),)
+    run_pipeline(cfg, tmp_path / "straight", quiet=True, stages=stages)
+
+    calls = {"n": 0}
+    real_evaluate = train_mod.evaluate
+
+    def dies_in_second_epoch(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real_evaluate(*a, **k)
+    monkeypatch.setattr(train_mod, "evaluate", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, tmp_path / "killed", quiet=True, stages=stages)
+    assert (tmp_path / "killed/checkpoints/teacher.training.pt").is_file()
+    assert not (tmp_path / "killed/checkpoints/teacher.pt").exists()
+
+    epochs_run = []
+    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: epochs_run.append(1) or real_evaluate(*a, **k))
+    manifest = run_pipeline(cfg, tmp_path / "killed", quiet=True, stages=stages)
+    assert manifest["executed"] == ["teacher"]
+    assert len(epochs_run) == 2  # only epochs 2 and 3 were trained again
+    assert not (tmp_path / "killed/checkpoints/teacher.training.pt").exists()
+
+    a, meta_a = load_checkpoint(tmp_path / "straight/checkpoints/teacher.pt")
+    b, meta_b = load_checkpoint(tmp_path / "killed/checkpoints/teacher.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["val_accuracy"] for h in meta_a["history"]] == [h["val_accuracy"] for h in meta_b["history"]]
