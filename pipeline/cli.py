@@ -1,6 +1,7 @@
 """The `compress` command line. Bad input ends with one line on stderr and exit status 2."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -56,7 +57,6 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
     manifest = run_pipeline(cfg, out, quiet=quiet)
     report = Path(out) / "report.json"
     if report.is_file():
-        import json
         click.echo(markdown_table(json.loads(report.read_text())))
     ran = ", ".join(manifest["executed"]) or "nothing (all stages up to date)"
     click.echo(f"ran: {ran}; run directory: {out} ({manifest['seconds_total_this_invocation']:.0f} s)")
@@ -64,14 +64,14 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
 
 @main.command("config")
 def show_config() -> None:
-    """List every config key with its default."""
-    from pipeline.config import Config
-    cfg = Config()
+    """List every config key with its default and why that default."""
+    from pipeline.config import Config, key_reasons
+    cfg, reasons = Config(), key_reasons()
     for key in valid_keys():
         obj = cfg
         for part in key.split("."):
             obj = getattr(obj, part)
-        click.echo(f"{key} = {obj!r}")
+        click.echo(f"{key} = {json.dumps(obj)}  # {reasons.get(key, '')}")
 
 
 if __name__ == "__main__":

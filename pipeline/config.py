@@ -140,6 +140,21 @@ def valid_keys() -> list[str]:
     return keys
 
 
+def key_reasons() -> dict[str, str]:
+    """`section.key` -> the one-line why written beside its default in this file."""
+    import inspect
+    import re
+    reasons = {}
+    cfg = Config()
+    owners = {"": type(cfg), **{name: type(sec) for name, sec in _sections(cfg).items()}}
+    for prefix, cls in owners.items():
+        for line in inspect.getsource(cls).splitlines():
+            m = re.match(r"\s+(\w+): [^=]+=.*#\s*(.+)$", line)
+            if m:
+                reasons[f"{prefix}.{m.group(1)}" if prefix else m.group(1)] = m.group(2).strip()
+    return reasons
+
+
 def _coerce(key: str, current: Any, value: Any) -> Any:
     """Convert `value` (from TOML or a --set string) to the type of the default `current`."""
     kind = type(current)

@@ -35,3 +35,9 @@ def test_range_checks():
         load_config(None, ("distill.alpha=1.5",))
     with pytest.raises(CompressError, match="resize"):
         load_config(None, ("data.resize=8", "data.crop=16"))
+
+
+def test_every_key_documents_its_default():
+    from pipeline.config import key_reasons
+    reasons = key_reasons()
+    assert [k for k in valid_keys() if not reasons.get(k)] == []
