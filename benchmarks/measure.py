@@ -1,5 +1,10 @@
-"""Measurements through ONNX Runtime on the CPU: latency percentiles at a fixed thread count,
-and top-1 predictions on the val split (the model that ships is the one measured)."""
+"""Measurements through ONNX Runtime on the CPU.
+
+Latency is measured *interleaved*: each round runs every model once (in a rotating order), so
+a burst of noise on a shared machine hits all models alike, and the ratio of a model's time to
+the teacher's, measured in the same rounds, stays stable where absolute milliseconds do not.
+Accuracy is computed from the ONNX model's own outputs: the model that ships is the one measured.
+"""
 from __future__ import annotations
 
 import time
@@ -9,24 +14,44 @@ import onnxruntime as ort
 
 from exports.onnx import run_logits
 
+NOISE_IQR_OVER_MEDIAN = 0.10  # above this spread a latency figure is flagged as noisy
 
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
+
+def percentiles(samples_ms) -> dict[str, float]:
+    """p50/p90/p99, mean ± std and the IQR/median noise measure of a list of times."""
     a = np.asarray(samples_ms, dtype=np.float64)
-    return {"p50": float(np.percentile(a, 50)), "p90": float(np.percentile(a, 90)),
-            "mean": float(a.mean()), "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "runs": len(a)}
+    q25, p50, q75, p90, p99 = np.percentile(a, [25, 50, 75, 90, 99])
+    iqr_rel = float((q75 - q25) / p50) if p50 > 0 else 0.0
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(a.mean()),
+            "std": float(a.std(ddof=1)) if len(a) > 1 else 0.0, "iqr_over_median": iqr_rel,
+            "noisy": iqr_rel > NOISE_IQR_OVER_MEDIAN, "runs": int(len(a))}
 
 
-def latency_ms(session: ort.InferenceSession, image: np.ndarray, warmup: int, runs: int) -> dict[str, float]:
-    """Wall time of `runs` single calls after `warmup` discarded ones, in milliseconds."""
-    feed = {session.get_inputs()[0].name: image.astype(np.float32)}
-    for _ in range(warmup):
-        session.run(None, feed)
-    samples = []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        session.run(None, feed)
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-    return percentiles(samples)
+def _time_once(session: ort.InferenceSession, feed: dict) -> float:
+    t0 = time.perf_counter_ns()
+    session.run(None, feed)
+    return (time.perf_counter_ns() - t0) / 1e6
+
+
+def interleaved_latency(sessions: dict[str, ort.InferenceSession], images: np.ndarray, batch: int,
+                        warmup: int, runs: int) -> dict[str, list[float]]:
+    """Per-model lists of `runs` timings (ms) at `batch`, taken round-robin after `warmup` rounds."""
+    feeds = {n: {s.get_inputs()[0].name: np.ascontiguousarray(images[:batch], dtype=np.float32)}
+             for n, s in sessions.items()}
+    names = list(sessions)
+    samples: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(warmup + runs):
+        order = names[r % len(names):] + names[:r % len(names)]  # rotate: no model always goes first
+        for n in order:
+            t = _time_once(sessions[n], feeds[n])
+            if r >= warmup:
+                samples[n].append(t)
+    return samples
+
+
+def paired_ratio(samples: list[float], reference: list[float]) -> float:
+    """Median over rounds of (model time / reference time in the same round)."""
+    return float(np.median(np.asarray(samples) / np.asarray(reference)))
 
 
 def predictions(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:

@@ -62,6 +62,89 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
     click.echo(f"ran: {ran}; run directory: {out} ({manifest['seconds_total_this_invocation']:.0f} s)")
 
 
+@main.command()
+@click.argument("report", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Baseline file to write.")
+def baseline(report, output) -> None:
+    """Write the figures the gate compares (from REPORT.json) to a baseline file."""
+    from benchmarks.gate import load_json, make_baseline
+    data = make_baseline(load_json(report, "report"), report)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(output).with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(output)
+    click.echo(f"baseline with {len(data['models'])} models written to {output}")
+
+
+@main.command()
+@click.argument("report", type=click.Path())
+@click.option("--baseline", "baseline_file", required=True, type=click.Path(), help="Baseline from `compress baseline`.")
+@click.option("--max-accuracy-drop", default=1.0, show_default=True, help="Allowed top-1 drop, in points.")
+@click.option("--max-latency-regression", default=0.15, show_default=True,
+              help="Allowed relative growth of each model's same-run latency ratio to the reference.")
+@click.option("--max-size-growth", default=0.05, show_default=True, help="Allowed relative growth of ONNX bytes.")
+@click.option("--models", default=None, help="Comma-separated models to check (default: all on either side).")
+@click.option("--absolute-latency", is_flag=True, help="Also compare absolute p50 ms (warns if the CPU differs).")
+def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_size_growth, models,
+          absolute_latency) -> None:
+    """Exit 0 if REPORT.json holds up against the baseline, 1 on a regression, 2 on unusable input."""
+    from benchmarks.gate import Limits, compare, failed, load_json, render
+    limits = Limits(max_accuracy_drop, max_latency_regression, max_size_growth, max_latency_regression)
+    rows, warnings = compare(load_json(report, "report"), load_json(baseline_file, "baseline"), limits,
+                             models.split(",") if models else None, absolute_latency)
+    click.echo(render(rows))
+    for w in warnings:
+        click.secho(f"WARNING: {w}", fg="yellow", err=True)
+    bad = [r for r in rows if r.verdict in ("FAIL", "MISSING")]
+    if bad:
+        click.secho(f"REGRESSION: {len(bad)} of {len(rows)} figures outside their limits", fg="red")
+        sys.exit(1)
+    click.secho(f"OK: {len(rows)} figures within limits", fg="green")
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--data", "data_path", required=True, help="ImageFolder (val/ is used when present) or `digits`.")
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Write report.json and report.md here.")
+@click.option("--reference", default=None, help="Model name (file stem) the ratios are taken against; default the first.")
+@click.option("--set", "overrides", multiple=True, metavar="bench.KEY=VALUE", help="Override bench.* settings.")
+def bench(models, data_path, out, reference, overrides) -> None:
+    """Benchmark any compress-exported ONNX files on a dataset's val split, outside a pipeline run."""
+    from benchmarks.report import markdown_report, markdown_table
+    from benchmarks.suite import benchmark_onnx
+    from exports.onnx import read_metadata
+    from pipeline.config import DataConfig, load_config
+    from pipeline.data import load_dataset, normalize
+    cfg = load_config(None, overrides)
+    paths = {Path(m).stem: Path(m) for m in models}
+    if len(paths) != len(models):
+        raise CompressError("two model files share a name; give each a distinct file name")
+    metas = {n: read_metadata(p) for n, p in paths.items()}
+    first = next(iter(metas.values()))
+    preprocessing = {k: first[k] for k in ("resize", "crop", "mean", "std", "labels")}
+    for name, meta in metas.items():
+        if {k: meta[k] for k in preprocessing} != preprocessing:
+            raise CompressError(f"{paths[name]} expects other preprocessing or labels than {models[0]}")
+    dcfg = DataConfig(path=data_path, resize=int(first["resize"]), crop=int(first["crop"]),
+                      mean=json.loads(first["mean"]), std=json.loads(first["std"]))
+    data = load_dataset(dcfg, cfg.seed)
+    if data.classes != json.loads(first["labels"]):
+        raise CompressError(f"{data_path} has classes {data.classes}, the models {json.loads(first['labels'])}")
+    images = normalize(data.val_crops(dcfg.crop), dcfg.mean, dcfg.std).numpy()
+    report = benchmark_onnx(paths, images, data.val.labels.numpy(), data.classes, cfg.bench,
+                            reference=reference or next(iter(paths)))
+    report["dataset"] = {"name": data.name, "classes": data.classes, "train_size": len(data.train),
+                         "val_size": len(data.val)}
+    report["warnings"] = []
+    click.echo(markdown_table(report))
+    if out:
+        from pipeline.rundir import REPORT_JSON, REPORT_MD, RunDir
+        run = RunDir(out)
+        run.write_json(REPORT_JSON, report)
+        run.write_text(REPORT_MD, markdown_report(report))
+        click.echo(f"wrote {Path(out) / REPORT_JSON} and {Path(out) / REPORT_MD}")
+
+
 @main.command("config")
 def show_config() -> None:
     """List every config key with its default and why that default."""

@@ -93,8 +93,9 @@ class QuantizeConfig:
 @dataclass
 class BenchConfig:
     threads: int = 2  # fixed ONNX Runtime intra-op threads so figures compare across runs
-    warmup: int = 5  # runs discarded before timing (allocations, caches)
-    runs: int = 30  # timed batch-1 runs per model; p50/p90 are taken over these
+    batch_sizes: list = field(default_factory=lambda: [1, 8])  # edge latency (1) and throughput (8)
+    warmup: int = 5  # rounds discarded before timing (allocations, caches)
+    runs: int = 30  # timed interleaved rounds per batch size; percentiles are taken over these
 
 
 @dataclass
@@ -238,6 +239,8 @@ def validate(cfg: Config) -> None:
         (min(cfg.teacher.epochs, cfg.distill.epochs, cfg.prune.epochs) >= 0, "epochs must be >= 0"),
         (cfg.quantize.calibration_samples >= 1, "quantize.calibration_samples must be >= 1"),
         (cfg.bench.threads >= 1 and cfg.bench.runs >= 2, "bench.threads >= 1 and bench.runs >= 2"),
+        (bool(cfg.bench.batch_sizes) and all(isinstance(b, int) and b >= 1 for b in cfg.bench.batch_sizes),
+         "bench.batch_sizes must be a non-empty list of positive integers, e.g. [1, 8]"),
         (cfg.export.parity_samples >= 1, "export.parity_samples must be >= 1"),
     ]
     for ok, message in checks:

@@ -35,12 +35,14 @@ class ExportStage(Stage):
         info = {}
         for name in fp32_model_names(cfg):
             model, meta = load_model(ctx.run.path(checkpoint_path(name)))
+            params, macs = count_params(model), count_macs(model, cfg.data.crop)
             metadata = client_metadata(data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,
-                                       model_name=name, arch=meta["arch"], producer="compress")
+                                       model_name=name, arch=meta["arch"], producer="compress",
+                                       params=params, macs=macs)
             with ctx.run.atomic(onnx_path(name)) as tmp:
                 export_onnx(model, tmp, cfg.data.crop, cfg.export.opset, metadata)
                 diff = parity(model, tmp, images, cfg.export.parity_tolerance)
-            info[name] = {"arch": meta["arch"], "params": count_params(model), "macs": count_macs(model, cfg.data.crop),
+            info[name] = {"arch": meta["arch"], "params": params, "macs": macs,
                           "parity_max_abs_diff": diff, "pytorch_val_accuracy": meta.get("val_accuracy"),
                           "history": meta.get("history", []), "pruning": meta.get("pruning")}
             ctx.log(f"export {name}: parity max |diff| {diff:.2e}")

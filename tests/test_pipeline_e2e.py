@@ -47,9 +47,14 @@ def test_report_json_has_every_model_and_figure(full_run, digits_folder):
         assert m["onnx_bytes"] == (out / m["onnx"]).stat().st_size
         assert m["params"] > 0 and m["macs"] > 0
         assert 0.0 <= m["accuracy"] <= 1.0 and 0.0 <= m["agreement_with_teacher"] <= 1.0
-        assert 0 < m["latency_ms"]["p50"] <= m["latency_ms"]["p90"]
+        assert 0 < m["latency_ms"]["p50"] <= m["latency_ms"]["p90"] <= m["latency_ms"]["p99"]
+        assert set(m["latency_ms_by_batch"]) == {"1", "8"} and m["throughput_ips"] > 0
+        assert 0 <= m["ece"] <= 1 and len(m["confusion_matrix"]) == 3
     models = report["models"]
     assert models["teacher"]["agreement_with_teacher"] == 1.0
+    assert models["teacher"]["latency_ratio_to_reference"] == {"1": 1.0, "8": 1.0}
+    assert report["environment"]["threads"] == 2 and "isa" in report["environment"]
+    assert set(report["training"]) == {"teacher", "student", "baseline", "student_pruned"}
     assert models["teacher"]["params"] > 2 * models["student"]["params"]  # ResNet50 vs ResNet18
     assert models["student_pruned"]["macs"] < 0.6 * models["student"]["macs"]
     assert models["student_int8"]["onnx_bytes"] < 0.4 * models["student_pruned"]["onnx_bytes"]

@@ -1,0 +1,129 @@
+"""The CI gate: compare a report with a committed baseline and say what moved.
+
+Compared by default: accuracy (points), ONNX file size (relative), and latency as the *ratio to
+the reference model measured in the same run* (relative change of that ratio) at every batch
+size both sides have. Ratios survive a different or busier machine; absolute milliseconds do
+not, so they are compared only when asked, with a warning if the CPU differs.
+Exit codes from the CLI: 0 pass, 1 regression, 2 unusable input.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import CompressError
+
+BASELINE_FORMAT = "compress-baseline/1"
+
+
+@dataclass
+class Limits:
+    max_accuracy_drop: float = 1.0  # points of top-1 accuracy
+    max_latency_regression: float = 0.15  # relative growth of the same-run latency ratio
+    max_size_growth: float = 0.05  # relative growth of the ONNX file
+    max_absolute_latency_regression: float = 0.15  # only with absolute=True
+
+
+@dataclass
+class Row:
+    model: str
+    figure: str
+    baseline: float | None
+    now: float | None
+    change: str
+    limit: str
+    verdict: str  # PASS | FAIL | MISSING | NEW
+
+
+def load_json(path: str | Path, what: str) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CompressError(f"{what} {path} does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CompressError(f"{what} {path} is not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("models"), dict) or not data["models"]:
+        raise CompressError(f"{what} {path} has no `models` table; expected a compress report.json or baseline")
+    return data
+
+
+def _figures(model: dict, where: str, name: str) -> dict:
+    try:
+        return {"accuracy": float(model["accuracy"]), "onnx_bytes": int(model["onnx_bytes"]),
+                "latency_ratio": {str(b): float(r) for b, r in model["latency_ratio_to_reference"].items()},
+                "latency_p50_ms": {str(b): float(s["p50"]) for b, s in model["latency_ms_by_batch"].items()}}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CompressError(f"{where}: model {name!r} lacks figure {exc}; was it written by this compress version?") from None
+
+
+def make_baseline(report: dict, where: str = "report") -> dict:
+    """The figures the gate compares, with the environment they were measured in."""
+    return {"format": BASELINE_FORMAT,
+            "reference": report.get("benchmark", {}).get("reference", "teacher"),
+            "environment": report.get("environment", {}),
+            "models": {n: _figures(m, where, n) for n, m in report["models"].items()}}
+
+
+def as_baseline(data: dict, where: str) -> dict:
+    return data if data.get("format") == BASELINE_FORMAT else make_baseline(data, where)
+
+
+def _rel(now: float, base: float) -> float:
+    return now / base - 1.0 if base else float("inf")
+
+
+def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | None = None,
+            absolute: bool = False) -> tuple[list[Row], list[str]]:
+    """Rows for every compared figure, and warnings (e.g. a different CPU for absolute times)."""
+    now, base = make_baseline(report, "report"), as_baseline(baseline, "baseline")
+    if now["reference"] != base["reference"]:
+        raise CompressError(f"report measures ratios against {now['reference']!r} but the baseline against "
+                            f"{base['reference']!r}; they cannot be compared")
+    warnings = []
+    if absolute and now["environment"].get("cpu") != base["environment"].get("cpu"):
+        warnings.append(f"absolute latency compared across CPUs: baseline {base['environment'].get('cpu')!r}, "
+                        f"now {now['environment'].get('cpu')!r}")
+    names = models or sorted(set(base["models"]) | set(now["models"]), key=lambda n: (n != base["reference"], n))
+    rows: list[Row] = []
+    for name in names:
+        b, n = base["models"].get(name), now["models"].get(name)
+        if b is None or n is None:
+            rows.append(Row(name, "model", None, None, "absent from " + ("baseline" if b is None else "report"),
+                            "-", "NEW" if b is None else "MISSING"))
+            continue
+        drop = 100 * (b["accuracy"] - n["accuracy"])
+        rows.append(Row(name, "accuracy", b["accuracy"], n["accuracy"], f"{-drop:+.2f} pts",
+                        f"-{limits.max_accuracy_drop} pts", "FAIL" if drop > limits.max_accuracy_drop else "PASS"))
+        growth = _rel(n["onnx_bytes"], b["onnx_bytes"])
+        rows.append(Row(name, "onnx_bytes", b["onnx_bytes"], n["onnx_bytes"], f"{growth:+.1%}",
+                        f"+{limits.max_size_growth:.0%}", "FAIL" if growth > limits.max_size_growth else "PASS"))
+        checks = [("latency_ratio", limits.max_latency_regression)] if name != base["reference"] else []
+        if absolute:
+            checks.append(("latency_p50_ms", limits.max_absolute_latency_regression))
+        for figure, limit in checks:
+            for batch in sorted(set(b[figure]) | set(n[figure]), key=int):
+                label = f"{figure}@{batch}"
+                if batch not in b[figure] or batch not in n[figure]:
+                    rows.append(Row(name, label, b[figure].get(batch), n[figure].get(batch),
+                                    "absent from " + ("baseline" if batch not in b[figure] else "report"), "-",
+                                    "NEW" if batch not in b[figure] else "MISSING"))
+                    continue
+                growth = _rel(n[figure][batch], b[figure][batch])
+                rows.append(Row(name, label, b[figure][batch], n[figure][batch], f"{growth:+.1%}",
+                                f"+{limit:.0%}", "FAIL" if growth > limit else "PASS"))
+    return rows, warnings
+
+
+def failed(rows: list[Row]) -> bool:
+    return any(r.verdict in ("FAIL", "MISSING") for r in rows)
+
+
+def render(rows: list[Row]) -> str:
+    def fmt(v):
+        return "-" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+    table = [("model", "figure", "baseline", "now", "change", "limit", "verdict")]
+    table += [(r.model, r.figure, fmt(r.baseline), fmt(r.now), r.change, r.limit, r.verdict) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)

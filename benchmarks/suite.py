@@ -1,0 +1,72 @@
+"""Benchmark a set of ONNX models on the same images in one process: accuracy figures, and
+interleaved CPU latency at each batch size with ratios to a reference model (the teacher).
+
+Used by the pipeline's benchmark stage and by `compress bench` on any exported files.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.accuracy import accuracy_figures
+from benchmarks.environment import environment
+from benchmarks.measure import interleaved_latency, paired_ratio, percentiles
+from exports.onnx import cpu_session, run_logits
+from pipeline.config import BenchConfig
+
+
+def _int_or_none(meta: dict, key: str) -> int | None:
+    try:
+        return int(json.loads(meta[key]))
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarray, classes: list[str],
+                   cfg: BenchConfig, reference: str | None = "teacher", root: Path | None = None) -> dict:
+    """Measure every model in `paths` (name -> file). `root` makes the reported paths relative."""
+    sessions = {n: cpu_session(p, threads=cfg.threads) for n, p in paths.items()}
+    reference = reference if reference in paths else next(iter(paths))
+    logits = {n: run_logits(s, images) for n, s in sessions.items()}
+    ref_predicted = logits[reference].argmax(1)
+    batches = sorted(set(cfg.batch_sizes))
+    timings = {b: interleaved_latency(sessions, images, b, cfg.warmup, cfg.runs) for b in batches}
+    models = {}
+    for name, path in paths.items():
+        meta = sessions[name].get_modelmeta().custom_metadata_map
+        by_batch = {str(b): percentiles(timings[b][name]) for b in batches}
+        largest = str(batches[-1])
+        models[name] = {
+            "onnx": str(path.relative_to(root)) if root else str(path),
+            "onnx_bytes": path.stat().st_size,
+            "params": _int_or_none(meta, "params"), "macs": _int_or_none(meta, "macs"),
+            **accuracy_figures(logits[name], labels, classes, ref_predicted),
+            "latency_ms": by_batch[str(batches[0])],
+            "latency_ms_by_batch": by_batch,
+            "throughput_ips": int(largest) * 1000.0 / by_batch[largest]["p50"],
+            "latency_ratio_to_reference": {str(b): paired_ratio(timings[b][name], timings[b][reference])
+                                           for b in batches},
+        }
+        if reference != "teacher":
+            models[name]["agreement_with_reference"] = models[name].pop("agreement_with_teacher")
+    add_ratios(models, reference)
+    return {"environment": environment(cfg.threads),
+            "benchmark": {"device": "cpu", "threads": cfg.threads, "batch_sizes": batches, "warmup": cfg.warmup,
+                          "runs": cfg.runs, "reference": reference, "interleaved": True,
+                          "input": [None, *images.shape[1:]]},
+            "models": models}
+
+
+def add_ratios(models: dict[str, dict], reference: str) -> None:
+    """vs_reference: how many times smaller, faster (same-run paired ratio at batch 1) and cheaper."""
+    ref = models[reference]
+    for m in models.values():
+        first = next(iter(m["latency_ratio_to_reference"]))
+        m["vs_reference"] = {
+            "size_x": ref["onnx_bytes"] / m["onnx_bytes"],
+            "speed_x": 1.0 / m["latency_ratio_to_reference"][first],
+            "macs_x": ref["macs"] / m["macs"] if ref["macs"] and m["macs"] else None,
+            "accuracy_delta": m["accuracy"] - ref["accuracy"],
+        }

@@ -1,0 +1,150 @@
+"""The CI gate on hand-made reports, and the arithmetic behind the figures it compares."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from benchmarks.accuracy import accuracy_figures, expected_calibration_error
+from benchmarks.measure import paired_ratio, percentiles
+from pipeline.cli import main
+
+
+def model(acc, size, ratio1, ratio8, p50=1.0):
+    return {"accuracy": acc, "onnx_bytes": size,
+            "latency_ratio_to_reference": {"1": ratio1, "8": ratio8},
+            "latency_ms_by_batch": {"1": {"p50": p50}, "8": {"p50": 8 * p50}}}
+
+
+REPORT = {"benchmark": {"reference": "teacher"}, "environment": {"cpu": "CPU A"},
+          "models": {"teacher": model(0.90, 1000, 1.0, 1.0, p50=10.0),
+                     "student": model(0.88, 500, 0.30, 0.25, p50=3.0)}}
+
+
+def gate(tmp_path, report, baseline=REPORT, *extra):
+    (tmp_path / "r.json").write_text(json.dumps(report))
+    (tmp_path / "b.json").write_text(json.dumps(baseline))
+    return CliRunner().invoke(main, ["check", str(tmp_path / "r.json"), "--baseline", str(tmp_path / "b.json"), *extra])
+
+
+def changed(path, value):
+    r = copy.deepcopy(REPORT)
+    *keys, last = path
+    target = r
+    for k in keys:
+        target = target[k]
+    target[last] = value
+    return r
+
+
+def test_unchanged_report_passes(tmp_path):
+    result = gate(tmp_path, REPORT)
+    assert result.exit_code == 0, result.output
+    assert "OK: 6 figures within limits" in result.output  # teacher: 2 (no ratio to itself); student: 4
+    assert "latency_ratio@8" in result.output
+
+
+@pytest.mark.parametrize("path,value,figure", [
+    (("models", "student", "accuracy"), 0.86, "accuracy"),                          # -2 points
+    (("models", "student", "onnx_bytes"), 600, "onnx_bytes"),                       # +20%
+    (("models", "student", "latency_ratio_to_reference", "1"), 0.36, "latency_ratio@1"),  # +20%
+])
+def test_each_kind_of_regression_fails_with_exit_1(tmp_path, path, value, figure):
+    result = gate(tmp_path, changed(path, value))
+    assert result.exit_code == 1, result.output
+    failing = [ln for ln in result.output.splitlines() if ln.rstrip().endswith("FAIL")]
+    assert len(failing) == 1 and figure in failing[0] and "student" in failing[0]
+
+
+def test_within_limits_passes(tmp_path):
+    r = changed(("models", "student", "latency_ratio_to_reference", "1"), 0.33)  # +10% < 15%
+    r["models"]["student"]["accuracy"] = 0.875  # -0.5 points
+    assert gate(tmp_path, r).exit_code == 0
+
+
+def test_limits_are_configurable(tmp_path):
+    r = changed(("models", "student", "latency_ratio_to_reference", "1"), 0.33)
+    assert gate(tmp_path, r, REPORT, "--max-latency-regression", "0.05").exit_code == 1
+
+
+def test_missing_model_fails_and_new_model_is_reported(tmp_path):
+    r = copy.deepcopy(REPORT)
+    del r["models"]["student"]
+    result = gate(tmp_path, r)
+    assert result.exit_code == 1 and "absent from report" in result.output and "MISSING" in result.output
+    r = copy.deepcopy(REPORT)
+    r["models"]["student_int8"] = model(0.88, 200, 0.1, 0.1)
+    result = gate(tmp_path, r)
+    assert result.exit_code == 0 and "NEW" in result.output
+
+
+def test_missing_figure_is_reported(tmp_path):
+    r = copy.deepcopy(REPORT)
+    del r["models"]["student"]["latency_ratio_to_reference"]["8"]
+    del r["models"]["student"]["latency_ms_by_batch"]["8"]
+    result = gate(tmp_path, r)
+    assert result.exit_code == 1 and "latency_ratio@8" in result.output and "MISSING" in result.output
+
+
+def test_only_selected_models_are_checked(tmp_path):
+    r = changed(("models", "student", "accuracy"), 0.5)
+    assert gate(tmp_path, r, REPORT, "--models", "teacher").exit_code == 0
+
+
+@pytest.mark.parametrize("content,needle", [
+    ("{not json", "not valid JSON"),
+    ('{"models": {}}', "no `models` table"),
+    ('{"models": {"teacher": {"accuracy": 0.9}}}', "lacks figure"),
+])
+def test_malformed_report_exits_2(tmp_path, content, needle):
+    (tmp_path / "r.json").write_text(content)
+    (tmp_path / "b.json").write_text(json.dumps(REPORT))
+    result = CliRunner().invoke(main, ["check", str(tmp_path / "r.json"), "--baseline", str(tmp_path / "b.json")])
+    assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
+
+
+def test_mismatched_reference_exits_2(tmp_path):
+    r = changed(("benchmark", "reference"), "student")
+    result = gate(tmp_path, r)
+    assert result.exit_code == 2 and "cannot be compared" in result.output
+
+
+def test_baseline_roundtrip_and_absolute_latency_warns_on_other_cpu(tmp_path):
+    (tmp_path / "r.json").write_text(json.dumps(REPORT))
+    result = CliRunner().invoke(main, ["baseline", str(tmp_path / "r.json"), "-o", str(tmp_path / "base.json")])
+    assert result.exit_code == 0
+    base = json.loads((tmp_path / "base.json").read_text())
+    assert base["format"] == "compress-baseline/1" and base["models"]["student"]["latency_ratio"]["1"] == 0.30
+    r = changed(("environment", "cpu"), "CPU B")
+    r["models"]["student"]["latency_ms_by_batch"]["1"]["p50"] = 4.0  # +33% absolute
+    result = gate(tmp_path, r, base, "--absolute-latency")
+    assert result.exit_code == 1 and "latency_p50_ms@1" in result.output
+    assert "absolute latency compared across CPUs" in result.output
+
+
+def test_percentiles_on_known_input():
+    stats = percentiles(list(range(1, 101)))  # 1..100 ms
+    assert stats["p50"] == pytest.approx(50.5) and stats["p90"] == pytest.approx(90.1)
+    assert stats["p99"] == pytest.approx(99.01) and stats["mean"] == pytest.approx(50.5)
+    assert stats["iqr_over_median"] == pytest.approx(49.5 / 50.5) and stats["noisy"]
+    assert not percentiles([10.0, 10.1, 9.9, 10.0])["noisy"]
+
+
+def test_paired_ratio_cancels_a_shared_slowdown():
+    reference = [10.0, 10.0, 20.0, 20.0, 20.0]  # the machine got twice as slow mid-run
+    model = [5.0, 5.0, 10.0, 10.0, 10.0]
+    assert paired_ratio(model, reference) == pytest.approx(0.5)
+
+
+def test_accuracy_figures_and_ece_by_hand():
+    logits = np.log(np.array([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8], [0.7, 0.3]]))
+    labels = np.array([0, 1, 1, 0])
+    # confidences 0.9 (right), 0.6 (wrong), 0.8 (right), 0.7 (right); each alone in its bin
+    assert expected_calibration_error(np.exp(logits), labels) == pytest.approx((0.1 + 0.6 + 0.2 + 0.3) / 4)
+    f = accuracy_figures(logits, labels, ["a", "b"], teacher_predicted=np.array([0, 0, 0, 0]))
+    assert f["accuracy"] == 0.75 and f["confusion_matrix"] == [[2, 0], [1, 1]]
+    assert f["per_class_accuracy"] == {"a": 1.0, "b": 0.5} and f["agreement_with_teacher"] == 0.75
+    assert "top5_accuracy" not in f
