@@ -82,9 +82,10 @@ def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | No
         raise CompressError(f"report measures ratios against {now['reference']!r} but the baseline against "
                             f"{base['reference']!r}; they cannot be compared")
     warnings = []
-    if absolute and now["environment"].get("cpu") != base["environment"].get("cpu"):
-        warnings.append(f"absolute latency compared across CPUs: baseline {base['environment'].get('cpu')!r}, "
-                        f"now {now['environment'].get('cpu')!r}")
+    cpu = lambda env: (env.get("cpu"), tuple(env.get("isa", [])))  # noqa: E731
+    if cpu(now["environment"]) != cpu(base["environment"]):
+        what = "absolute latency compared" if absolute else "latency ratios compared (int8 speed depends on the ISA)"
+        warnings.append(f"{what} across CPUs: baseline {cpu(base['environment'])}, now {cpu(now['environment'])}")
     names = models or sorted(set(base["models"]) | set(now["models"]), key=lambda n: (n != base["reference"], n))
     rows: list[Row] = []
     for name in names:

@@ -38,7 +38,7 @@ def markdown_report(report: dict) -> str:
         markdown_table(report),
         f"Size and speed × are the {b['reference']}'s figure over the model's (speed: median of same-round "
         f"time ratios at batch {b['batch_sizes'][0]}); Δ acc is against the {b['reference']}. ⚠ marks a noisy "
-        "latency (IQR/median > 10%).", "",
+        "latency (IQR/median > 20%).", "",
         "| model | " + " | ".join(f"p50 ms @ batch {x}" for x in b["batch_sizes"]) + " | images/s | ECE |",
         "| --- | " + " | ".join("---:" for _ in b["batch_sizes"]) + " | ---: | ---: |",
     ]

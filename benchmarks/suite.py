@@ -54,7 +54,7 @@ def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarra
     add_ratios(models, reference)
     return {"environment": environment(cfg.threads),
             "benchmark": {"device": "cpu", "threads": cfg.threads, "batch_sizes": batches, "warmup": cfg.warmup,
-                          "runs": cfg.runs, "reference": reference, "interleaved": True,
+                          "runs": cfg.runs, "reference": reference, "interleaved": True, "ort_spinning": False,
                           "input": [None, *images.shape[1:]]},
             "models": models}
 

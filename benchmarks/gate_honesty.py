@@ -1,0 +1,97 @@
+"""Does the CI gate tell real regressions from noise? Prints figures; asserts nothing.
+
+1. Stability: benchmark the run directory's ONNX models REPEATS times (fresh sessions each
+   time) and report each gated latency ratio's spread around its median.
+2. Sensitivity: build a variant of one student with ~20% more MACs (copies of its last
+   layer1 block appended), then run the gate REPEATS times on the unchanged model and REPEATS
+   times on the variant (under the model's own name), against the same baseline.
+
+    python benchmarks/gate_honesty.py runs/ci --baseline benchmarks/baseline.json
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.gate import Limits, compare, failed
+from benchmarks.suite import benchmark_onnx
+from exports.onnx import client_metadata, export_onnx
+from pipeline.config import Config, load_config
+from pipeline.data import load_dataset, normalize
+from pipeline.models import count_macs, count_params, load_model
+
+
+def heavier_variant(checkpoint: Path, crop: int, target: float = 1.2):
+    """The model with copies of its last layer1 block appended until MACs grow by >= target-1."""
+    model, meta = load_model(checkpoint)
+    base = count_macs(model, crop)
+    blocks = list(model.layer1)
+    while count_macs(model, crop) < target * base:
+        blocks.append(copy.deepcopy(blocks[-1]))
+        model.layer1 = type(model.layer1)(*blocks)
+    return model, meta, count_macs(model, crop) / base
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--baseline", type=Path, required=True)
+    ap.add_argument("--model", default="student_pruned")
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    manifest = json.loads((args.run_dir / "manifest.json").read_text())
+    cfg: Config = load_config(None)
+    for section, values in manifest["config"].items():
+        if isinstance(values, dict):
+            for k, v in values.items():
+                setattr(getattr(cfg, section), k, v)
+    data = load_dataset(cfg.data, manifest["config"]["seed"])
+    images = normalize(data.val_crops(cfg.data.crop), cfg.data.mean, cfg.data.std).numpy()
+    labels = data.val.labels.numpy()
+    baseline = json.loads(args.baseline.read_text())
+    onnx_dir = args.run_dir / "onnx"
+    models = {n: onnx_dir / f"{n}.onnx" for n in baseline["models"] if (onnx_dir / f"{n}.onnx").exists()}
+
+    def measure(paths):
+        return benchmark_onnx(paths, images, labels, data.classes, cfg.bench, reference="teacher")
+
+    print(f"1. stability: {args.repeats} benchmarks of {list(models)}")
+    ratios: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        report = measure(models)
+        for n, m in report["models"].items():
+            for b, r in m["latency_ratio_to_reference"].items():
+                ratios.setdefault(f"{n}@{b}", []).append(r)
+    print(f"{'ratio':24} {'median':>8} {'min %':>7} {'max %':>7}")
+    for key, values in ratios.items():
+        if key.startswith("teacher@"):
+            continue
+        med = float(np.median(values))
+        print(f"{key:24} {med:8.4f} {100 * (min(values) / med - 1):+7.2f} {100 * (max(values) / med - 1):+7.2f}")
+
+    model, meta, macs_x = heavier_variant(args.run_dir / "checkpoints" / f"{args.model}.pt", cfg.data.crop)
+    with tempfile.TemporaryDirectory() as tmp:
+        heavy = Path(tmp) / f"{args.model}.onnx"
+        export_onnx(model, heavy, cfg.data.crop, cfg.export.opset, client_metadata(
+            data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,
+            params=count_params(model), macs=count_macs(model, cfg.data.crop)))
+        print(f"\n2. sensitivity: {args.model} with {macs_x - 1:+.1%} MACs, gate limits {Limits()}")
+        only = ["teacher", args.model]
+        for label, path in (("unchanged", models[args.model]), ("+compute", heavy)):
+            verdicts = []
+            for _ in range(args.repeats):
+                report = measure({"teacher": models["teacher"], args.model: path})
+                rows, _ = compare(report, baseline, Limits(), models=only)
+                lat = [r for r in rows if r.figure.startswith("latency_ratio")]
+                verdicts.append(("FAIL" if failed(rows) else "pass") + " (" +
+                                 ", ".join(f"{r.figure} {r.change} {r.verdict}" for r in lat) + ")")
+            print(f"{label:10}", *verdicts, sep="\n  ")
+
+
+if __name__ == "__main__":
+    main()
