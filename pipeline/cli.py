@@ -57,7 +57,15 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
     manifest = run_pipeline(cfg, out, quiet=quiet)
     report = Path(out) / "report.json"
     if report.is_file():
-        click.echo(markdown_table(json.loads(report.read_text())))
+        data = json.loads(report.read_text())
+        click.echo(markdown_table(data))
+        summary = manifest["stages"].get("report", {}).get("summary", {})
+        chosen = summary.get("deployable")
+        if chosen in data["models"]:
+            r = data["models"][chosen]["vs_reference"]
+            click.secho(f"deployable: {chosen}: {r['size_x']:.1f}x smaller, {r['speed_x']:.2f}x faster, "
+                        f"{100 * r['accuracy_delta']:+.1f} accuracy points vs the teacher "
+                        f"(report: {Path(out) / 'report.html'})", bold=True)
     ran = ", ".join(manifest["executed"]) or "nothing (all stages up to date)"
     click.echo(f"ran: {ran}; run directory: {out} ({manifest['seconds_total_this_invocation']:.0f} s)")
 

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 MANIFEST = "manifest.json"
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 EXPORT_INFO = "onnx/models.json"
 
 MODEL_NAMES = ("teacher", "student", "baseline", "student_pruned", "student_int8")

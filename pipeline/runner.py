@@ -26,10 +26,11 @@ from stages.export import ExportStage
 from stages.losses import get_loss
 from stages.prune import PruneStage
 from stages.quantize import QuantizeStage
+from stages.report import ReportStage
 from stages.teacher import TeacherStage, given_teacher
 
 STAGES: tuple[Stage, ...] = (TeacherStage(), DistillStage(), BaselineStage(), PruneStage(), ExportStage(),
-                             QuantizeStage(), BenchmarkStage())
+                             QuantizeStage(), BenchmarkStage(), ReportStage())
 
 
 def versions() -> dict[str, str]:

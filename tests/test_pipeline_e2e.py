@@ -15,7 +15,7 @@ from pipeline.rundir import sha256_file
 from tests.conftest import cli_args
 
 MODELS = ["teacher", "student", "baseline", "student_pruned", "student_int8"]
-STAGES = ["teacher", "student", "baseline", "student_pruned", "export", "student_int8", "benchmark"]
+STAGES = ["teacher", "student", "baseline", "student_pruned", "export", "student_int8", "benchmark", "report"]
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,8 @@ def test_run_directory_contract(full_run):
     out, _ = full_run
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == sorted([
-        "manifest.json", "report.json", "report.md", "onnx/models.json",
+        "manifest.json", "report.json", "report.md", "report.html", "onnx/models.json",
+        *[f"plots/{p}.png" for p in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")],
         *[f"onnx/{m}.onnx" for m in MODELS],
         *[f"checkpoints/{m}.pt" for m in MODELS if m != "student_int8"],
     ])
@@ -91,7 +92,7 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
         assert manifest["stages"][stage]["seconds"] >= 0
     for rel, digest in manifest["artifacts"].items():
         assert sha256_file(out / rel) == digest
-    assert len(manifest["artifacts"]) == 12  # 4 checkpoints, 5 ONNX, models.json, report.json, report.md
+    assert len(manifest["artifacts"]) == 18  # 4 checkpoints, 5 ONNX, models.json, 3 reports, 5 plots
 
 
 def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch):
@@ -114,7 +115,18 @@ def test_changed_setting_reruns_from_first_affected_stage(digits_folder, tmp_pat
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"] == ["teacher", "baseline"]
-    assert manifest["executed"] == ["student", "export", "benchmark"]
+    assert manifest["executed"] == ["student", "export", "benchmark", "report"]
     report = json.loads((out / "report.json").read_text())
     assert list(report["models"]) == ["teacher", "student", "baseline"]  # stages turned off leave keys out
     assert not (out / "onnx/student_int8.onnx").exists()
+
+
+def test_report_html_embeds_and_references_the_plots(full_run):
+    out, result = full_run
+    page = (out / "report.html").read_text()
+    for name in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam"):
+        assert f'href="plots/{name}.png"' in page
+        assert (out / f"plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert page.count("data:image/png;base64,") == 5
+    assert "Deployable: student_int8" in page
+    assert "deployable: student_int8" in result.output and "x smaller" in result.output
