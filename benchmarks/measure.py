@@ -56,3 +56,22 @@ def paired_ratio(samples: list[float], reference: list[float]) -> float:
 
 def predictions(session: ort.InferenceSession, images: np.ndarray) -> np.ndarray:
     return run_logits(session, images).argmax(1)
+
+
+def cuda_latency_ms(model, images: np.ndarray, batch: int, warmup: int, runs: int) -> dict[str, float]:
+    """PyTorch fp32 latency on the GPU at `batch`, timed with CUDA events (channels_last)."""
+    import torch
+    device = torch.device("cuda")
+    model = model.to(device).to(memory_format=torch.channels_last).eval()
+    x = torch.from_numpy(np.ascontiguousarray(images[:batch])).to(device).contiguous(memory_format=torch.channels_last)
+    samples = []
+    with torch.no_grad():
+        for i in range(warmup + runs):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            model(x)
+            end.record()
+            torch.cuda.synchronize()
+            if i >= warmup:
+                samples.append(start.elapsed_time(end))
+    return percentiles(samples)

@@ -45,6 +45,15 @@ def markdown_report(report: dict) -> str:
     for name, m in report["models"].items():
         cells = " | ".join(f"{m['latency_ms_by_batch'][str(x)]['p50']:.2f}" for x in b["batch_sizes"])
         lines.append(f"| {name} | {cells} | {m['throughput_ips']:.0f} | {m['ece']:.3f} |")
+    gpu = {n: m["gpu"] for n, m in report["models"].items() if "gpu" in m}
+    if gpu:
+        first = next(iter(gpu.values()))
+        lines += ["", f"PyTorch fp32 on {first['device']} (CUDA events):", "",
+                  "| model | " + " | ".join(f"p50 ms @ batch {x}" for x in first["latency_ms_by_batch"]) + " | images/s |",
+                  "| --- | " + " | ".join("---:" for _ in first["latency_ms_by_batch"]) + " | ---: |"]
+        for name, g in gpu.items():
+            cells = " | ".join(f"{s['p50']:.3f}" for s in g["latency_ms_by_batch"].values())
+            lines.append(f"| {name} | {cells} | {g['throughput_ips']:.0f} |")
     lines.append("")
     for w in report.get("warnings", []):
         lines.append(f"**Warning:** {w}")

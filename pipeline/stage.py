@@ -38,6 +38,13 @@ class Context:
             click.echo(message, err=True)
 
 
+def section_without_path(cfg: Config, name: str) -> dict[str, Any]:
+    values = cfg.section(name)
+    if name == "data":
+        values.pop("path")
+    return values
+
+
 class Stage:
     """One unit of the pipeline. Subclasses set `name` and implement `outputs` and `run`."""
 
@@ -49,8 +56,9 @@ class Stage:
         return True
 
     def key_config(self, cfg: Config) -> dict[str, Any]:
-        """The config this stage's outputs depend on (the seed always counts)."""
-        return {"seed": cfg.seed, **{s: cfg.section(s) for s in self.sections}}
+        """The config this stage's outputs depend on (the seed always counts). data.path is left
+        out: the data fingerprint covers the content, so `../data` and `/abs/data` share a cache."""
+        return {"seed": cfg.seed, **{s: section_without_path(cfg, s) for s in self.sections}}
 
     def inputs(self, cfg: Config) -> list[str]:
         """Artifacts in the run directory this stage reads."""

@@ -3,11 +3,15 @@ process (accuracy figures, interleaved latency at each batch size, ratios to the
 writes report.json and report.md."""
 from __future__ import annotations
 
+import torch
+
+from benchmarks.measure import cuda_latency_ms
 from benchmarks.report import markdown_report
 from benchmarks.suite import benchmark_onnx
 from pipeline.config import Config
 from pipeline.data import normalize
-from pipeline.rundir import EXPORT_INFO, REPORT_JSON, REPORT_MD, onnx_path
+from pipeline.models import load_model
+from pipeline.rundir import EXPORT_INFO, REPORT_JSON, REPORT_MD, checkpoint_path, onnx_path
 from pipeline.stage import Context, Stage
 from stages.export import fp32_model_names
 
@@ -21,7 +25,8 @@ class BenchmarkStage(Stage):
     sections = ("data", "bench")
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(n) for n in benchmarked_models(cfg)] + [EXPORT_INFO]
+        return ([onnx_path(n) for n in benchmarked_models(cfg)] + [EXPORT_INFO]
+                + [checkpoint_path(n) for n in fp32_model_names(cfg)])
 
     def outputs(self, cfg: Config) -> list[str]:
         return [REPORT_JSON, REPORT_MD]
@@ -33,6 +38,15 @@ class BenchmarkStage(Stage):
         measured = benchmark_onnx(paths, images, data.val.labels.numpy(), data.classes, cfg.bench,
                                   reference="teacher", root=ctx.run.root)
         info = ctx.run.read_json(EXPORT_INFO)
+        if torch.cuda.is_available():
+            for name in fp32_model_names(cfg):
+                model, _ = load_model(ctx.run.path(checkpoint_path(name)))
+                by_batch = {str(b): cuda_latency_ms(model, images, b, cfg.bench.warmup, cfg.bench.runs)
+                            for b in sorted(set(cfg.bench.batch_sizes))}
+                largest = max(by_batch, key=int)
+                measured["models"][name]["gpu"] = {
+                    "device": torch.cuda.get_device_name(0), "precision": "fp32", "latency_ms_by_batch": by_batch,
+                    "throughput_ips": int(largest) * 1000.0 / by_batch[largest]["p50"]}
         report = {
             "dataset": {"name": data.name, "classes": data.classes, "train_size": len(data.train),
                         "val_size": len(data.val)},

@@ -8,7 +8,7 @@ import torch
 from pipeline.config import Config
 from pipeline.models import build_model, load_model, save_checkpoint
 from pipeline.rundir import checkpoint_path, training_state_path
-from pipeline.stage import Context, Stage
+from pipeline.stage import Context, Stage, section_without_path
 from pipeline.train import fit, prepare
 from stages.losses import distillation_objective
 
@@ -86,7 +86,7 @@ class BaselineStage(DistillStage):
 
     def key_config(self, cfg: Config) -> dict:
         d = cfg.distill  # only what shapes a CE-only student: no loss, alpha or temperature
-        return {"seed": cfg.seed, "data": cfg.section("data"), "train": cfg.section("train"),
+        return {"seed": cfg.seed, "data": section_without_path(cfg, "data"), "train": cfg.section("train"),
                 "student": {"arch": d.arch, "weights": d.weights, "epochs": d.epochs, "lr": d.lr}}
 
     def inputs(self, cfg: Config) -> list[str]:

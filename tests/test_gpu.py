@@ -20,3 +20,18 @@ def test_training_stages_run_on_cuda(digits_folder, tmp_path):
     assert manifest["executed"] == ["teacher", "student", "baseline"]
     for name in ("teacher", "student", "baseline"):
         assert manifest["stages"][name]["summary"]["val_accuracy"] > 0.0
+
+
+def test_benchmark_reports_gpu_latency(digits_folder, tmp_path):
+    from click.testing import CliRunner
+    import json
+    from pipeline.cli import main
+    from tests.conftest import cli_args
+    out = tmp_path / "gpu_run"
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, device="cuda"), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    models = json.loads((out / "report.json").read_text())["models"]
+    for name in ("teacher", "student", "baseline", "student_pruned"):
+        assert models[name]["gpu"]["latency_ms_by_batch"]["1"]["p50"] > 0
+    assert "gpu" not in models["student_int8"]
+    assert "PyTorch fp32 on" in (out / "report.md").read_text()
