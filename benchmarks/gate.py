@@ -66,6 +66,28 @@ def make_baseline(report: dict, where: str = "report") -> dict:
             "models": {n: _figures(m, where, n) for n, m in report["models"].items()}}
 
 
+def median_baseline(reports: list[dict], where: list[str]) -> dict:
+    """One baseline from several reports of the same config: the median of every figure, so a
+    single lucky or unlucky run does not set the bar. Models must be the same in all of them."""
+    import numpy as np
+    bases = [make_baseline(r, w) for r, w in zip(reports, where)]
+    names = list(bases[0]["models"])
+    for b, w in zip(bases[1:], where[1:]):
+        if list(b["models"]) != names or b["reference"] != bases[0]["reference"]:
+            raise CompressError(f"{w} has other models or another reference than {where[0]}; "
+                                "a baseline is built from reports of one config")
+    merged = dict(bases[0], runs=len(bases), models={})
+    for name in names:
+        models = [b["models"][name] for b in bases]
+        merged["models"][name] = {
+            "accuracy": float(np.median([m["accuracy"] for m in models])),
+            "onnx_bytes": int(np.median([m["onnx_bytes"] for m in models])),
+            **{fig: {k: float(np.median([m[fig][k] for m in models])) for k in models[0][fig]}
+               for fig in ("latency_ratio", "latency_p50_ms")},
+        }
+    return merged
+
+
 def as_baseline(data: dict, where: str) -> dict:
     return data if data.get("format") == BASELINE_FORMAT else make_baseline(data, where)
 

@@ -71,17 +71,17 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
 
 
 @main.command()
-@click.argument("report", type=click.Path())
+@click.argument("reports", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Baseline file to write.")
-def baseline(report, output) -> None:
-    """Write the figures the gate compares (from REPORT.json) to a baseline file."""
-    from benchmarks.gate import load_json, make_baseline
-    data = make_baseline(load_json(report, "report"), report)
+def baseline(reports, output) -> None:
+    """Write the figures the gate compares to a baseline: from one REPORT.json, or the median of several."""
+    from benchmarks.gate import load_json, median_baseline
+    data = median_baseline([load_json(r, "report") for r in reports], list(reports))
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(output).with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(output)
-    click.echo(f"baseline with {len(data['models'])} models written to {output}")
+    click.echo(f"baseline with {len(data['models'])} models (median of {len(reports)} reports) written to {output}")
 
 
 @main.command()
@@ -151,6 +151,29 @@ def bench(models, data_path, out, reference, overrides) -> None:
         run.write_json(REPORT_JSON, report)
         run.write_text(REPORT_MD, markdown_report(report))
         click.echo(f"wrote {Path(out) / REPORT_JSON} and {Path(out) / REPORT_MD}")
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", default=3, show_default=True, help="How many classes to print per image.")
+def predict(model, images, top_k) -> None:
+    """Print the top-k classes for each image, using only MODEL.onnx and its metadata."""
+    from exports.client import predict as run_predict
+    for image, top in zip(images, run_predict(model, list(images), top_k)):
+        click.echo(f"{image}: " + ", ".join(f"{label} {p:.3f}" for label, p in top))
+
+
+@main.command()
+@click.argument("model", type=click.Path())
+@click.option("--data", "data_path", required=True, type=click.Path(),
+              help="ImageFolder: its val/ split when present, else its class folders.")
+def evaluate(model, data_path) -> None:
+    """Print MODEL.onnx's top-1 accuracy on a labelled image folder."""
+    from exports.client import evaluate as run_evaluate
+    result = run_evaluate(model, data_path)
+    per_class = ", ".join(f"{c} {a:.3f}" for c, a in result["per_class"].items())
+    click.echo(f"accuracy {result['accuracy']:.4f} on {result['images']} images ({per_class})")
 
 
 @main.command("config")

@@ -149,3 +149,22 @@ def test_accuracy_figures_and_ece_by_hand():
     assert f["accuracy"] == 0.75 and f["confusion_matrix"] == [[2, 0], [1, 1]]
     assert f["per_class_accuracy"] == {"a": 1.0, "b": 0.5} and f["agreement_with_teacher"] == 0.75
     assert "top5_accuracy" not in f
+
+
+def test_baseline_from_several_reports_takes_medians(tmp_path):
+    ratios = (0.30, 0.36, 0.31)
+    files = []
+    for i, r in enumerate(ratios):
+        f = tmp_path / f"r{i}.json"
+        f.write_text(json.dumps(changed(("models", "student", "latency_ratio_to_reference", "1"), r)))
+        files.append(str(f))
+    result = CliRunner().invoke(main, ["baseline", *files, "-o", str(tmp_path / "b.json")])
+    assert result.exit_code == 0 and "median of 3 reports" in result.output
+    base = json.loads((tmp_path / "b.json").read_text())
+    assert base["runs"] == 3 and base["models"]["student"]["latency_ratio"]["1"] == 0.31
+    other = tmp_path / "other.json"
+    r = copy.deepcopy(REPORT)
+    del r["models"]["student"]
+    other.write_text(json.dumps(r))
+    result = CliRunner().invoke(main, ["baseline", files[0], str(other), "-o", str(tmp_path / "c.json")])
+    assert result.exit_code == 2 and "other models" in result.output

@@ -1,0 +1,83 @@
+"""Using an exported model the way an edge team would: only the .onnx file and its metadata.
+
+`predict` names the top-k classes of image files; `evaluate` measures accuracy on a labelled
+folder. Preprocessing is read from the file's metadata_props, never from compress's config.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import UnidentifiedImageError
+
+from benchmarks.accuracy import softmax
+from exports.onnx import cpu_session, read_metadata, run_logits
+from pipeline.data import IMAGE_EXTENSIONS, center_crop, decode_file, normalize
+from pipeline.errors import CompressError
+
+
+@dataclass
+class ClientModel:
+    """An ONNX model plus the preprocessing and labels its metadata declares."""
+
+    path: Path
+    labels: list[str]
+    resize: int
+    crop: int
+    mean: list[float]
+    std: list[float]
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClientModel":
+        meta = read_metadata(path)
+        if (meta["color"], meta["layout"], meta["scale"]) != ("RGB", "NCHW", "1/255"):
+            raise CompressError(f"{path}: unsupported preprocessing {meta['color']}/{meta['layout']}/{meta['scale']}")
+        return cls(Path(path), json.loads(meta["labels"]), int(meta["resize"]), int(meta["crop"]),
+                   json.loads(meta["mean"]), json.loads(meta["std"]))
+
+    def preprocess(self, image: Path) -> np.ndarray:
+        try:
+            pixels = decode_file(image, self.resize)
+        except FileNotFoundError:
+            raise CompressError(f"image {image} does not exist") from None
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
+            raise CompressError(f"{image}: cannot read image ({type(exc).__name__})") from None
+        return normalize(center_crop(pixels, self.crop)[None], self.mean, self.std).numpy()
+
+    def logits(self, images: list[Path], threads: int | None = None) -> np.ndarray:
+        batch = np.concatenate([self.preprocess(p) for p in images])
+        return run_logits(cpu_session(self.path, threads), batch)
+
+
+def predict(model_path: str | Path, images: list[str], top_k: int = 3) -> list[list[tuple[str, float]]]:
+    """For each image, the top-k (label, probability) pairs."""
+    model = ClientModel.load(model_path)
+    probs = softmax(model.logits([Path(p) for p in images]))
+    k = min(top_k, len(model.labels))
+    return [[(model.labels[i], float(p[i])) for i in np.argsort(-p)[:k]] for p in probs]
+
+
+def labelled_images(root: Path, labels: list[str]) -> list[tuple[Path, int]]:
+    """(image, class index) from `root/val/<class>/` if there is a val split, else `root/<class>/`."""
+    if not root.is_dir():
+        raise CompressError(f"data path {root} is not a directory")
+    folder = root / "val" if (root / "val").is_dir() else root
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [c for c in classes if c not in labels]
+    if not classes or unknown:
+        raise CompressError(f"{folder}: class folders {unknown or '(none)'} are not among the model's labels {labels}")
+    return [(p, labels.index(c)) for c in classes for p in sorted((folder / c).rglob("*"))
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+
+
+def evaluate(model_path: str | Path, data: str | Path, batch_size: int = 64) -> dict:
+    model = ClientModel.load(model_path)
+    items = labelled_images(Path(data), model.labels)
+    predicted = np.concatenate([model.logits([p for p, _ in items[i:i + batch_size]]).argmax(1)
+                                for i in range(0, len(items), batch_size)])
+    truth = np.array([y for _, y in items])
+    return {"images": len(items), "accuracy": float((predicted == truth).mean()),
+            "per_class": {model.labels[c]: float((predicted[truth == c] == c).mean())
+                          for c in sorted(set(truth.tolist()))}}
