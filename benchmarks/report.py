@@ -45,6 +45,14 @@ def markdown_report(report: dict) -> str:
     for name, m in report["models"].items():
         cells = " | ".join(f"{m['latency_ms_by_batch'][str(x)]['p50']:.2f}" for x in b["batch_sizes"])
         lines.append(f"| {name} | {cells} | {m['throughput_ips']:.0f} | {m['ece']:.3f} |")
+    q = report.get("quantization")
+    if q:
+        lines += ["", f"int8 layouts measured against {q['source']} (fp32: {q['fp32']['p50_ms']:.2f} ms, "
+                  f"accuracy {q['fp32']['accuracy']:.4f}); chosen: **{q['chosen']}** ({q['reason']}).", "",
+                  "| candidate | p50 ms @ batch 1 | accuracy | agreement with fp32 | MB |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {c['name']} | {c['p50_ms']:.2f} | {c['accuracy']:.4f} | {c['agreement_with_source']:.4f} | "
+                  f"{c['onnx_bytes'] / 1e6:.2f} |" for c in q["candidates"]]
     gpu = {n: m["gpu"] for n, m in report["models"].items() if "gpu" in m}
     if gpu:
         first = next(iter(gpu.values()))

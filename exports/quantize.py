@@ -1,13 +1,18 @@
-"""int8 static quantization with onnxruntime.quantization, calibrated on real training images.
+"""int8 static quantization with onnxruntime.quantization, calibrated on real training images,
+and the choice between int8 layouts by measurement.
 
 ONNX Runtime's pre-processing (shape inference, graph optimisation that folds BatchNorm into
-Conv) runs first, as its documentation advises. The format and types are config: on AVX2 CPUs
-QOperator with uint8 activations, int8 per-channel weights and reduce_range was the faster
-int8 layout (issue 4's table), so it is the default here.
+Conv) runs first, as its documentation advises. Which int8 layout is fastest depends on the
+CPU: on AVX2 QDQ S8S8 (ORT's recommended default) was slower than fp32 while QOperator U8S8
+with reduce_range was faster (issue 4's table). So `choose` keeps the fastest candidate within
+the accuracy budget, and the fp32 model when no candidate beats it. Dynamic quantization is not
+offered: for convolutions it becomes ConvInteger with per-call activation scaling, which ORT
+documents for RNN/transformer MatMuls, not CNNs.
 """
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +23,10 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from exports.onnx import INPUT_NAME, set_metadata
 from pipeline.config import QuantizeConfig
+
+CALIBRATORS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+TYPES = {"u8": QuantType.QUInt8, "s8": QuantType.QInt8}
 
 
 class ArrayReader(CalibrationDataReader):
@@ -30,19 +39,47 @@ class ArrayReader(CalibrationDataReader):
         return next(self._items, None)
 
 
-def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: QuantizeConfig) -> None:
-    """Write an int8 copy of `source` to `target`, keeping its metadata_props."""
+def parse_candidate(name: str) -> tuple[QuantFormat, QuantType, QuantType]:
+    """'qoperator_u8s8' -> (QOperator, activations uint8, weights int8)."""
+    fmt, types = name.split("_")
+    return (QuantFormat.QOperator if fmt == "qoperator" else QuantFormat.QDQ), TYPES[types[:2]], TYPES[types[2:]]
+
+
+def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: QuantizeConfig,
+                  candidate: str = "qoperator_u8s8") -> None:
+    """Write an int8 copy of `source` to `target` in layout `candidate`, keeping its metadata_props."""
+    fmt, activations, weights = parse_candidate(candidate)
+    reduce_range = cfg.reduce_range and activations == QuantType.QUInt8  # only u8s8 kernels can overflow
     metadata = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(source), str(prepped), skip_symbolic_shape=False)
-        quantize_static(str(prepped), str(target), ArrayReader(calibration),
-                        quant_format=QuantFormat.QOperator if cfg.format == "qoperator" else QuantFormat.QDQ,
-                        per_channel=cfg.per_channel, reduce_range=cfg.reduce_range,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        quantize_static(str(prepped), str(target), ArrayReader(calibration), quant_format=fmt,
+                        per_channel=cfg.per_channel, reduce_range=reduce_range, activation_type=activations,
+                        weight_type=weights, calibrate_method=CALIBRATORS[cfg.calibration])
     model = onnx.load(str(target))
-    set_metadata(model, {**metadata, "quantization": f"int8 static {cfg.format} u8s8"
-                         f"{' per-channel' if cfg.per_channel else ''}{' reduce_range' if cfg.reduce_range else ''}"})
+    set_metadata(model, {**metadata, "quantization": f"int8 static {candidate}, {cfg.calibration} calibration"
+                         f"{', per-channel' if cfg.per_channel else ''}{', reduce_range' if reduce_range else ''}"})
     onnx.save(model, str(target))
     onnx.checker.check_model(str(target))
+
+
+@dataclass
+class Measured:
+    name: str
+    p50_ms: float
+    accuracy: float
+    onnx_bytes: int
+
+
+def choose(candidates: list[Measured], fp32: Measured, max_accuracy_drop: float) -> tuple[str, str]:
+    """(winner, why): the fastest candidate within the accuracy budget that beats fp32, else 'fp32'."""
+    allowed = [c for c in candidates if 100 * (fp32.accuracy - c.accuracy) <= max_accuracy_drop]
+    rejected = [c.name for c in candidates if c not in allowed]
+    note = f"; over the accuracy budget ({max_accuracy_drop} pts): {', '.join(rejected)}" if rejected else ""
+    faster = sorted((c for c in allowed if c.p50_ms < fp32.p50_ms), key=lambda c: c.p50_ms)
+    if not faster:
+        return "fp32", f"no int8 candidate within the accuracy budget beat fp32's {fp32.p50_ms:.2f} ms{note}"
+    best = faster[0]
+    return best.name, (f"fastest within {max_accuracy_drop} pts: {best.p50_ms:.2f} ms vs fp32 {fp32.p50_ms:.2f} ms "
+                       f"({fp32.p50_ms / best.p50_ms:.2f}x), accuracy {best.accuracy:.4f} vs {fp32.accuracy:.4f}{note}")

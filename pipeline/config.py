@@ -83,9 +83,12 @@ class ExportConfig:
 @dataclass
 class QuantizeConfig:
     enabled: bool = True  # int8 is part of the default deliverable
-    format: str = "qoperator"  # qoperator | qdq; QOperator U8S8 was the faster one on AVX2 CPUs
+    format: str = "auto"  # auto | one candidate name; auto measures the candidates and keeps the fastest
+    candidates: list = field(default_factory=lambda: ["qoperator_u8s8", "qdq_s8s8", "qdq_u8s8"])  # issue 4's table
+    max_accuracy_drop: float = 1.0  # points vs the fp32 source a candidate may lose and still ship
     per_channel: bool = True  # per-channel weight scales keep conv accuracy
-    reduce_range: bool = True  # 7-bit weights avoid int16 overflow in AVX2/AVX512 u8s8 kernels
+    reduce_range: bool = True  # 7-bit weights avoid int16 overflow in u8s8 AVX2/AVX512 kernels
+    calibration: str = "minmax"  # minmax | entropy | percentile (ORT calibrators)
     calibration_samples: int = 64  # real training images for activation ranges
     min_agreement: float = 0.98  # int8 vs fp32 top-1 agreement on val below this is flagged
 
@@ -124,7 +127,8 @@ CHOICES = {
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "step", "constant"),
     "prune.importance": ("l1", "l2"),
-    "quantize.format": ("qoperator", "qdq"),
+    "quantize.format": ("auto", "qoperator_u8s8", "qdq_s8s8", "qdq_u8s8", "qoperator_s8s8"),
+    "quantize.calibration": ("minmax", "entropy", "percentile"),
 }
 
 
@@ -238,6 +242,8 @@ def validate(cfg: Config) -> None:
         (cfg.prune.round_to >= 1, "prune.round_to must be >= 1"),
         (min(cfg.teacher.epochs, cfg.distill.epochs, cfg.prune.epochs) >= 0, "epochs must be >= 0"),
         (cfg.quantize.calibration_samples >= 1, "quantize.calibration_samples must be >= 1"),
+        (bool(cfg.quantize.candidates) and all(c in CHOICES["quantize.format"][1:] for c in cfg.quantize.candidates),
+         f"quantize.candidates must be a non-empty list of {', '.join(CHOICES['quantize.format'][1:])}"),
         (cfg.bench.threads >= 1 and cfg.bench.runs >= 2, "bench.threads >= 1 and bench.runs >= 2"),
         (bool(cfg.bench.batch_sizes) and all(isinstance(b, int) and b >= 1 for b in cfg.bench.batch_sizes),
          "bench.batch_sizes must be a non-empty list of positive integers, e.g. [1, 8]"),

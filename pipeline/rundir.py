@@ -18,6 +18,7 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 EXPORT_INFO = "onnx/models.json"
+QUANTIZE_INFO = "onnx/quantize.json"
 
 MODEL_NAMES = ("teacher", "student", "baseline", "student_pruned", "student_int8")
 

@@ -11,7 +11,7 @@ from benchmarks.suite import benchmark_onnx
 from pipeline.config import Config
 from pipeline.data import normalize
 from pipeline.models import load_model
-from pipeline.rundir import EXPORT_INFO, REPORT_JSON, REPORT_MD, checkpoint_path, onnx_path
+from pipeline.rundir import EXPORT_INFO, QUANTIZE_INFO, REPORT_JSON, REPORT_MD, checkpoint_path, onnx_path
 from pipeline.stage import Context, Stage
 from stages.export import fp32_model_names
 
@@ -26,7 +26,8 @@ class BenchmarkStage(Stage):
 
     def inputs(self, cfg: Config) -> list[str]:
         return ([onnx_path(n) for n in benchmarked_models(cfg)] + [EXPORT_INFO]
-                + [checkpoint_path(n) for n in fp32_model_names(cfg)])
+                + [checkpoint_path(n) for n in fp32_model_names(cfg)]
+                + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
         return [REPORT_JSON, REPORT_MD]
@@ -52,6 +53,7 @@ class BenchmarkStage(Stage):
                         "val_size": len(data.val)},
             **measured,
             "training": {n: info[n]["history"] for n in fp32_model_names(cfg)},
+            "quantization": ctx.run.read_json(QUANTIZE_INFO) if cfg.quantize.enabled else None,
             "warnings": [w for rec in ctx.run.load_manifest().get("stages", {}).values()
                          for w in rec.get("warnings", [])],
         }

@@ -1,15 +1,26 @@
 """Stage `student_int8`: int8 static quantization of the final fp32 student (the pruned one when
-pruning is on), calibrated on real training images, with top-1 agreement against its fp32
-source on val checked through ONNX Runtime (below quantize.min_agreement is a loud warning)."""
+pruning is on), calibrated on real training images.
+
+With quantize.format = "auto" every candidate layout is built, timed interleaved with its fp32
+source at batch 1 on this CPU, and scored on val through ONNX Runtime; the fastest within
+quantize.max_accuracy_drop becomes onnx/student_int8.onnx. onnx/quantize.json lists every
+candidate and why the winner won; when no int8 candidate beats fp32 it says so and names the
+fp32 model as the deployable one (student_int8.onnx is then the best int8 candidate, for reference).
+"""
 from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
 
-from exports.onnx import cpu_session, run_logits
-from exports.quantize import quantize_int8
+from benchmarks.measure import interleaved_latency, percentiles, predictions
+from exports.onnx import cpu_session
+from exports.quantize import Measured, choose, quantize_int8
 from pipeline.config import Config
 from pipeline.data import calibration_batch, normalize
-from pipeline.rundir import onnx_path
+from pipeline.rundir import QUANTIZE_INFO, onnx_path
 from pipeline.stage import Context, Stage
 
 
@@ -19,7 +30,7 @@ def int8_source(cfg: Config) -> str:
 
 class QuantizeStage(Stage):
     name = "student_int8"
-    sections = ("data", "quantize")
+    sections = ("data", "quantize", "bench")
 
     def enabled(self, cfg: Config) -> bool:
         return cfg.quantize.enabled
@@ -28,21 +39,46 @@ class QuantizeStage(Stage):
         return [onnx_path(int8_source(cfg))]
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(self.name)]
+        return [onnx_path(self.name), QUANTIZE_INFO]
 
     def run(self, ctx: Context, key: str) -> dict:
-        cfg, data = ctx.cfg, ctx.data
-        source = ctx.run.path(onnx_path(int8_source(cfg)))
-        calibration = calibration_batch(data, cfg.data, cfg.quantize.calibration_samples, cfg.seed).numpy()
+        cfg, data, q = ctx.cfg, ctx.data, ctx.cfg.quantize
+        source_name = int8_source(cfg)
+        source = ctx.run.path(onnx_path(source_name))
+        calibration = calibration_batch(data, cfg.data, q.calibration_samples, cfg.seed).numpy()
         val = normalize(data.val_crops(cfg.data.crop), cfg.data.mean, cfg.data.std).numpy()
-        with ctx.run.atomic(onnx_path(self.name)) as tmp:
-            quantize_int8(source, tmp, calibration, cfg.quantize)
-            fp32 = run_logits(cpu_session(source), val).argmax(1)
-            int8 = run_logits(cpu_session(tmp), val).argmax(1)
-        agreement = float(np.mean(fp32 == int8))
-        ctx.log(f"int8: top-1 agreement with {int8_source(cfg)} on val {agreement:.4f}")
-        if agreement < cfg.quantize.min_agreement:
-            ctx.warn(f"int8 student agrees with its fp32 source on only {agreement:.1%} of val images "
-                     f"(required {cfg.quantize.min_agreement:.0%}); try quantize.format or more calibration samples")
-        return {"source": int8_source(cfg), "agreement_with_source": agreement,
-                "meets_min_agreement": agreement >= cfg.quantize.min_agreement}
+        labels = data.val.labels.numpy()
+        names = q.candidates if q.format == "auto" else [q.format]
+        with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp:
+            files = {n: Path(tmp) / f"{n}.onnx" for n in names}
+            for name, path in files.items():
+                quantize_int8(source, path, calibration, q, name)
+            sessions = {"fp32": cpu_session(source, cfg.bench.threads),
+                        **{n: cpu_session(p, cfg.bench.threads) for n, p in files.items()}}
+            preds = {n: predictions(s, val) for n, s in sessions.items()}
+            times = interleaved_latency(sessions, val, 1, cfg.bench.warmup, cfg.bench.runs)
+
+            def measured(n: str, path: Path) -> Measured:
+                return Measured(n, percentiles(times[n])["p50"], float((preds[n] == labels).mean()),
+                                path.stat().st_size)
+            fp32 = measured("fp32", source)
+            candidates = [measured(n, p) for n, p in files.items()]
+            winner, reason = choose(candidates, fp32, q.max_accuracy_drop if q.format == "auto" else 100.0)
+            keep = winner if winner != "fp32" else max(candidates, key=lambda c: (c.accuracy, -c.p50_ms)).name
+            with ctx.run.atomic(onnx_path(self.name)) as out:
+                shutil.copyfile(files[keep], out)
+        agreement = float(np.mean(preds[keep] == preds["fp32"]))
+        info = {"source": source_name, "format": q.format, "chosen": winner, "int8_file_holds": keep,
+                "deployable": self.name if winner != "fp32" else source_name, "reason": reason,
+                "fp32": vars(fp32), "candidates": [dict(vars(c), agreement_with_source=float(
+                    np.mean(preds[c.name] == preds["fp32"]))) for c in candidates]}
+        ctx.run.write_json(QUANTIZE_INFO, info)
+        ctx.log(f"int8: chose {winner} ({reason})")
+        if winner == "fp32":
+            ctx.warn(f"no int8 layout was faster than fp32 on this CPU within the accuracy budget; "
+                     f"the deployable model is {source_name} ({reason})")
+        if agreement < q.min_agreement:
+            ctx.warn(f"int8 student ({keep}) agrees with its fp32 source on only {agreement:.1%} of val images "
+                     f"(required {q.min_agreement:.0%})")
+        return {"chosen": winner, "deployable": info["deployable"], "agreement_with_source": agreement,
+                "reason": reason}

@@ -14,7 +14,7 @@ from benchmarks.report import markdown_table
 from pipeline.config import Config
 from pipeline.data import normalize
 from pipeline.models import load_model
-from pipeline.rundir import REPORT_HTML, REPORT_JSON, checkpoint_path
+from pipeline.rundir import QUANTIZE_INFO, REPORT_HTML, REPORT_JSON, checkpoint_path
 from pipeline.stage import Context, Stage
 from stages.quantize import int8_source
 
@@ -23,9 +23,11 @@ GRADCAM_MAX_IMAGES = 256  # val images averaged for the overlap figure (bounded 
 PLOTS = ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")
 
 
-def deployable(cfg: Config) -> str:
-    """The model an edge team should take: the last compression step that ran."""
-    return "student_int8" if cfg.quantize.enabled else int8_source(cfg)
+def deployable(cfg: Config, run) -> str:
+    """The model an edge team should take: int8 when it won on this CPU, else the fp32 student."""
+    if cfg.quantize.enabled:
+        return run.read_json(QUANTIZE_INFO)["deployable"]
+    return int8_source(cfg)
 
 
 def plot_path(name: str) -> str:
@@ -37,7 +39,8 @@ class ReportStage(Stage):
     sections = ("data",)
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [REPORT_JSON, checkpoint_path("teacher"), checkpoint_path(int8_source(cfg))]
+        return ([REPORT_JSON, checkpoint_path("teacher"), checkpoint_path(int8_source(cfg))]
+                + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
         return [REPORT_HTML] + [plot_path(p) for p in PLOTS]
@@ -45,7 +48,7 @@ class ReportStage(Stage):
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
         report = ctx.run.read_json(REPORT_JSON)
-        chosen, source = deployable(cfg), int8_source(cfg)
+        chosen, source = deployable(cfg, ctx.run), int8_source(cfg)
         crops = data.val_crops(cfg.data.crop)[:GRADCAM_MAX_IMAGES]
         images = normalize(crops, cfg.data.mean, cfg.data.std)
         teacher, _ = load_model(ctx.run.path(checkpoint_path("teacher")))

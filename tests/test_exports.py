@@ -40,13 +40,14 @@ def test_parity_failure_is_a_clear_error(exported):
         parity(other, path, torch.randn(2, 3, 32, 32), 1e-3)
 
 
-@pytest.mark.parametrize("fmt", ["qoperator", "qdq"])
-def test_int8_is_smaller_loads_and_mostly_agrees(exported, tmp_path, fmt):
+@pytest.mark.parametrize("candidate", ["qoperator_u8s8", "qdq_s8s8", "qdq_u8s8"])
+@pytest.mark.parametrize("calibration", ["minmax", "percentile"])
+def test_int8_is_smaller_loads_and_mostly_agrees(exported, tmp_path, candidate, calibration):
     _, path = exported
     rng = np.random.default_rng(0)
     calib = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
     out = tmp_path / "int8.onnx"
-    quantize_int8(path, out, calib, QuantizeConfig(format=fmt))
+    quantize_int8(path, out, calib, QuantizeConfig(calibration=calibration), candidate)
     onnx.checker.check_model(str(out))
     assert out.stat().st_size < 0.4 * path.stat().st_size
     assert json.loads(read_metadata(out)["labels"]) == ["a", "b", "c"]
@@ -64,3 +65,16 @@ def test_read_metadata_rejects_files_without_it(tmp_path):
     onnx.save(model, tmp_path / "bare.onnx")
     with pytest.raises(CompressError, match="lacks metadata"):
         read_metadata(tmp_path / "bare.onnx")
+
+
+def test_auto_selection_with_fake_timings():
+    from exports.quantize import Measured, choose
+    fp32 = Measured("fp32", 10.0, 0.90, 4000)
+    fast_ok = Measured("qoperator_u8s8", 6.0, 0.895, 1000)
+    faster_broken = Measured("qdq_u8s8", 5.0, 0.50, 1000)  # accuracy collapse: never shipped
+    slow = Measured("qdq_s8s8", 12.0, 0.90, 1000)
+    name, why = choose([slow, fast_ok, faster_broken], fp32, max_accuracy_drop=1.0)
+    assert name == "qoperator_u8s8" and "1.67x" in why and "qdq_u8s8" in why
+    name, why = choose([slow], fp32, max_accuracy_drop=1.0)
+    assert name == "fp32" and "beat fp32" in why
+    assert choose([Measured("a", 8.0, 0.9, 1), Measured("b", 7.0, 0.9, 1)], fp32, 1.0)[0] == "b"

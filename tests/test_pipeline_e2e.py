@@ -30,7 +30,7 @@ def test_run_directory_contract(full_run):
     out, _ = full_run
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == sorted([
-        "manifest.json", "report.json", "report.md", "report.html", "onnx/models.json",
+        "manifest.json", "report.json", "report.md", "report.html", "onnx/models.json", "onnx/quantize.json",
         *[f"plots/{p}.png" for p in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")],
         *[f"onnx/{m}.onnx" for m in MODELS],
         *[f"checkpoints/{m}.pt" for m in MODELS if m != "student_int8"],
@@ -92,7 +92,7 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
         assert manifest["stages"][stage]["seconds"] >= 0
     for rel, digest in manifest["artifacts"].items():
         assert sha256_file(out / rel) == digest
-    assert len(manifest["artifacts"]) == 18  # 4 checkpoints, 5 ONNX, models.json, 3 reports, 5 plots
+    assert len(manifest["artifacts"]) == 19  # 4 checkpoints, 5 ONNX, 2 ONNX infos, 3 reports, 5 plots
 
 
 def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch):
@@ -128,5 +128,18 @@ def test_report_html_embeds_and_references_the_plots(full_run):
         assert f'href="plots/{name}.png"' in page
         assert (out / f"plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert page.count("data:image/png;base64,") == 5
-    assert "Deployable: student_int8" in page
-    assert "deployable: student_int8" in result.output and "x smaller" in result.output
+    chosen = json.loads((out / "onnx/quantize.json").read_text())["deployable"]
+    assert chosen in ("student_int8", "student_pruned")
+    assert f"Deployable: {chosen}" in page
+    assert f"deployable: {chosen}" in result.output and "x smaller" in result.output
+
+
+def test_int8_candidates_are_measured_and_the_choice_explained(full_run):
+    out, _ = full_run
+    q = json.loads((out / "onnx/quantize.json").read_text())
+    assert [c["name"] for c in q["candidates"]] == ["qoperator_u8s8", "qdq_s8s8", "qdq_u8s8"]
+    assert all(c["p50_ms"] > 0 and 0 <= c["accuracy"] <= 1 for c in q["candidates"])
+    assert q["chosen"] in ("fp32", "qoperator_u8s8", "qdq_s8s8", "qdq_u8s8") and q["reason"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["quantization"]["chosen"] == q["chosen"]
+    assert "int8 layouts measured" in (out / "report.md").read_text()
