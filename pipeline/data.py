@@ -151,8 +151,7 @@ def _fingerprint(parts: list) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig, bad: list[str],
-                quiet: bool) -> ImageSet:
+def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig, bad: list[str]) -> ImageSet:
     items = [(path, classes.index(cls)) for cls, paths in files.items() for path in paths]
 
     def work(item):
@@ -180,7 +179,7 @@ def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfi
     return ImageSet(images, torch.tensor(labels, dtype=torch.long), sources)
 
 
-def load_folder(root: Path, cfg: DataConfig, seed: int, quiet: bool = True) -> Dataset:
+def load_folder(root: Path, cfg: DataConfig, seed: int) -> Dataset:
     if not root.exists():
         raise CompressError(f"data path {root} does not exist; pass an ImageFolder directory or `digits`")
     if not root.is_dir():
@@ -202,8 +201,8 @@ def load_folder(root: Path, cfg: DataConfig, seed: int, quiet: bool = True) -> D
     listing = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
                for files in (train_files, val_files) for paths in files.values() for p in paths]
     bad: list[str] = []
-    train = _decode_all(train_files, classes, cfg, bad, quiet)
-    val = _decode_all(val_files, classes, cfg, bad, quiet)
+    train = _decode_all(train_files, classes, cfg, bad)
+    val = _decode_all(val_files, classes, cfg, bad)
     for split, name in ((train, "train"), (val, "val")):
         if len(split) == 0:
             raise CompressError(f"{root}: the {name} split has no readable images")
@@ -237,10 +236,10 @@ def load_digits(cfg: DataConfig, seed: int) -> Dataset:
     return Dataset(classes, subset(train_idx), subset(val_idx), fingerprint, "digits")
 
 
-def load_dataset(cfg: DataConfig, seed: int, quiet: bool = True) -> Dataset:
+def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
     if cfg.path == "digits":
         return load_digits(cfg, seed)
-    return load_folder(Path(cfg.path).expanduser(), cfg, seed, quiet)
+    return load_folder(Path(cfg.path).expanduser(), cfg, seed)
 
 
 # ---------------------------------------------------------------- batching

@@ -50,7 +50,7 @@ def git_commit() -> str | None:
         return None
 
 
-def preflight(cfg: Config, quiet: bool) -> Dataset:
+def preflight(cfg: Config) -> Dataset:
     """Everything that can reject the input, before a single file is written."""
     for key, arch in (("teacher.arch", cfg.teacher.arch), ("distill.arch", cfg.distill.arch)):
         if arch not in classification_archs():
@@ -61,7 +61,7 @@ def preflight(cfg: Config, quiet: bool) -> Dataset:
         if path and path not in ("none", "imagenet") and not Path(path).is_file():
             raise CompressError(f"{key}: checkpoint file {path} does not exist")
     resolve_device(cfg.device)
-    data = load_dataset(cfg.data, cfg.seed, quiet)
+    data = load_dataset(cfg.data, cfg.seed)
     if cfg.teacher.checkpoint:
         given_teacher(cfg.teacher.checkpoint, data.classes, cfg.teacher.arch)
     for key, path, arch in (("teacher.weights", cfg.teacher.weights, cfg.teacher.arch),
@@ -92,7 +92,7 @@ def _up_to_date(record: dict | None, key: str, run: RunDir) -> bool:
 def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequence[Stage] = STAGES) -> dict:
     """Run (or skip) every enabled stage in order; returns the manifest."""
     t_start = time.perf_counter()
-    data = preflight(cfg, quiet)
+    data = preflight(cfg)
     device = resolve_device(cfg.device)
     run = RunDir(out)
     run.root.mkdir(parents=True, exist_ok=True)
