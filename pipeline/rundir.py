@@ -20,7 +20,6 @@ REPORT_HTML = "report.html"
 EXPORT_INFO = "onnx/models.json"
 QUANTIZE_INFO = "onnx/quantize.json"
 
-MODEL_NAMES = ("teacher", "student", "baseline", "student_pruned", "student_int8")
 
 
 def checkpoint_path(name: str) -> str:
