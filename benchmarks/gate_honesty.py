@@ -22,7 +22,7 @@ from benchmarks.gate import Limits, compare, failed
 from benchmarks.suite import benchmark_onnx
 from exports.onnx import client_metadata, export_onnx
 from pipeline.config import Config, load_config
-from pipeline.data import load_dataset, normalize
+from pipeline.data import load_dataset
 from pipeline.models import count_macs, count_params, load_model
 
 
@@ -51,7 +51,7 @@ def main() -> None:
             for k, v in values.items():
                 setattr(getattr(cfg, section), k, v)
     data = load_dataset(cfg.data, manifest["config"]["seed"])
-    images = normalize(data.val_crops(cfg.data.crop), cfg.data.mean, cfg.data.std).numpy()
+    images = data.val_inputs(cfg.data).numpy()
     labels = data.val.labels.numpy()
     baseline = json.loads(args.baseline.read_text())
     onnx_dir = args.run_dir / "onnx"

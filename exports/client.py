@@ -14,7 +14,7 @@ from PIL import UnidentifiedImageError
 
 from benchmarks.accuracy import softmax
 from exports.onnx import cpu_session, read_metadata, run_logits
-from pipeline.data import IMAGE_EXTENSIONS, center_crop, decode_file, normalize
+from pipeline.data import IMAGE_EXTENSIONS, preprocess_image
 from pipeline.errors import CompressError
 
 
@@ -39,12 +39,11 @@ class ClientModel:
 
     def preprocess(self, image: Path) -> np.ndarray:
         try:
-            pixels = decode_file(image, self.resize)
+            return preprocess_image(image, self.resize, self.crop, self.mean, self.std)
         except FileNotFoundError:
             raise CompressError(f"image {image} does not exist") from None
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
             raise CompressError(f"{image}: cannot read image ({type(exc).__name__})") from None
-        return normalize(center_crop(pixels, self.crop)[None], self.mean, self.std).numpy()
 
     def logits(self, images: list[Path], threads: int | None = None) -> np.ndarray:
         batch = np.concatenate([self.preprocess(p) for p in images])

@@ -77,10 +77,9 @@ def baseline(reports, output) -> None:
     """Write the figures the gate compares to a baseline: from one REPORT.json, or the median of several."""
     from benchmarks.gate import load_json, median_baseline
     data = median_baseline([load_json(r, "report") for r in reports], list(reports))
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(output).with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(output)
+    from pipeline.rundir import atomic_path
+    with atomic_path(output) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
     click.echo(f"baseline with {len(data['models'])} models (median of {len(reports)} reports) written to {output}")
 
 
@@ -122,7 +121,7 @@ def bench(models, data_path, out, reference, overrides) -> None:
     from benchmarks.suite import benchmark_onnx
     from exports.onnx import read_metadata
     from pipeline.config import DataConfig, load_config
-    from pipeline.data import load_dataset, normalize
+    from pipeline.data import load_dataset
     cfg = load_config(None, overrides)
     paths = {Path(m).stem: Path(m) for m in models}
     if len(paths) != len(models):
@@ -138,7 +137,7 @@ def bench(models, data_path, out, reference, overrides) -> None:
     data = load_dataset(dcfg, cfg.seed)
     if data.classes != json.loads(first["labels"]):
         raise CompressError(f"{data_path} has classes {data.classes}, the models {json.loads(first['labels'])}")
-    images = normalize(data.val_crops(dcfg.crop), dcfg.mean, dcfg.std).numpy()
+    images = data.val_inputs(dcfg).numpy()
     report = benchmark_onnx(paths, images, data.val.labels.numpy(), data.classes, cfg.bench,
                             reference=reference or next(iter(paths)))
     report["dataset"] = {"name": data.name, "classes": data.classes, "train_size": len(data.train),

@@ -53,6 +53,10 @@ class Dataset:
             self._val_crops = torch.stack([center_crop(img, crop) for img in self.val.images])
         return self._val_crops
 
+    def val_inputs(self, cfg: DataConfig) -> torch.Tensor:
+        """Every val image as the network sees it: centre-cropped and normalised, float [N, 3, crop, crop]."""
+        return normalize(self.val_crops(cfg.crop), cfg.mean, cfg.std)
+
 
 # ---------------------------------------------------------------- image decoding
 

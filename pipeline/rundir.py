@@ -47,6 +47,21 @@ def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@contextmanager
+def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to `final`; on success it is renamed to `final`, else removed."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix or final.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class RunDir:
     """A run directory at `root`; paths are always given relative to it."""
 
@@ -59,19 +74,9 @@ class RunDir:
     def exists(self, rel: str) -> bool:
         return self.path(rel).is_file()
 
-    @contextmanager
-    def atomic(self, rel: str, suffix: str = "") -> Iterator[Path]:
+    def atomic(self, rel: str, suffix: str = ""):
         """Yield a temporary path next to `rel`; on success it is renamed to `rel`."""
-        final = self.path(rel)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=suffix or final.suffix)
-        os.close(fd)
-        try:
-            yield Path(tmp)
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        return atomic_path(self.path(rel), suffix)
 
     def write_text(self, rel: str, text: str) -> None:
         with self.atomic(rel) as tmp:

@@ -7,8 +7,6 @@ its last epoch checkpoint reaches the same weights as one that was never interru
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -21,6 +19,7 @@ from tqdm import tqdm
 from pipeline.config import DataConfig, TrainConfig
 from pipeline.data import Dataset, eval_batches, train_batches
 from pipeline.errors import CompressError
+from pipeline.rundir import atomic_path
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -85,18 +84,6 @@ def evaluate(model: nn.Module, data: Dataset, dcfg: DataConfig, device: torch.de
     return float((logits.argmax(1) == data.val.labels).float().mean())
 
 
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConfig, tcfg: TrainConfig,
         epochs: int, lr: float, seed: int, device: torch.device, state_path: Path, key: str,
         desc: str, quiet: bool = False, extra_modules: tuple[nn.Module, ...] = ()) -> list[dict]:
@@ -149,9 +136,10 @@ def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConf
         if not quiet:
             tqdm.write(f"{desc} epoch {epoch + 1}/{epochs}: loss {total / max(count, 1):.4f}, "
                        f"val accuracy {accuracy:.4f}")
-        _atomic_save({"key": key, "epoch": epoch, "history": history,
-                      "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                      "extra": [{k: v.cpu() for k, v in m.state_dict().items()} for m in extra_modules],
-                      "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, state_path)
+        with atomic_path(state_path) as tmp:
+            torch.save({"key": key, "epoch": epoch, "history": history,
+                        "model": {k: v.cpu() for k, v in model.state_dict().items()},
+                        "extra": [{k: v.cpu() for k, v in m.state_dict().items()} for m in extra_modules],
+                        "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp)
     model.eval()
     return history

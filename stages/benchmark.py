@@ -9,7 +9,6 @@ from benchmarks.measure import cuda_latency_ms
 from benchmarks.report import markdown_report
 from benchmarks.suite import benchmark_onnx
 from pipeline.config import Config
-from pipeline.data import normalize
 from pipeline.models import load_model
 from pipeline.rundir import EXPORT_INFO, QUANTIZE_INFO, REPORT_JSON, REPORT_MD, checkpoint_path, onnx_path
 from pipeline.stage import Context, Stage
@@ -34,7 +33,7 @@ class BenchmarkStage(Stage):
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
-        images = normalize(data.val_crops(cfg.data.crop), cfg.data.mean, cfg.data.std).numpy()
+        images = data.val_inputs(cfg.data).numpy()
         paths = {n: ctx.run.path(onnx_path(n)) for n in benchmarked_models(cfg)}
         measured = benchmark_onnx(paths, images, data.val.labels.numpy(), data.classes, cfg.bench,
                                   reference="teacher", root=ctx.run.root)

@@ -3,7 +3,6 @@ check against PyTorch on real val images; records params and MACs for the report
 from __future__ import annotations
 
 from pipeline.config import Config
-from pipeline.data import normalize
 from pipeline.models import count_macs, count_params, load_model
 from pipeline.rundir import EXPORT_INFO, checkpoint_path, onnx_path
 from pipeline.stage import Context, Stage
@@ -31,7 +30,7 @@ class ExportStage(Stage):
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
-        images = normalize(data.val_crops(cfg.data.crop)[:cfg.export.parity_samples], cfg.data.mean, cfg.data.std)
+        images = data.val_inputs(cfg.data)[:cfg.export.parity_samples]
         info = {}
         for name in fp32_model_names(cfg):
             model, meta = load_model(ctx.run.path(checkpoint_path(name)))

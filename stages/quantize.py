@@ -19,7 +19,7 @@ from benchmarks.measure import interleaved_latency, percentiles, predictions
 from exports.onnx import cpu_session
 from exports.quantize import Measured, choose, quantize_int8
 from pipeline.config import Config
-from pipeline.data import calibration_batch, normalize
+from pipeline.data import calibration_batch
 from pipeline.rundir import QUANTIZE_INFO, onnx_path
 from pipeline.stage import Context, Stage
 
@@ -46,7 +46,7 @@ class QuantizeStage(Stage):
         source_name = int8_source(cfg)
         source = ctx.run.path(onnx_path(source_name))
         calibration = calibration_batch(data, cfg.data, q.calibration_samples, cfg.seed).numpy()
-        val = normalize(data.val_crops(cfg.data.crop), cfg.data.mean, cfg.data.std).numpy()
+        val = data.val_inputs(cfg.data).numpy()
         labels = data.val.labels.numpy()
         names = q.candidates if q.format == "auto" else [q.format]
         with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp:

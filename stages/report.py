@@ -12,7 +12,6 @@ from benchmarks import plots
 from benchmarks.gradcam import gradcam, top_region_iou
 from benchmarks.report import markdown_table
 from pipeline.config import Config
-from pipeline.data import normalize
 from pipeline.models import load_model
 from pipeline.rundir import QUANTIZE_INFO, REPORT_HTML, REPORT_JSON, checkpoint_path
 from pipeline.stage import Context, Stage
@@ -50,7 +49,7 @@ class ReportStage(Stage):
         report = ctx.run.read_json(REPORT_JSON)
         chosen, source = deployable(cfg, ctx.run), int8_source(cfg)
         crops = data.val_crops(cfg.data.crop)[:GRADCAM_MAX_IMAGES]
-        images = normalize(crops, cfg.data.mean, cfg.data.std)
+        images = data.val_inputs(cfg.data)[:GRADCAM_MAX_IMAGES]
         teacher, _ = load_model(ctx.run.path(checkpoint_path("teacher")))
         student, _ = load_model(ctx.run.path(checkpoint_path(source)))
         with torch.no_grad():
