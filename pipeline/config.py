@@ -40,6 +40,10 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine | step | constant; cosine needs no step tuning per length
     step_size: int = 7  # step schedule only: epochs per decay (reference document 002)
     gamma: float = 0.1  # step schedule only: decay factor (reference document 002)
+    warmup_epochs: int = 0  # linear learning-rate warm-up before the schedule (reference document 004)
+    label_smoothing: float = 0.0  # on every CE term; 0 keeps hard labels (Szegedy et al. 2016)
+    mixup: float = 0.0  # Beta(a, a) mixing of whole images and labels; 0 = off (reference document 004)
+    cutmix: float = 0.0  # Beta(a, a) pasted patches; 0 = off; with mixup, each batch picks one
 
 
 @dataclass
@@ -49,18 +53,28 @@ class TeacherConfig:
     checkpoint: str = ""  # a finished teacher checkpoint: skips teacher training altogether
     epochs: int = 4  # enough for digits at 32 px; raise for real data
     lr: float = 0.002  # AdamW from scratch at batch 32
+    augment: str = "light"  # none | light | strong (pipeline/augment.py); reference 000 trains it strong
+    dropout: float = 0.0  # dropout before the teacher's head; reference 000 uses 0.95 on a big FC head
 
 
 @dataclass
 class DistillConfig:
     arch: str = "resnet18"  # the brief's student
     weights: str = "none"  # none | imagenet | path to a checkpoint to start from
-    loss: str = "kl"  # kl (Hinton et al. 2015) | mse on logits (reference document 002)
+    loss: str = "kl"  # a name or weighted sum, e.g. "kl" or "kl + 0.5*hint"; `compress losses` lists them
     alpha: float = 0.5  # weight of CE on labels; 1 - alpha goes to the distillation term
     temperature: float = 4.0  # softens both distributions for `kl`; Hinton et al. use 2-20
     epochs: int = 4  # same budget as the teacher on the default data
     lr: float = 0.002  # same optimizer setting as the teacher
     baseline: bool = True  # also train a CE-only twin (same init, same data order) for comparison
+    seed: int = -1  # student init and data order; -1 = seed + 1; sweeps vary it with one teacher
+    augment: str = "light"  # none | light | strong; none lets teacher logits be computed once and cached
+    freeze_encoder: bool = False  # train only the head (reference 001's frozen-encoder rows; needs weights)
+    teacher_folds: int = 0  # >= 2: out-of-fold teacher logits from k fold teachers (reference 000); 0 = off
+    hint_layers: str = "layer3:layer3"  # hint loss: student_module:teacher_module, stride-16 maps in ResNets
+    rkd_angle_weight: float = 2.0  # rkd = distance + w * angle; Park et al. weight them 25:50
+    adversarial_steps: int = 1  # discriminator updates per student step for the adversarial loss
+    adversarial_lr: float = 0.0002  # discriminator learning rate (Adam), the usual GAN value
 
 
 @dataclass
@@ -124,6 +138,8 @@ class Config:
 CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "data.augment": ("none", "crop", "crop_flip"),
+    "teacher.augment": ("none", "light", "strong"),
+    "distill.augment": ("none", "light", "strong"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "step", "constant"),
     "prune.importance": ("l1", "l2"),
@@ -238,6 +254,14 @@ def validate(cfg: Config) -> None:
         (len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean and data.std need 3 values (RGB)"),
         (0.0 <= cfg.distill.alpha <= 1.0, "distill.alpha must be between 0 and 1"),
         (cfg.distill.temperature > 0, "distill.temperature must be > 0"),
+        (cfg.distill.teacher_folds in (0, 1) or 2 <= cfg.distill.teacher_folds <= 10,
+         "distill.teacher_folds must be 0 (off) or between 2 and 10"),
+        (0.0 <= cfg.teacher.dropout < 1.0, "teacher.dropout must be in [0, 1)"),
+        (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (cfg.train.mixup >= 0 and cfg.train.cutmix >= 0, "train.mixup and train.cutmix must be >= 0 (0 = off)"),
+        (cfg.train.warmup_epochs >= 0, "train.warmup_epochs must be >= 0"),
+        (cfg.distill.adversarial_steps >= 1, "distill.adversarial_steps must be >= 1"),
+        (cfg.distill.hint_layers.count(":") == 1, "distill.hint_layers must be student_module:teacher_module"),
         (0.05 <= cfg.prune.macs_ratio < 1.0, "prune.macs_ratio must be in [0.05, 1)"),
         (cfg.prune.round_to >= 1, "prune.round_to must be >= 1"),
         (min(cfg.teacher.epochs, cfg.distill.epochs, cfg.prune.epochs) >= 0, "epochs must be >= 0"),

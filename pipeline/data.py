@@ -12,13 +12,14 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import click
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.augment import augment_image, mix_batch
 from pipeline.config import DataConfig
 from pipeline.errors import CompressError
 
@@ -248,27 +249,28 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
 
 # ---------------------------------------------------------------- batching
 
-def train_batches(data: ImageSet, cfg: DataConfig, seed: int, epoch: int, shuffle: bool = True
-                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Normalised, augmented batches in an order fixed by (seed, epoch): reruns see the same data."""
+class TrainBatch(NamedTuple):
+    x: torch.Tensor  # normalised float [N, 3, crop, crop]
+    y: torch.Tensor  # class indices [N], or soft targets [N, C] after mixup/cutmix
+    index: torch.Tensor  # positions in the train ImageSet: lets cached per-image teacher logits line up
+
+
+def train_batches(data: ImageSet, cfg: DataConfig, seed: int, epoch: int, shuffle: bool = True,
+                  augment: str = "light", mixup: float = 0.0, cutmix: float = 0.0,
+                  num_classes: int = 0) -> Iterator[TrainBatch]:
+    """Normalised, augmented batches in an order fixed by (seed, epoch): reruns see the same data.
+
+    `augment` is a preset of pipeline.augment; mixup/cutmix need `num_classes` for soft targets.
+    """
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(len(data), generator=gen) if shuffle else torch.arange(len(data))
     for start in range(0, len(order), cfg.batch_size):
-        idx = order[start:start + cfg.batch_size].tolist()
-        crops = []
-        for i in idx:
-            img = data.images[i]
-            if cfg.augment == "none":
-                crops.append(center_crop(img, cfg.crop))
-                continue
-            _, h, w = img.shape
-            top = int(torch.randint(0, h - cfg.crop + 1, (1,), generator=gen))
-            left = int(torch.randint(0, w - cfg.crop + 1, (1,), generator=gen))
-            crop = img[:, top:top + cfg.crop, left:left + cfg.crop]
-            if cfg.augment == "crop_flip" and bool(torch.rand(1, generator=gen) < 0.5):
-                crop = crop.flip(-1)
-            crops.append(crop)
-        yield normalize(torch.stack(crops), cfg.mean, cfg.std), data.labels[idx]
+        idx = order[start:start + cfg.batch_size]
+        crops = [augment_image(data.images[i], augment, cfg.augment, cfg.crop, gen, center_crop)
+                 for i in idx.tolist()]
+        x, y = mix_batch(normalize(torch.stack(crops), cfg.mean, cfg.std), data.labels[idx], num_classes,
+                         mixup, cutmix, gen)
+        yield TrainBatch(x, y, idx)
 
 
 def eval_batches(dataset: Dataset, cfg: DataConfig, batch_size: int | None = None

@@ -58,8 +58,21 @@ def imagenet_weights(arch: str):
     return weights
 
 
-def build_model(arch: str, num_classes: int, weights: str = "none") -> nn.Module:
+def add_head_dropout(model: nn.Module, p: float) -> nn.Module:
+    """Put nn.Dropout(p) before the classifier head (reference document 000's heavily regularised
+    teacher). Dropout is the identity in eval mode, so exports and latency are unaffected."""
+    if p > 0:
+        name, head = last_linear(model)
+        _set_module(model, name, nn.Sequential(nn.Dropout(p), head))
+    return model
+
+
+def build_model(arch: str, num_classes: int, weights: str = "none", head_dropout: float = 0.0) -> nn.Module:
     """A torchvision classifier with a `num_classes` head; weights: none | imagenet | checkpoint path."""
+    return add_head_dropout(_build_model(arch, num_classes, weights), head_dropout)
+
+
+def _build_model(arch: str, num_classes: int, weights: str) -> nn.Module:
     if arch not in classification_archs():
         raise CompressError(f"unknown architecture {arch!r}; valid: {', '.join(classification_archs())}")
     if weights == "imagenet":
@@ -152,6 +165,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     if "arch" not in meta or "classes" not in meta:
         raise CompressError(f"checkpoint {path} has no arch/classes metadata; it was not written by compress")
     model = torchvision.models.get_model(meta["arch"], weights=None, num_classes=len(meta["classes"]))
+    add_head_dropout(model, float(meta.get("head_dropout", 0.0)))
     apply_shapes(model, meta.get("shapes", {}))
     model.load_state_dict(state)
     return model.eval(), meta

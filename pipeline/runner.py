@@ -23,7 +23,8 @@ from pipeline.train import resolve_device
 from stages.benchmark import BenchmarkStage
 from stages.distill import BaselineStage, DistillStage
 from stages.export import ExportStage
-from stages.losses import get_loss
+from stages.losses import needs_teacher_features, parse_spec
+from stages.objective import named_module
 from stages.prune import PruneStage
 from stages.quantize import QuantizeStage
 from stages.report import ReportStage
@@ -55,7 +56,7 @@ def preflight(cfg: Config) -> Dataset:
     for key, arch in (("teacher.arch", cfg.teacher.arch), ("distill.arch", cfg.distill.arch)):
         if arch not in classification_archs():
             raise CompressError(f"{key}: unknown architecture {arch!r}; valid: {', '.join(classification_archs())}")
-    get_loss(cfg.distill.loss)
+    check_loss_recipe(cfg)
     for key, path in (("teacher.checkpoint", cfg.teacher.checkpoint), ("teacher.weights", cfg.teacher.weights),
                       ("distill.weights", cfg.distill.weights)):
         if path and path not in ("none", "imagenet") and not Path(path).is_file():
@@ -69,6 +70,23 @@ def preflight(cfg: Config) -> Dataset:
         if path not in ("none", ""):
             build_model(arch, len(data.classes), path)  # fails now, not after an hour of training
     return data
+
+
+def check_loss_recipe(cfg: Config) -> None:
+    """The loss spec parses, and the teacher signal it needs can be had with these settings."""
+    spec = cfg.distill.loss
+    parse_spec(spec)
+    features = needs_teacher_features(spec)
+    if cfg.distill.teacher_folds >= 2 and features:
+        raise CompressError(f"distill.teacher_folds = {cfg.distill.teacher_folds} gives logits only, but distill.loss "
+                            f"{spec!r} compares {', '.join(sorted(features))}; use kl/mse/adversarial or teacher_folds = 0")
+    if cfg.distill.teacher_folds >= 2 and (cfg.train.mixup > 0 or cfg.train.cutmix > 0):
+        raise CompressError("distill.teacher_folds gives one soft label per image, which mixup/cutmix images do not "
+                            "have; set train.mixup = train.cutmix = 0 or distill.teacher_folds = 0")
+    if "hint" in features:
+        student_layer, teacher_layer = cfg.distill.hint_layers.split(":")
+        for arch, layer in ((cfg.distill.arch, student_layer), (cfg.teacher.arch, teacher_layer)):
+            named_module(build_model(arch, 2), layer)
 
 
 def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset) -> str:

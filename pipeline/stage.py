@@ -6,6 +6,7 @@ forget to invalidate itself when its config or its inputs change.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -25,6 +26,12 @@ class Context:
     device: torch.device
     quiet: bool = False
     warnings: list[str] = field(default_factory=list)
+    shared_cache: Path | None = None  # a sweep shares one cache across its cells
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where reusable intermediate results (teacher logits) live: the run's cache/ by default."""
+        return self.shared_cache or self.run.root / "cache"
 
     def warn(self, message: str) -> None:
         """A loud, recorded warning: printed now, kept in the manifest and the report."""

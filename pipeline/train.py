@@ -1,8 +1,8 @@
 """The one training loop every stage uses: device placement, bf16 autocast on CUDA, per-epoch
 checkpoints for resume, progress bars, and validation accuracy per epoch.
 
-A stage supplies `compute_loss(model, images, labels) -> loss`; the loop knows nothing about
-distillation. Data order and augmentation depend only on (seed, epoch), so a run resumed from
+A stage supplies `compute_loss(model, images, targets, index) -> loss` (index: the batch's
+positions in the train set); the loop knows nothing about distillation. Data order and augmentation depend only on (seed, epoch), so a run resumed from
 its last epoch checkpoint reaches the same weights as one that was never interrupted.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pipeline.data import Dataset, eval_batches, train_batches
 from pipeline.errors import CompressError
 from pipeline.rundir import atomic_path
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def bar_disabled(quiet: bool) -> bool | None:
@@ -58,12 +58,30 @@ def make_optimizer(params: Iterable, cfg: TrainConfig, lr: float) -> torch.optim
     return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
 
 
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int):
+def lr_factor(cfg: TrainConfig, epochs: int, epoch: int) -> float:
+    """Multiplier of the base learning rate in `epoch` (0-based): linear warm-up, then the schedule."""
+    import math
+    warm = min(cfg.warmup_epochs, max(epochs - 1, 0))
+    if epoch < warm:
+        return (epoch + 1) / (warm + 1)
     if cfg.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(epochs, 1))
+        span = max(epochs - warm, 1)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / span))
     if cfg.schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        return cfg.gamma ** ((epoch - warm) // cfg.step_size)
+    return 1.0
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(cfg, epochs, epoch))
+
+
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except BatchNorm layers whose weights are frozen keep their running stats."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not m.weight.requires_grad:
+            m.eval()
 
 
 @torch.no_grad()
@@ -84,13 +102,27 @@ def evaluate(model: nn.Module, data: Dataset, dcfg: DataConfig, device: torch.de
     return float((logits.argmax(1) == data.val.labels).float().mean())
 
 
+def _cpu(tree):
+    """A state_dict (possibly nested, e.g. an optimizer's) with every tensor moved to the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {k: _cpu(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_cpu(v) for v in tree)
+    return tree
+
+
 def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConfig, tcfg: TrainConfig,
         epochs: int, lr: float, seed: int, device: torch.device, state_path: Path, key: str,
-        desc: str, quiet: bool = False, extra_modules: tuple[nn.Module, ...] = ()) -> list[dict]:
+        desc: str, quiet: bool = False, augment: str = "light", extra_modules: tuple[nn.Module, ...] = (),
+        state_objects: tuple = (), on_epoch_end: Callable[[nn.Module], None] | None = None) -> list[dict]:
     """Train `model` for `epochs`, saving a resumable state to `state_path` after every epoch.
 
-    A state file written under the same `key` (the stage's cache key) is resumed; any other is
-    ignored. Returns the per-epoch history: loss, val accuracy, seconds.
+    `extra_modules` train with the model (a FitNets regressor, a DML peer); `state_objects`
+    (anything with state_dict/load_state_dict: a discriminator and its optimizer) are only
+    saved and restored. A state file written under the same `key` (the stage's cache key) is
+    resumed; any other is ignored. Returns the per-epoch history: loss, val accuracy, seconds.
     """
     prepare(model, device)
     for module in extra_modules:
@@ -105,6 +137,8 @@ def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConf
             model.load_state_dict(state["model"])
             for module, sd in zip(extra_modules, state.get("extra", [])):
                 module.load_state_dict(sd)
+            for obj, sd in zip(state_objects, state.get("objects", [])):
+                obj.load_state_dict(sd)
             opt.load_state_dict(state["optimizer"])  # moves its tensors to the parameters' device
             sched.load_state_dict(state["scheduler"])
             start, history = state["epoch"] + 1, state["history"]
@@ -112,17 +146,19 @@ def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConf
                 tqdm.write(f"{desc}: resuming after epoch {start} of {epochs}")
     for epoch in range(start, epochs):
         t0 = time.perf_counter()
-        model.train()
+        train_mode(model)
         for module in extra_modules:
-            module.train()
+            train_mode(module)
         total, count = 0.0, 0
         n_batches = -(-len(data.train) // dcfg.batch_size)
-        bar = tqdm(train_batches(data.train, dcfg, seed, epoch), total=n_batches, disable=bar_disabled(quiet),
+        batches = train_batches(data.train, dcfg, seed, epoch, augment=augment, mixup=tcfg.mixup,
+                                cutmix=tcfg.cutmix, num_classes=len(data.classes))
+        bar = tqdm(batches, total=n_batches, disable=bar_disabled(quiet),
                    desc=f"{desc} {epoch + 1}/{epochs}", leave=False, unit="batch")
-        for x, y in bar:
+        for x, y, index in bar:
             x, y = to_device(x, device), y.to(device)
             with autocast(device):
-                loss = compute_loss(model, x, y)
+                loss = compute_loss(model, x, y, index)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -130,6 +166,8 @@ def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConf
             count += len(y)
             bar.set_postfix(loss=f"{total / count:.4f}")
         sched.step()
+        if on_epoch_end is not None:
+            on_epoch_end(model)
         accuracy = evaluate(model, data, dcfg, device, quiet)
         history.append({"epoch": epoch + 1, "loss": total / max(count, 1), "val_accuracy": accuracy,
                         "seconds": round(time.perf_counter() - t0, 3)})
@@ -140,6 +178,7 @@ def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConf
             torch.save({"key": key, "epoch": epoch, "history": history,
                         "model": {k: v.cpu() for k, v in model.state_dict().items()},
                         "extra": [{k: v.cpu() for k, v in m.state_dict().items()} for m in extra_modules],
+                        "objects": [_cpu(o.state_dict()) for o in state_objects],
                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp)
     model.eval()
     return history

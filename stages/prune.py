@@ -15,8 +15,8 @@ from pipeline.config import Config, PruneConfig
 from pipeline.models import count_macs, count_params, last_linear, load_model, save_checkpoint
 from pipeline.rundir import checkpoint_path, training_state_path
 from pipeline.stage import Context, Stage
-from pipeline.train import fit
-from stages.distill import distill_loss_fn, load_teacher, student_seed
+from stages.distill import make_objective, student_seed, train_with
+from stages.losses import TERMS, parse_spec
 
 PRUNE_STEPS = 40  # granularity of the search: the MACs target is met within ~1/40 of the range
 
@@ -41,6 +41,16 @@ def prune_to_macs(model: torch.nn.Module, cfg: PruneConfig, crop: int) -> dict:
             "target_macs_ratio": cfg.macs_ratio}
 
 
+def fine_tune_spec(spec: str) -> str:
+    """The student's loss with teacher-free terms (dml, self) replaced by kl from the teacher:
+    a fresh peer or a snapshot would start from nothing in a 2-epoch fine-tune."""
+    terms: dict[str, float] = {}
+    for w, name in parse_spec(spec):
+        name = name if TERMS[name].needs_teacher else "kl"
+        terms[name] = terms.get(name, 0.0) + w
+    return " + ".join(f"{w:g}*{n}" for n, w in terms.items())
+
+
 class PruneStage(Stage):
     name = "student_pruned"
     sections = ("data", "train", "prune", "distill")
@@ -60,12 +70,11 @@ class PruneStage(Stage):
         summary = prune_to_macs(model, cfg.prune, cfg.data.crop)
         ctx.log(f"pruned: MACs {summary['macs_before']:,} -> {summary['macs_after']:,} "
                 f"({summary['macs_ratio']:.3f}x) in {summary['steps']} steps")
-        compute_loss = distill_loss_fn(load_teacher(ctx), cfg.distill.loss, cfg.distill.alpha,
-                                       cfg.distill.temperature)
-        history = fit(model, compute_loss, data=ctx.data, dcfg=cfg.data, tcfg=cfg.train, epochs=cfg.prune.epochs,
-                      lr=cfg.prune.lr, seed=student_seed(cfg) + 7, device=ctx.device,
-                      state_path=ctx.run.path(training_state_path(self.name)), key=key,
-                      desc="prune fine-tune", quiet=ctx.quiet)
+        seed = student_seed(cfg) + 7
+        objective, _ = make_objective(ctx, model, fine_tune_spec(cfg.distill.loss), cfg.distill.alpha,
+                                      cfg.distill.augment, seed)
+        history = train_with(ctx, model, objective, key=key, name=self.name, epochs=cfg.prune.epochs,
+                             lr=cfg.prune.lr, seed=seed)
         accuracy = history[-1]["val_accuracy"] if history else None
         meta = dict(meta, pruning=summary, history=history, val_accuracy=accuracy)
         with ctx.run.atomic(checkpoint_path(self.name)) as tmp:

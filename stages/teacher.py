@@ -3,14 +3,15 @@ or adopt a finished teacher checkpoint after checking its classes against the da
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from pipeline.config import Config
+from pipeline.data import Dataset
 from pipeline.errors import CompressError
 from pipeline.models import build_model, load_checkpoint, load_model, save_checkpoint
 from pipeline.rundir import checkpoint_path, training_state_path
 from pipeline.stage import Context, Stage
 from pipeline.train import evaluate, fit
+from stages.losses import cross_entropy
 
 
 def given_teacher(path: str, classes: list[str], arch: str):
@@ -29,6 +30,19 @@ def given_teacher(path: str, classes: list[str], arch: str):
         raise CompressError(f"teacher checkpoint {path} does not fit {arch} with {len(classes)} classes "
                             f"({str(exc).splitlines()[-1].strip()[:160]})") from None
     return model.eval(), {"arch": arch, "classes": list(classes)}
+
+
+def train_teacher(ctx: Context, data: Dataset, state_path, key: str, desc: str, seed_offset: int = 0):
+    """A teacher trained with CE (label smoothing, mixup/cutmix and augment preset from config)."""
+    cfg = ctx.cfg
+    torch.manual_seed(cfg.seed + seed_offset)
+    model = build_model(cfg.teacher.arch, len(data.classes), cfg.teacher.weights, cfg.teacher.dropout)
+    smoothing = cfg.train.label_smoothing
+    history = fit(model, lambda m, x, y, _index: cross_entropy(m(x), y, smoothing), data=data, dcfg=cfg.data,
+                  tcfg=cfg.train, epochs=cfg.teacher.epochs, lr=cfg.teacher.lr, seed=cfg.seed + seed_offset,
+                  device=ctx.device, state_path=state_path, key=key, desc=desc, quiet=ctx.quiet,
+                  augment=cfg.teacher.augment)
+    return model, history
 
 
 class TeacherStage(Stage):
@@ -51,13 +65,9 @@ class TeacherStage(Stage):
             meta.update(arch=given_meta["arch"], source=cfg.teacher.checkpoint, history=[])
             model = model.to(ctx.device)
         else:
-            torch.manual_seed(cfg.seed)
-            model = build_model(cfg.teacher.arch, len(data.classes), cfg.teacher.weights)
-            state = ctx.run.path(training_state_path(self.name))
-            history = fit(model, lambda m, x, y: F.cross_entropy(m(x).float(), y), data=data, dcfg=cfg.data,
-                          tcfg=cfg.train, epochs=cfg.teacher.epochs, lr=cfg.teacher.lr, seed=cfg.seed,
-                          device=ctx.device, state_path=state, key=key, desc="teacher", quiet=ctx.quiet)
-            meta.update(source=f"trained from weights={cfg.teacher.weights}", history=history)
+            model, history = train_teacher(ctx, data, ctx.run.path(training_state_path(self.name)), key, "teacher")
+            meta.update(source=f"trained from weights={cfg.teacher.weights}", history=history,
+                        head_dropout=cfg.teacher.dropout)
         accuracy = evaluate(model, data, cfg.data, ctx.device)
         meta["val_accuracy"] = accuracy
         with ctx.run.atomic(checkpoint_path(self.name)) as tmp:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from pipeline import data as data_mod
 from pipeline.config import DataConfig
-from pipeline.data import decode_file, load_dataset, train_batches
+from pipeline.data import center_crop, decode_file, load_dataset, normalize, train_batches
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1"])
@@ -45,12 +45,29 @@ def test_images_are_decoded_once_per_run(digits_folder, monkeypatch, tmp_path):
 def test_batches_depend_only_on_seed_and_epoch(digits_folder):
     cfg = DataConfig(path=str(digits_folder), resize=20, crop=16, batch_size=8, augment="crop_flip")
     ds = load_dataset(cfg, seed=0)
-    a = [x for x, _ in train_batches(ds.train, cfg, seed=1, epoch=2)]
-    b = [x for x, _ in train_batches(ds.train, cfg, seed=1, epoch=2)]
-    c = [x for x, _ in train_batches(ds.train, cfg, seed=1, epoch=3)]
-    assert all(torch.equal(x, y) for x, y in zip(a, b))
-    assert not all(torch.equal(x, y) for x, y in zip(a, c))
-    assert a[0].shape == (8, 3, 16, 16)
+    recipe = dict(augment="strong", mixup=0.4, cutmix=1.0, num_classes=3)
+    a = list(train_batches(ds.train, cfg, seed=1, epoch=2, **recipe))
+    b = list(train_batches(ds.train, cfg, seed=1, epoch=2, **recipe))
+    c = list(train_batches(ds.train, cfg, seed=1, epoch=3, **recipe))
+    assert all(torch.equal(x.x, y.x) and torch.equal(x.y, y.y) for x, y in zip(a, b))
+    assert not all(torch.equal(x.x, y.x) for x, y in zip(a, c))
+    assert a[0].x.shape == (8, 3, 16, 16)
+    assert a[0].y.shape == (8, 3) and torch.allclose(a[0].y.sum(1), torch.ones(8))  # soft targets
+    assert sorted(torch.cat([t.index for t in a]).tolist()) == list(range(len(ds.train)))
+
+
+def test_augment_presets(digits_folder):
+    cfg = DataConfig(path=str(digits_folder), resize=20, crop=16, batch_size=64, augment="crop_flip")
+    ds = load_dataset(cfg, seed=0)
+    bare = next(train_batches(ds.train, cfg, seed=0, epoch=0, augment="none"))
+    centre = normalize(torch.stack([center_crop(ds.train.images[i], 16) for i in bare.index.tolist()]),
+                       cfg.mean, cfg.std)
+    assert torch.equal(bare.x, centre) and bare.y.dtype == torch.int64
+    light = next(train_batches(ds.train, cfg, seed=0, epoch=0, augment="light"))
+    strong = next(train_batches(ds.train, cfg, seed=0, epoch=0, augment="strong"))
+    assert not torch.equal(light.x, centre) and not torch.equal(strong.x, light.x)
+    off = DataConfig(path=str(digits_folder), resize=20, crop=16, batch_size=64, augment="none")
+    assert torch.equal(next(train_batches(ds.train, off, seed=0, epoch=0, augment="strong")).x, centre)
 
 
 def test_embedded_digits():
