@@ -71,6 +71,34 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
 
 
 @main.command()
+@click.option("--data", "data_path", default=None, help="ImageFolder directory, or `digits` (default).")
+@click.option("--config", "config_file", default=None, help="TOML file: the base settings of every cell.")
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a base key (repeatable).")
+@click.option("--grid", "grid_items", multiple=True, metavar="SECTION.KEY=V1,V2",
+              help="A swept key and its values (repeatable), e.g. --grid distill.alpha=0.1,0.5,0.9")
+@click.option("--seeds", default="0,1,2", show_default=True, help="Student seeds (init and data order), comma-separated.")
+@click.option("--out", default="runs/sweep", show_default=True, type=click.Path(file_okay=False),
+              help="Sweep directory; rerunning with the same one skips finished cells.")
+@click.option("--jobs", default=1, show_default=True, type=int, help="Cells run in this many processes at once.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Training device.")
+@click.option("--quiet", is_flag=True, help="Only the final table.")
+def sweep(data_path, config_file, overrides, grid_items, seeds, out, jobs, device, quiet) -> None:
+    """Grid x seeds of students against one teacher, each paired with the CE baseline at its seed."""
+    from pipeline.sweep import parse_grid, parse_seeds, run_sweep
+    from pipeline.sweep_report import markdown
+
+    cfg = load_config(config_file, overrides)
+    for key, value in (("data.path", data_path), ("device", device)):
+        if value is not None:
+            set_key(cfg, key, value)
+    grid = parse_grid(grid_items)
+    summary = run_sweep(cfg, grid, parse_seeds(seeds), Path(out), jobs=jobs, quiet=quiet,
+                        echo=lambda m: click.echo(m, err=True))
+    click.echo(markdown(summary))
+    click.echo(f"best cell: {summary['best']}; files: {Path(out) / 'sweep.md'}, sweep.json, sweep.png")
+
+
+@main.command()
 @click.argument("reports", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Baseline file to write.")
 def baseline(reports, output) -> None:

@@ -51,8 +51,8 @@ def git_commit() -> str | None:
         return None
 
 
-def preflight(cfg: Config) -> Dataset:
-    """Everything that can reject the input, before a single file is written."""
+def preflight(cfg: Config, data: Dataset | None = None) -> Dataset:
+    """Everything that can reject the input, before a single file is written (`data`: already loaded)."""
     for key, arch in (("teacher.arch", cfg.teacher.arch), ("distill.arch", cfg.distill.arch)):
         if arch not in classification_archs():
             raise CompressError(f"{key}: unknown architecture {arch!r}; valid: {', '.join(classification_archs())}")
@@ -62,7 +62,7 @@ def preflight(cfg: Config) -> Dataset:
         if path and path not in ("none", "imagenet") and not Path(path).is_file():
             raise CompressError(f"{key}: checkpoint file {path} does not exist")
     resolve_device(cfg.device)
-    data = load_dataset(cfg.data, cfg.seed)
+    data = data or load_dataset(cfg.data, cfg.seed)
     if cfg.teacher.checkpoint:
         given_teacher(cfg.teacher.checkpoint, data.classes, cfg.teacher.arch)
     for key, path, arch in (("teacher.weights", cfg.teacher.weights, cfg.teacher.arch),
@@ -107,10 +107,14 @@ def _up_to_date(record: dict | None, key: str, run: RunDir) -> bool:
     return all(run.exists(rel) and run.sha256(rel) == digest for rel, digest in outputs.items())
 
 
-def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequence[Stage] = STAGES) -> dict:
-    """Run (or skip) every enabled stage in order; returns the manifest."""
+def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequence[Stage] = STAGES,
+                 data: Dataset | None = None, shared_cache: Path | None = None) -> dict:
+    """Run (or skip) every enabled stage in order; returns the manifest.
+
+    A sweep passes its already-decoded `data`, a subset of `stages` and one `shared_cache`.
+    """
     t_start = time.perf_counter()
-    data = preflight(cfg)
+    data = preflight(cfg, data)
     device = resolve_device(cfg.device)
     run = RunDir(out)
     run.root.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,7 @@ def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequ
                     "bad_images_skipped": len(data.bad_images), "bad_images": data.bad_images},
         "stages": records, "executed": [], "skipped": [], "artifacts": {},
     }
-    ctx = Context(cfg, run, data, device, quiet)
+    ctx = Context(cfg, run, data, device, quiet, shared_cache=shared_cache)
     for stage in stages:
         if not stage.enabled(cfg):
             records.pop(stage.name, None)

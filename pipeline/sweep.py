@@ -1,0 +1,233 @@
+"""`compress sweep`: a grid of distillation settings × seeds against one teacher, with the
+CE-only baseline at every seed, so each cell's gain is a paired difference, not a guess.
+
+Fairness by construction:
+- one teacher per sweep, trained once (or given), in `<out>/teacher`; every cell links to it;
+- `distill.seed` is the only thing a seed changes: the student's initialisation and data order
+  are identical across cells at the same seed, and identical to the baseline at that seed;
+- the baseline at each seed is trained once per distinct baseline setting (cells that vary
+  only loss/alpha/T share it) in `<out>/baseline/<hash>`;
+- cells whose loss reads no temperature (mse, hint, rkd, ...) are not repeated across T.
+
+Every cell is an ordinary run directory (`<out>/cells/<cell>/seed-<s>`) with its manifest, so
+an interrupted sweep resumes where it stopped: finished cells are skipped by their cache keys.
+`--jobs N` runs cells in N processes, each with cores/N torch threads.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+import re
+import shutil
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, load_config, set_key, valid_keys
+from pipeline.errors import CompressError
+from pipeline.rundir import atomic_path, checkpoint_path, sha256_json
+
+FIXED_PREFIXES = ("data.", "teacher.", "seed", "distill.seed", "device", "prune.", "export.", "quantize.", "bench.")
+
+
+@dataclass
+class Task:
+    """One pipeline invocation of the sweep (the teacher, a baseline, or a cell at one seed)."""
+
+    kind: str  # teacher | baseline | cell
+    config: dict
+    out: str
+    cache: str
+    threads: int
+
+
+def parse_grid(items: tuple[str, ...]) -> dict[str, list[str]]:
+    """("distill.alpha=0.1,0.5", ...) -> {"distill.alpha": ["0.1", "0.5"]}, keys checked."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise CompressError(f"--grid {item!r}: expected section.key=v1,v2,..., e.g. distill.alpha=0.1,0.5,0.9")
+        key, values = (s.strip() for s in item.split("=", 1))
+        if key not in valid_keys():
+            raise CompressError(f"--grid: unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        if key.startswith(FIXED_PREFIXES):
+            raise CompressError(f"--grid {key}: a sweep keeps data, teacher, seed and the deployment stages fixed; "
+                                "vary distill.* or train.* keys (seeds come from --seeds)")
+        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+        if not grid[key]:
+            raise CompressError(f"--grid {key}: no values given")
+    return grid
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise CompressError(f"--seeds {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise CompressError(f"--seeds {text!r}: expected distinct non-negative integers, e.g. 0,1,2")
+    return seeds
+
+
+def config_from(cfg: Config, settings: dict[str, Any]) -> Config:
+    out = copy.deepcopy(cfg)
+    for key, value in settings.items():
+        set_key(out, key, value)
+    return out
+
+
+def cells(cfg: Config, grid: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Every combination of the grid, as typed values; T is dropped where the loss ignores it."""
+    from pipeline.config import validate
+    from pipeline.runner import check_loss_recipe
+    from stages.losses import uses_temperature
+
+    combos, seen = [], set()
+    keys = list(grid)
+    for values in itertools.product(*(grid[k] for k in keys)):
+        cell_cfg = config_from(cfg, dict(zip(keys, values)))
+        validate(cell_cfg)
+        check_loss_recipe(cell_cfg)
+        combo = {k: _typed(cell_cfg, k) for k in keys}
+        if "distill.temperature" in combo and not uses_temperature(cell_cfg.distill.loss):
+            combo.pop("distill.temperature")
+        ident = tuple(sorted((k, str(v)) for k, v in combo.items()))
+        if ident not in seen:
+            seen.add(ident)
+            combos.append(combo)
+    return combos
+
+
+def _typed(cfg: Config, key: str) -> Any:
+    *section, name = key.split(".")
+    return getattr(getattr(cfg, section[0]) if section else cfg, name)
+
+
+def cell_name(combo: dict[str, Any]) -> str:
+    """A readable, file-system-safe directory name, e.g. loss-kl_alpha-0.5_temperature-4."""
+    short = {k: k.split(".")[-1] for k in combo}
+    if len(set(short.values())) < len(short):
+        short = {k: k for k in combo}
+    text = "_".join(f"{short[k]}-{v:g}" if isinstance(v, float) else f"{short[k]}-{v}" for k, v in combo.items())
+    return re.sub(r"[^A-Za-z0-9._=-]+", "", text.replace("+", "plus").replace("*", "x").replace(" ", "")) or "base"
+
+
+def baseline_dir(cfg: Config) -> str:
+    from stages.distill import BaselineStage
+    key = dict(BaselineStage().key_config(cfg))
+    key.pop("seed", None)  # the teacher's seed; the student seed is inside
+    return sha256_json(key)[:12]
+
+
+def plan(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, jobs: int) -> tuple[Task, list[Task], list[dict]]:
+    """The teacher task, the baseline and cell tasks, and one record per (cell, seed) to aggregate."""
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    cache = str(out / "cache")
+    teacher_cfg = config_from(cfg, {"distill.baseline": False})
+    teacher = Task("teacher", teacher_cfg.to_dict(), str(out / "teacher"), cache, threads)
+    tasks, records, baselines = [], [], {}
+    for combo in cells(cfg, grid):
+        name = cell_name(combo)
+        for seed in seeds:
+            cell_cfg = config_from(cfg, {**combo, "distill.seed": seed})
+            b_dir = out / "baseline" / f"{baseline_dir(cell_cfg)}-seed-{seed}"
+            if str(b_dir) not in baselines:
+                baselines[str(b_dir)] = Task("baseline", cell_cfg.to_dict(), str(b_dir), cache, threads)
+            cell_cfg = config_from(cell_cfg, {"distill.baseline": False})
+            c_dir = out / "cells" / name / f"seed-{seed}"
+            tasks.append(Task("cell", cell_cfg.to_dict(), str(c_dir), cache, threads))
+            records.append({"cell": name, "settings": combo, "seed": seed, "run": str(c_dir), "baseline": str(b_dir)})
+    return teacher, list(baselines.values()) + tasks, records
+
+
+def _config_of(tree: dict) -> Config:
+    cfg = load_config()
+    for section, values in tree.items():
+        if isinstance(values, dict):
+            for key, value in values.items():
+                set_key(cfg, f"{section}.{key}", value)
+        else:
+            set_key(cfg, section, values)
+    return cfg
+
+
+_DATA_CACHE: dict[str, Any] = {}
+
+
+def adopt_teacher(cell_out: Path, teacher_out: Path) -> None:
+    """Put the sweep's teacher checkpoint into a cell's run directory (a hard link where the file
+    system allows, so 45 cells do not hold 45 copies of a 94 MB ResNet50)."""
+    source, target = teacher_out / checkpoint_path("teacher"), cell_out / checkpoint_path("teacher")
+    if target.is_file() and target.samefile(source):
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target) as tmp:
+        try:
+            tmp.unlink()
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
+def run_task(task: Task, quiet: bool = True, data=None) -> str:
+    """Run one task (in this process or a worker). Returns its run directory."""
+    import torch
+    from pipeline.data import load_dataset
+    from pipeline.runner import run_pipeline
+    from stages.distill import BaselineStage, DistillStage
+    from stages.teacher import TeacherStage
+    from stages.teacher_outputs import out_of_fold_logits
+
+    torch.set_num_threads(task.threads)
+    cfg = _config_of(task.config)
+    if data is None:
+        token = sha256_json({"data": task.config["data"], "seed": cfg.seed})
+        if token not in _DATA_CACHE:
+            _DATA_CACHE[token] = load_dataset(cfg.data, cfg.seed)
+        data = _DATA_CACHE[token]
+    stages = {"teacher": (TeacherStage(),), "baseline": (BaselineStage(),), "cell": (DistillStage(),)}[task.kind]
+    if task.kind == "cell":
+        adopt_teacher(Path(task.out), Path(task.cache).parent / "teacher")
+    run_pipeline(cfg, task.out, quiet=quiet, stages=stages, data=data, shared_cache=Path(task.cache))
+    if task.kind == "teacher" and cfg.distill.teacher_folds >= 2:
+        from pipeline.rundir import RunDir
+        from pipeline.stage import Context
+        from pipeline.train import resolve_device
+        out_of_fold_logits(Context(cfg, RunDir(task.out), data, resolve_device(cfg.device), quiet,
+                                   shared_cache=Path(task.cache)))  # once, before the cells need it
+    return task.out
+
+
+def run_sweep(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, jobs: int = 1,
+              quiet: bool = False, echo=print) -> dict:
+    """Plan, run (skipping what is finished) and aggregate; writes sweep.json / .md / .png."""
+    import time
+    from pipeline.runner import preflight
+    from pipeline.sweep_report import aggregate, write_outputs
+
+    t0 = time.perf_counter()
+    if jobs < 1:
+        raise CompressError("--jobs must be >= 1")
+    data = preflight(cfg)
+    teacher, tasks, records = plan(cfg, grid, seeds, out, jobs)
+    echo(f"sweep: {len(records) // len(seeds)} cells x {len(seeds)} seeds, {sum(t.kind == 'baseline' for t in tasks)} "
+         f"baseline runs, jobs={jobs}; teacher in {teacher.out}")
+    run_task(teacher, quiet, data)
+    if jobs == 1:
+        for i, task in enumerate(tasks, 1):
+            run_task(task, True, data)
+            if not quiet:
+                echo(f"[{i}/{len(tasks)}] {task.kind} {task.out}")
+    else:
+        import multiprocessing
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for i, done in enumerate(pool.map(run_task, tasks), 1):
+                if not quiet:
+                    echo(f"[{i}/{len(tasks)}] {done}")
+    summary = aggregate(records, seeds, teacher)
+    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    summary["grid"], summary["jobs"] = grid, jobs
+    write_outputs(summary, out)
+    return summary

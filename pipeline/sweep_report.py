@@ -1,0 +1,112 @@
+"""Aggregate a sweep: per cell, mean ± std accuracy over seeds and the paired difference to the
+CE-only baseline at the same seeds; written as sweep.json, sweep.md and sweep.png."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from pipeline.rundir import RunDir, atomic_path
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (n − 1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    return mean, std
+
+
+def _accuracy(run: str, stage: str) -> float:
+    manifest = RunDir(run).load_manifest()
+    return float(manifest["stages"][stage]["summary"]["val_accuracy"])
+
+
+def _seconds(run: str, stage: str) -> float:
+    return float(RunDir(run).load_manifest()["stages"][stage].get("seconds", 0.0))
+
+
+def aggregate(records: list[dict], seeds: list[int], teacher) -> dict:
+    cells: dict[str, dict] = {}
+    for r in records:
+        cell = cells.setdefault(r["cell"], {"settings": r["settings"], "seeds": [], "accuracy": [],
+                                            "baseline": [], "seconds": []})
+        cell["seeds"].append(r["seed"])
+        cell["accuracy"].append(_accuracy(r["run"], "student"))
+        cell["baseline"].append(_accuracy(r["baseline"], "baseline"))
+        cell["seconds"].append(_seconds(r["run"], "student"))
+    for cell in cells.values():
+        diffs = [a - b for a, b in zip(cell["accuracy"], cell["baseline"])]
+        cell["mean"], cell["std"] = mean_std(cell["accuracy"])
+        cell["baseline_mean"], cell["baseline_std"] = mean_std(cell["baseline"])
+        cell["diff_mean"], cell["diff_std"] = mean_std(diffs)
+        cell["wins"] = sum(d > 0 for d in diffs)
+        cell["ties"] = sum(d == 0 for d in diffs)
+        n = len(diffs)
+        se = cell["diff_std"] / math.sqrt(n) if n > 1 else 0.0
+        cell["t"] = cell["diff_mean"] / se if se > 0 else None
+        cell["verdict"] = verdict(cell["diff_mean"], cell["wins"], n, cell["t"])
+    teacher_manifest = RunDir(teacher.out).load_manifest()
+    best = max(cells, key=lambda c: cells[c]["mean"]) if cells else None
+    return {"seeds": seeds, "teacher": {"run": teacher.out,
+                                        "val_accuracy": teacher_manifest["stages"]["teacher"]["summary"]["val_accuracy"]},
+            "cells": cells, "best": best}
+
+
+def verdict(diff: float, wins: int, n: int, t: float | None) -> str:
+    """A plain-words significance note: the sign held in every seed, and |t| > 2 for n ≥ 3."""
+    if n >= 3 and t is not None and abs(t) > 2 and (wins == n or wins == 0):
+        return "better in every seed" if diff > 0 else "worse in every seed"
+    return f"better in {wins}/{n} seeds (not conclusive)"
+
+
+def markdown(summary: dict) -> str:
+    keys = sorted({k for c in summary["cells"].values() for k in c["settings"]})
+    head = "| " + " | ".join(k.split(".")[-1] for k in keys) + " | accuracy % (mean ± std) | baseline % | Δ vs baseline (points) | seeds better | note |"
+    lines = [f"Teacher val accuracy {100 * summary['teacher']['val_accuracy']:.2f}%; seeds {summary['seeds']}; "
+             f"wall time {summary.get('wall_seconds', 0):.0f} s (jobs={summary.get('jobs', 1)}).", "",
+             head, "|" + "---|" * (len(keys) + 5)]
+    for name, c in sorted(summary["cells"].items(), key=lambda kv: -kv[1]["mean"]):
+        values = [str(c["settings"].get(k, "—")) for k in keys]
+        lines.append("| " + " | ".join(values) + f" | {100 * c['mean']:.2f} ± {100 * c['std']:.2f} | "
+                     f"{100 * c['baseline_mean']:.2f} ± {100 * c['baseline_std']:.2f} | "
+                     f"{100 * c['diff_mean']:+.2f} ± {100 * c['diff_std']:.2f} | {c['wins']}/{len(c['seeds'])} | "
+                     f"{c['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(summary: dict) -> bytes:
+    """Accuracy vs T, one line per alpha, one panel per loss; the baseline as a dashed band."""
+    from benchmarks.plots import _png, plt
+    cells = list(summary["cells"].values())
+    losses = sorted({str(c["settings"].get("distill.loss", "(base)")) for c in cells})
+    temps = sorted({float(c["settings"]["distill.temperature"]) for c in cells if "distill.temperature" in c["settings"]})
+    fig, axes = plt.subplots(1, len(losses), figsize=(4 * len(losses), 3.4), squeeze=False, sharey=True)
+    base = [c["baseline_mean"] for c in cells]
+    for ax, loss in zip(axes[0], losses):
+        mine = [c for c in cells if str(c["settings"].get("distill.loss", "(base)")) == loss]
+        for alpha in sorted({c["settings"].get("distill.alpha") for c in mine}, key=lambda a: (a is None, a)):
+            pts = [c for c in mine if c["settings"].get("distill.alpha") == alpha]
+            if all("distill.temperature" in c["settings"] for c in pts) and temps:
+                pts.sort(key=lambda c: c["settings"]["distill.temperature"])
+                xs = [c["settings"]["distill.temperature"] for c in pts]
+            else:  # a loss without temperature: one value, drawn flat across the T axis
+                xs = [min(temps or [1.0]), max(temps or [1.0])] if len(pts) == 1 else list(range(len(pts)))
+                pts = pts * 2 if len(pts) == 1 else pts
+            ax.errorbar(xs, [100 * c["mean"] for c in pts], yerr=[100 * c["std"] for c in pts], marker="o",
+                        capsize=3, label=f"alpha={alpha}")
+        ax.axhline(100 * sum(base) / len(base), color="gray", linestyle="--", label="CE baseline")
+        ax.set_title(f"loss = {loss}")
+        ax.set_xlabel("temperature T")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("val accuracy % (mean ± std over seeds)")
+    axes[0][-1].legend(fontsize=7)
+    return _png(fig)
+
+
+def write_outputs(summary: dict, out: Path) -> None:
+    for name, payload in (("sweep.json", json.dumps(summary, indent=2)), ("sweep.md", markdown(summary))):
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(payload)
+    with atomic_path(out / "sweep.png") as tmp:
+        tmp.write_bytes(plot(summary))
