@@ -107,3 +107,16 @@ def parity(model: torch.nn.Module, path: Path, images: torch.Tensor, tolerance: 
         raise CompressError(f"{path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} "
                             f"(tolerance {tolerance:.0e}) on real val images; the export is wrong")
     return diff
+
+
+def fix_batch(path: Path, batch: int) -> None:
+    """Pin the batch axis of the model's input and output to `batch` (for runtimes and NPUs that
+    need static shapes). Intermediate shape annotations are dropped, and re-inferred by ORT."""
+    proto = onnx.load(str(path))
+    for value in (*proto.graph.input, *proto.graph.output):
+        dim = value.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_value = batch
+    del proto.graph.value_info[:]
+    onnx.save(proto, str(path))
+    onnx.checker.check_model(str(path))

@@ -92,6 +92,9 @@ class ExportConfig:
     opset: int = 17  # supported by every ONNX Runtime release since 1.11
     parity_tolerance: float = 1e-3  # max |logit difference| ONNX Runtime vs PyTorch
     parity_samples: int = 32  # real val images used for the parity check
+    dynamic_batch: bool = True  # batch axis free; false fixes it at export.batch_size (some NPUs need it)
+    batch_size: int = 1  # the fixed batch size when dynamic_batch = false
+    ort: bool = True  # also write deploy/model.ort + required-operators config for mobile/minimal ORT
 
 
 @dataclass
@@ -272,6 +275,8 @@ def validate(cfg: Config) -> None:
         (bool(cfg.bench.batch_sizes) and all(isinstance(b, int) and b >= 1 for b in cfg.bench.batch_sizes),
          "bench.batch_sizes must be a non-empty list of positive integers, e.g. [1, 8]"),
         (cfg.export.parity_samples >= 1, "export.parity_samples must be >= 1"),
+        (cfg.export.batch_size >= 1, "export.batch_size must be >= 1"),
+        (7 <= cfg.export.opset <= 21, "export.opset must be between 7 and 21"),
     ]
     for ok, message in checks:
         if not ok:

@@ -23,6 +23,7 @@ from pipeline.train import resolve_device
 from stages.benchmark import BenchmarkStage
 from stages.distill import BaselineStage, DistillStage
 from stages.export import ExportStage
+from stages.package import PackageStage
 from stages.losses import needs_teacher_features, parse_spec
 from stages.objective import named_module
 from stages.prune import PruneStage
@@ -31,7 +32,7 @@ from stages.report import ReportStage
 from stages.teacher import TeacherStage, given_teacher
 
 STAGES: tuple[Stage, ...] = (TeacherStage(), DistillStage(), BaselineStage(), PruneStage(), ExportStage(),
-                             QuantizeStage(), BenchmarkStage(), ReportStage())
+                             QuantizeStage(), BenchmarkStage(), PackageStage(), ReportStage())
 
 
 def versions() -> dict[str, str]:

@@ -126,7 +126,7 @@ def plan(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, j
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     cache = str(out / "cache")
     teacher_cfg = config_from(cfg, {"distill.baseline": False})
-    teacher = Task("teacher", teacher_cfg.to_dict(), str(out / "teacher"), cache, threads)
+    teacher = Task("teacher", teacher_cfg.to_dict(), str(out / "teacher"), cache, os.cpu_count() or 1)
     tasks, records, baselines = [], [], {}
     for combo in cells(cfg, grid):
         name = cell_name(combo)

@@ -15,7 +15,10 @@ from pipeline.rundir import sha256_file
 from tests.conftest import cli_args
 
 MODELS = ["teacher", "student", "baseline", "student_pruned", "student_int8"]
-STAGES = ["teacher", "student", "baseline", "student_pruned", "export", "student_int8", "benchmark", "report"]
+STAGES = ["teacher", "student", "baseline", "student_pruned", "export", "student_int8", "benchmark", "package",
+          "report"]
+DEPLOY = ["deploy/model.onnx", "deploy/model.ort", "deploy/model.required_operators.config", "deploy/labels.txt",
+          "deploy/model_card.md"]
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +36,7 @@ def test_run_directory_contract(full_run):
         "manifest.json", "report.json", "report.md", "report.html", "onnx/models.json", "onnx/quantize.json",
         *[f"plots/{p}.png" for p in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")],
         *[f"onnx/{m}.onnx" for m in MODELS],
-        *[f"checkpoints/{m}.pt" for m in MODELS if m != "student_int8"],
+        *[f"checkpoints/{m}.pt" for m in MODELS if m != "student_int8"], *DEPLOY,
     ])
 
 
@@ -92,7 +95,7 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
         assert manifest["stages"][stage]["seconds"] >= 0
     for rel, digest in manifest["artifacts"].items():
         assert sha256_file(out / rel) == digest
-    assert len(manifest["artifacts"]) == 19  # 4 checkpoints, 5 ONNX, 2 ONNX infos, 3 reports, 5 plots
+    assert len(manifest["artifacts"]) == 24  # 4 checkpoints, 5 ONNX, 2 ONNX infos, 3 reports, 5 plots, 5 deploy
 
 
 def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch):
@@ -115,7 +118,7 @@ def test_changed_setting_reruns_from_first_affected_stage(digits_folder, tmp_pat
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"] == ["teacher", "baseline"]
-    assert manifest["executed"] == ["student", "export", "benchmark", "report"]
+    assert manifest["executed"] == ["student", "export", "benchmark", "package", "report"]
     report = json.loads((out / "report.json").read_text())
     assert list(report["models"]) == ["teacher", "student", "baseline"]  # stages turned off leave keys out
     assert not (out / "onnx/student_int8.onnx").exists()
@@ -143,3 +146,35 @@ def test_int8_candidates_are_measured_and_the_choice_explained(full_run):
     report = json.loads((out / "report.json").read_text())
     assert report["quantization"]["chosen"] == q["chosen"]
     assert "int8 layouts measured" in (out / "report.md").read_text()
+
+
+def test_deploy_folder_is_self_explanatory(full_run):
+    out, _ = full_run
+    q = json.loads((out / "onnx/quantize.json").read_text())
+    deployable = q["deployable"]
+    assert (out / "deploy/model.onnx").read_bytes() == (out / f"onnx/{deployable}.onnx").read_bytes()
+    assert (out / "deploy/labels.txt").read_text().splitlines() == ["digit0", "digit1", "digit2"]
+    card = (out / "deploy/model_card.md").read_text()
+    report = json.loads((out / "report.json").read_text())
+    for needle in ("name `input`, shape ['batch', 3, 16, 16]", "dtype float32", "shorter** side is 20 px",
+                   "Centre-crop 16×16", "[0.485, 0.456, 0.406]", "0 = digit0", report["environment"]["cpu"],
+                   f"{report['environment']['threads']} ONNX Runtime threads", "config sha256", "resnet50 teacher",
+                   f"{report['models'][deployable]['accuracy']:.4f}"):
+        assert needle in card, needle
+    ops = (out / "deploy/model.required_operators.config").read_text()
+    assert "ai.onnx;" in ops and "Conv" in ops and "/tmp" not in ops
+    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
+    onnx_out = ort.InferenceSession(str(out / "deploy/model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    ort_out = ort.InferenceSession(str(out / "deploy/model.ort"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.allclose(onnx_out, ort_out, atol=1e-4)
+
+
+def test_fixed_batch_export(full_run, tmp_path):
+    from exports.onnx import fix_batch
+    out, _ = full_run
+    target = tmp_path / "fixed.onnx"
+    target.write_bytes((out / "deploy/model.onnx").read_bytes())
+    fix_batch(target, 4)
+    session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [4, 3, 16, 16]
+    assert session.run(None, {"input": np.zeros((4, 3, 16, 16), np.float32)})[0].shape == (4, 3)

@@ -1,0 +1,90 @@
+"""model_card.md for the deployable model: what an edge team needs to use it and to trust it,
+written from the run's own measurements (report.json), the ONNX file's metadata and the config."""
+from __future__ import annotations
+
+import json
+
+import onnx
+
+
+def _io(path) -> tuple[str, list, str, str, list]:
+    model = onnx.load(str(path), load_external_data=False)
+    inp, out = model.graph.input[0], model.graph.output[0]
+    def dims(v):
+        return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(inp.type.tensor_type.elem_type).name
+    return inp.name, dims(inp), dtype, out.name, dims(out)
+
+
+def render(*, name: str, onnx_file, ort_file: str | None, metadata: dict, report: dict, config: dict,
+           config_hash: str, teacher: dict, student_loss: str, git_commit: str | None) -> str:
+    m = report["models"][name]
+    env = report["environment"]
+    in_name, in_shape, in_dtype, out_name, out_shape = _io(onnx_file)
+    labels = json.loads(metadata["labels"])
+    mean, std = json.loads(metadata["mean"]), json.loads(metadata["std"])
+    resize, crop = int(metadata["resize"]), int(metadata["crop"])
+    ratios = m.get("vs_reference", {})
+    quant = report.get("quantization") or {}
+    latency_rows = "\n".join(
+        f"| {b} | {v['p50']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {int(b) * 1000 / v['p50']:.0f} |"
+        for b, v in sorted(m["latency_ms_by_batch"].items(), key=lambda kv: int(kv[0])))
+    per_class = "\n".join(f"| {c} | {a:.3f} |" for c, a in m["per_class_accuracy"].items())
+    top5 = f"\n- top-5 accuracy: {m['top5_accuracy']:.4f}" if m.get("top5_accuracy") is not None else ""
+    files = "- `model.onnx`: the model (ONNX, opset {}), labels and preprocessing embedded as metadata_props\n".format(
+        config["export"]["opset"])
+    if ort_file:
+        files += (f"- `model.ort`: the same model in ONNX Runtime format for mobile/minimal builds "
+                  f"(basic optimisations applied by onnxruntime {env['onnxruntime']}, portable across CPUs; load it with that version or newer)\n"
+                  "- `model.required_operators.config`: operators a minimal ORT build must include "
+                  "(`build.sh --minimal_build --include_ops_by_config model.required_operators.config`)\n")
+    files += "- `labels.txt`: class names, one per line, line i+1 = output index i\n"
+    return f"""# Model card: {name}
+
+An image classifier with {len(labels)} classes, distilled from a {teacher['arch']} teacher by
+[compress](README.md) (commit {git_commit or 'unknown'}, config sha256 `{config_hash}`).
+
+## Files
+{files}
+## Input
+- name `{in_name}`, shape {in_shape} (NCHW; `batch` is {'dynamic' if isinstance(in_shape[0], str) else 'fixed at ' + str(in_shape[0])}), dtype {in_dtype}
+
+## Preprocessing (exactly this, in this order)
+1. Decode the image and convert it to 8-bit RGB (drop alpha; grayscale → 3 equal channels).
+2. Resize so the **shorter** side is {resize} px, keeping the aspect ratio (bilinear).
+3. Centre-crop {crop}×{crop} px.
+4. Scale to [0, 1] (divide by 255).
+5. Per channel (R, G, B): subtract mean {mean}, divide by std {std}.
+6. Lay out as [1, 3, {crop}, {crop}] float32 (channels first).
+
+## Output
+- name `{out_name}`, shape {out_shape}, float32 logits; apply softmax for probabilities.
+- index i is the class on line i + 1 of `labels.txt`: {", ".join(f"{i} = {c}" for i, c in enumerate(labels))}
+
+## Quality (val split, {report['dataset']['val_size']} images of {report['dataset']['name']}, through ONNX Runtime)
+- top-1 accuracy: {m['accuracy']:.4f} (teacher: {report['models'][report['benchmark']['reference']]['accuracy']:.4f}, Δ {100 * ratios.get('accuracy_delta', 0):+.2f} points){top5}
+- agreement with the teacher's top-1: {m['agreement_with_teacher']:.4f}
+- expected calibration error: {m['ece']:.4f}
+
+| class | accuracy |
+|---|---:|
+{per_class}
+
+## Size and speed (measured in this run)
+- file: {m['onnx_bytes'] / 1e6:.2f} MB ({ratios.get('size_x', float('nan')):.1f}× smaller than the teacher); {m['params'] / 1e6:.2f} M parameters, {m['macs'] / 1e6:.1f} M MACs per image
+- CPU: {env['cpu']}, ISA flags {', '.join(env['isa']) or 'none detected'}, {env['threads']} ONNX Runtime threads of {env['cores']} cores; onnxruntime {env['onnxruntime']}, {env['os']}
+- speed-up over the teacher at batch 1, same process, interleaved: {ratios.get('speed_x', float('nan')):.2f}×
+
+| batch | p50 ms | p90 ms | p99 ms | images/s at p50 |
+|---:|---:|---:|---:|---:|
+{latency_rows}
+
+int8 speed depends on the CPU's instruction set (VNNI/AMX help most); re-measure on the target
+device with `compress bench model.onnx --data DIR`.
+
+## How it was made
+- teacher: {teacher['arch']}, val accuracy {teacher.get('val_accuracy', float('nan')):.4f}, {teacher.get('source', '')}
+- student: {config['distill']['arch']}, loss {student_loss}
+- pruning: {('MACs target ' + str(config['prune']['macs_ratio']) + ' of the student') if config['prune']['enabled'] else 'off'}
+- quantization: {quant.get('chosen', 'off')} ({quant.get('reason', 'quantize.enabled = false')})
+"""
