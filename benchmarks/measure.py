@@ -27,15 +27,21 @@ def percentiles(samples_ms) -> dict[str, float]:
             "noisy": iqr_rel > NOISE_IQR_OVER_MEDIAN, "runs": int(len(a))}
 
 
-def _time_once(session: ort.InferenceSession, feed: dict) -> float:
+def _time_once(session: ort.InferenceSession, feed: dict, calls: int = 1) -> float:
+    """Mean milliseconds per call over `calls` back-to-back calls."""
     t0 = time.perf_counter_ns()
-    session.run(None, feed)
-    return (time.perf_counter_ns() - t0) / 1e6
+    for _ in range(calls):
+        session.run(None, feed)
+    return (time.perf_counter_ns() - t0) / 1e6 / calls
 
 
 def interleaved_latency(sessions: dict[str, ort.InferenceSession], images: np.ndarray, batch: int,
-                        warmup: int, runs: int) -> dict[str, list[float]]:
-    """Per-model lists of `runs` timings (ms) at `batch`, taken round-robin after `warmup` rounds."""
+                        warmup: int, runs: int, calls: int = 1) -> dict[str, list[float]]:
+    """Per-model lists of `runs` timings (ms) at `batch`, taken round-robin after `warmup` rounds.
+
+    Each sample is the mean of `calls` consecutive calls: sub-millisecond models are otherwise
+    dominated by one-off scheduler hiccups, which is what makes batch-1 ratios wobble.
+    """
     feeds = {n: {s.get_inputs()[0].name: np.ascontiguousarray(images[:batch], dtype=np.float32)}
              for n, s in sessions.items()}
     names = list(sessions)
@@ -43,7 +49,7 @@ def interleaved_latency(sessions: dict[str, ort.InferenceSession], images: np.nd
     for r in range(warmup + runs):
         order = names[r % len(names):] + names[:r % len(names)]  # rotate: no model always goes first
         for n in order:
-            t = _time_once(sessions[n], feeds[n])
+            t = _time_once(sessions[n], feeds[n], calls)
             if r >= warmup:
                 samples[n].append(t)
     return samples

@@ -32,7 +32,7 @@ def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarra
     logits = {n: run_logits(s, images) for n, s in sessions.items()}
     ref_predicted = logits[reference].argmax(1)
     batches = sorted(set(cfg.batch_sizes))
-    timings = {b: interleaved_latency(sessions, images, b, cfg.warmup, cfg.runs) for b in batches}
+    timings = {b: interleaved_latency(sessions, images, b, cfg.warmup, cfg.runs, cfg.calls_per_sample) for b in batches}
     models = {}
     for name, path in paths.items():
         meta = sessions[name].get_modelmeta().custom_metadata_map

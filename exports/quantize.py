@@ -5,9 +5,13 @@ ONNX Runtime's pre-processing (shape inference, graph optimisation that folds Ba
 Conv) runs first, as its documentation advises. Which int8 layout is fastest depends on the
 CPU: on AVX2 QDQ S8S8 (ORT's recommended default) was slower than fp32 while QOperator U8S8
 with reduce_range was faster (issue 4's table). So `choose` keeps the fastest candidate within
-the accuracy budget, and the fp32 model when no candidate beats it. Dynamic quantization is not
-offered: for convolutions it becomes ConvInteger with per-call activation scaling, which ORT
-documents for RNN/transformer MatMuls, not CNNs.
+the accuracy budget, and the fp32 model when no candidate beats it.
+
+Two more candidates are built the same way so the report shows them measured rather than
+dismissed: `dynamic` (ORT dynamic quantization) quantizes only MatMul/Gemm, i.e. the classifier
+head of a CNN; its convolutions stay fp32 (ConvInteger exists but ORT documents dynamic
+quantization for RNN/transformer MatMuls), so expect no speed-up. `fp16` halves the file, but
+ONNX Runtime's CPU provider has few fp16 kernels and inserts casts; it is meant for GPUs/NPUs.
 """
 from __future__ import annotations
 
@@ -45,6 +49,62 @@ def parse_candidate(name: str) -> tuple[QuantFormat, QuantType, QuantType]:
     return (QuantFormat.QOperator if fmt == "qoperator" else QuantFormat.QDQ), TYPES[types[:2]], TYPES[types[2:]]
 
 
+def _keep_metadata(target: Path, metadata: dict[str, str], description: str) -> None:
+    model = onnx.load(str(target))
+    set_metadata(model, {**metadata, "quantization": description})
+    onnx.save(model, str(target))
+    onnx.checker.check_model(str(target))
+
+
+def topological_sort(graph: onnx.GraphProto) -> None:
+    """Reorder nodes so each comes after the producers of its inputs (the fp16 converter appends
+    its input casts at the end of the node list, which onnx.checker rejects)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError("graph has a cycle or an input nobody produces")
+        for n in ready:
+            ordered.append(n)
+            available.update(n.output)
+        pending = [n for n in pending if all(n is not r for r in ready)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+def convert_fp16(source: Path, target: Path) -> None:
+    """fp16 weights and activations inside, fp32 input/output so clients need not change."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    metadata = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    topological_sort(model.graph)
+    onnx.save(model, str(target))
+    _keep_metadata(target, metadata, "fp16 (keep_io_types: float32 input and output)")
+
+
+def quantize_dynamic_int8(source: Path, target: Path) -> None:
+    """int8 weights for MatMul/Gemm, activations quantized per call; convolutions stay fp32."""
+    from onnxruntime.quantization import quantize_dynamic
+    metadata = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(source), str(prepped), skip_symbolic_shape=False)
+        quantize_dynamic(str(prepped), str(target), op_types_to_quantize=["MatMul", "Gemm"],
+                         weight_type=QuantType.QInt8)
+    _keep_metadata(target, metadata, "int8 dynamic, MatMul/Gemm only (convolutions fp32)")
+
+
+def build_candidate(source: Path, target: Path, calibration: np.ndarray, cfg: QuantizeConfig, candidate: str) -> None:
+    """Any candidate by name: a static int8 layout, `dynamic` or `fp16`."""
+    if candidate == "fp16":
+        convert_fp16(source, target)
+    elif candidate == "dynamic":
+        quantize_dynamic_int8(source, target)
+    else:
+        quantize_int8(source, target, calibration, cfg, candidate)
+
+
 def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: QuantizeConfig,
                   candidate: str = "qoperator_u8s8") -> None:
     """Write an int8 copy of `source` to `target` in layout `candidate`, keeping its metadata_props."""
@@ -57,11 +117,8 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: Quan
         quantize_static(str(prepped), str(target), ArrayReader(calibration), quant_format=fmt,
                         per_channel=cfg.per_channel, reduce_range=reduce_range, activation_type=activations,
                         weight_type=weights, calibrate_method=CALIBRATORS[cfg.calibration])
-    model = onnx.load(str(target))
-    set_metadata(model, {**metadata, "quantization": f"int8 static {candidate}, {cfg.calibration} calibration"
-                         f"{', per-channel' if cfg.per_channel else ''}{', reduce_range' if reduce_range else ''}"})
-    onnx.save(model, str(target))
-    onnx.checker.check_model(str(target))
+    _keep_metadata(target, metadata, f"int8 static {candidate}, {cfg.calibration} calibration"
+                   f"{', per-channel' if cfg.per_channel else ''}{', reduce_range' if reduce_range else ''}")
 
 
 @dataclass

@@ -70,6 +70,19 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
     click.echo(f"ran: {ran}; run directory: {out} ({manifest['seconds_total_this_invocation']:.0f} s)")
 
 
+@main.command("losses")
+def show_losses() -> None:
+    """The distillation terms `distill.loss` can name and combine, e.g. "kl + 0.5*hint"."""
+    from stages.losses import DESCRIPTIONS, TERMS, parse_spec
+    parse_spec("kl")  # registers every term
+    for name in sorted(TERMS):
+        kind = TERMS[name]
+        needs = "teacher " + ("logits+" + "+".join(kind.features) if kind.features else "logits") \
+            if kind.needs_teacher else "no teacher"
+        temp = ", uses T" if kind.uses_temperature else ""
+        click.echo(f"{name:12s} {DESCRIPTIONS[name]}  [{needs}{temp}]")
+
+
 @main.command()
 @click.option("--data", "data_path", default=None, help="ImageFolder directory, or `digits` (default).")
 @click.option("--config", "config_file", default=None, help="TOML file: the base settings of every cell.")

@@ -80,8 +80,14 @@ class DistillConfig:
 @dataclass
 class PruneConfig:
     enabled: bool = True  # structured pruning is part of the default deliverable
+    target: str = "macs"  # macs | params | latency: what the pruning must reach
     macs_ratio: float = 0.5  # target MACs of the pruned student relative to the unpruned one
-    importance: str = "l2"  # l1 | l2 weight magnitude, the torch-pruning default criterion
+    params_ratio: float = 0.5  # target parameters relative to the unpruned student (target = params)
+    target_latency_ms: float = 0.0  # target = latency: ORT p50 at batch 1 on this CPU at bench.threads
+    max_rounds: int = 6  # target = latency: prune-15%-MACs / fine-tune / measure rounds at most
+    round_epochs: int = 1  # target = latency: short distillation fine-tune after each round
+    importance: str = "l2"  # l1 | l2 weight magnitude (torch-pruning's default) | bn (|gamma|) | taylor
+    global_pruning: bool = False  # rank channels across layers; uniform (same share per layer) is safer
     round_to: int = 8  # channel counts in multiples of 8 keep SIMD kernels efficient
     epochs: int = 2  # distillation fine-tune after pruning recovers most of the loss
     lr: float = 0.001  # half the student's: the weights are already trained
@@ -101,7 +107,7 @@ class ExportConfig:
 class QuantizeConfig:
     enabled: bool = True  # int8 is part of the default deliverable
     format: str = "auto"  # auto | one candidate name; auto measures the candidates and keeps the fastest
-    candidates: list = field(default_factory=lambda: ["qoperator_u8s8", "qdq_s8s8", "qdq_u8s8"])  # issue 4's table
+    candidates: list = field(default_factory=lambda: ["qoperator_u8s8", "qdq_s8s8", "qdq_u8s8", "dynamic", "fp16"])  # all measured
     max_accuracy_drop: float = 1.0  # points vs the fp32 source a candidate may lose and still ship
     per_channel: bool = True  # per-channel weight scales keep conv accuracy
     reduce_range: bool = True  # 7-bit weights avoid int16 overflow in u8s8 AVX2/AVX512 kernels
@@ -116,6 +122,7 @@ class BenchConfig:
     batch_sizes: list = field(default_factory=lambda: [1, 8])  # edge latency (1) and throughput (8)
     warmup: int = 5  # rounds discarded before timing (allocations, caches)
     runs: int = 30  # timed interleaved rounds per batch size; percentiles are taken over these
+    calls_per_sample: int = 1  # back-to-back calls averaged into one sample; >1 steadies sub-ms ratios
 
 
 @dataclass
@@ -145,8 +152,9 @@ CHOICES = {
     "distill.augment": ("none", "light", "strong"),
     "train.optimizer": ("adamw", "sgd"),
     "train.schedule": ("cosine", "step", "constant"),
-    "prune.importance": ("l1", "l2"),
-    "quantize.format": ("auto", "qoperator_u8s8", "qdq_s8s8", "qdq_u8s8", "qoperator_s8s8"),
+    "prune.importance": ("l1", "l2", "bn", "taylor"),
+    "prune.target": ("macs", "params", "latency"),
+    "quantize.format": ("auto", "qoperator_u8s8", "qdq_s8s8", "qdq_u8s8", "qoperator_s8s8", "dynamic", "fp16"),
     "quantize.calibration": ("minmax", "entropy", "percentile"),
 }
 
@@ -266,12 +274,17 @@ def validate(cfg: Config) -> None:
         (cfg.distill.adversarial_steps >= 1, "distill.adversarial_steps must be >= 1"),
         (cfg.distill.hint_layers.count(":") == 1, "distill.hint_layers must be student_module:teacher_module"),
         (0.05 <= cfg.prune.macs_ratio < 1.0, "prune.macs_ratio must be in [0.05, 1)"),
+        (0.05 <= cfg.prune.params_ratio < 1.0, "prune.params_ratio must be in [0.05, 1)"),
+        (cfg.prune.target != "latency" or cfg.prune.target_latency_ms > 0,
+         "prune.target = latency needs prune.target_latency_ms > 0 (batch-1 ONNX Runtime p50 on this CPU)"),
+        (cfg.prune.max_rounds >= 1 and cfg.prune.round_epochs >= 0, "prune.max_rounds >= 1 and prune.round_epochs >= 0"),
         (cfg.prune.round_to >= 1, "prune.round_to must be >= 1"),
         (min(cfg.teacher.epochs, cfg.distill.epochs, cfg.prune.epochs) >= 0, "epochs must be >= 0"),
         (cfg.quantize.calibration_samples >= 1, "quantize.calibration_samples must be >= 1"),
         (bool(cfg.quantize.candidates) and all(c in CHOICES["quantize.format"][1:] for c in cfg.quantize.candidates),
          f"quantize.candidates must be a non-empty list of {', '.join(CHOICES['quantize.format'][1:])}"),
-        (cfg.bench.threads >= 1 and cfg.bench.runs >= 2, "bench.threads >= 1 and bench.runs >= 2"),
+        (cfg.bench.threads >= 1 and cfg.bench.runs >= 2 and cfg.bench.calls_per_sample >= 1,
+         "bench.threads >= 1, bench.runs >= 2 and bench.calls_per_sample >= 1"),
         (bool(cfg.bench.batch_sizes) and all(isinstance(b, int) and b >= 1 for b in cfg.bench.batch_sizes),
          "bench.batch_sizes must be a non-empty list of positive integers, e.g. [1, 8]"),
         (cfg.export.parity_samples >= 1, "export.parity_samples must be >= 1"),

@@ -1,44 +1,105 @@
 """Stage `student_pruned`: structured channel pruning of the distilled student with
-torch-pruning to a target MACs ratio, then a distillation fine-tune to recover accuracy.
+torch-pruning, to a target MACs ratio, params ratio or measured latency, then a distillation
+fine-tune to recover accuracy.
 
 torch-pruning's dependency graph prunes coupled channels together (a residual add forces the
 same channels out of every conv feeding it), so the result is a smaller dense network that
-runs faster everywhere, not a masked one. The saved checkpoint carries every layer's channel
-counts, so it reloads with `weights_only=True` and no pickled module.
+runs faster everywhere, not a masked one. Importance: weight magnitude (l1/l2), BatchNorm scale
+(|γ|, Liu et al. 2017 "network slimming") or first-order Taylor (|w·∂L/∂w|, Molchanov et al.
+2019, gradients from CE on training images). `global_pruning` ranks channels across layers
+(layers differ in how much they can lose); uniform takes the same share from every layer.
+Channel counts are rounded to `round_to` so SIMD kernels stay efficient.
+
+A latency target cannot be computed from the graph (a MACs cut is not a latency cut), so it
+is met by iterating: prune 15% more MACs, fine-tune briefly, export, measure ONNX Runtime p50
+at batch 1 on this CPU; stop when met or after `prune.max_rounds`.
+
+The checkpoint carries every layer's channel counts, so it reloads with `weights_only=True`.
 """
 from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch_pruning as tp
 
+from benchmarks.measure import interleaved_latency, percentiles
+from exports.onnx import client_metadata, cpu_session, export_onnx
 from pipeline.config import Config, PruneConfig
+from pipeline.data import calibration_batch
 from pipeline.models import count_macs, count_params, last_linear, load_model, save_checkpoint
 from pipeline.rundir import checkpoint_path, training_state_path
 from pipeline.stage import Context, Stage
 from stages.distill import make_objective, student_seed, train_with
 from stages.losses import TERMS, parse_spec
 
-PRUNE_STEPS = 40  # granularity of the search: the MACs target is met within ~1/40 of the range
+PRUNE_STEPS = 40  # granularity of the search: the target is met within ~1/40 of the range
+ROUND_MACS_CUT = 0.15  # latency search: each round removes this share of the remaining MACs
 
 
-def prune_to_macs(model: torch.nn.Module, cfg: PruneConfig, crop: int) -> dict:
-    """Prune `model` in place, step by step, until its MACs are <= macs_ratio x the original."""
-    model = model.cpu().eval()
-    example = torch.zeros(1, 3, crop, crop)
-    base_macs, base_params = count_macs(model, crop), count_params(model)
-    importance = tp.importance.MagnitudeImportance(p=1 if cfg.importance == "l1" else 2)
-    _, head = last_linear(model)
-    pruner = tp.pruner.MetaPruner(model, example, importance=importance, pruning_ratio=0.95,
-                                  iterative_steps=PRUNE_STEPS, ignored_layers=[head],
-                                  round_to=cfg.round_to if cfg.round_to > 1 else None)
-    macs, steps = base_macs, 0
-    while macs > cfg.macs_ratio * base_macs and steps < PRUNE_STEPS:
-        pruner.step()
-        steps += 1
-        macs = count_macs(model, crop)
-    return {"macs_before": base_macs, "macs_after": macs, "macs_ratio": macs / base_macs,
-            "params_before": base_params, "params_after": count_params(model), "steps": steps,
-            "target_macs_ratio": cfg.macs_ratio}
+def make_importance(name: str):
+    if name == "bn":
+        return tp.importance.BNScaleImportance()
+    if name == "taylor":
+        return tp.importance.GroupTaylorImportance()
+    return tp.importance.GroupMagnitudeImportance(p=1 if name == "l1" else 2)
+
+
+class Pruner:
+    """Steps a torch-pruning MetaPruner and reports the network's size after each step."""
+
+    def __init__(self, model: torch.nn.Module, cfg: PruneConfig, crop: int,
+                 gradients: Callable[[torch.nn.Module], None] | None):
+        self.model, self.crop, self.steps = model.cpu().eval(), crop, 0
+        self.base_macs, self.base_params = count_macs(model, crop), count_params(model)
+        self.gradients = gradients if cfg.importance == "taylor" else None
+        _, head = last_linear(model)
+        self.pruner = tp.pruner.MetaPruner(
+            model, torch.zeros(1, 3, crop, crop), importance=make_importance(cfg.importance),
+            global_pruning=cfg.global_pruning, pruning_ratio=0.95, max_pruning_ratio=0.9 if cfg.global_pruning else 1.0,
+            iterative_steps=PRUNE_STEPS, ignored_layers=[head], round_to=cfg.round_to if cfg.round_to > 1 else None)
+
+    def ratios(self) -> tuple[float, float]:
+        return count_macs(self.model, self.crop) / self.base_macs, count_params(self.model) / self.base_params
+
+    def prune_until(self, done: Callable[[float, float], bool]) -> None:
+        """Step until done(macs_ratio, params_ratio) or the schedule is exhausted."""
+        self.model.cpu().eval()
+        while not done(*self.ratios()) and self.steps < PRUNE_STEPS:
+            if self.gradients is not None:
+                self.gradients(self.model)
+            self.pruner.step()
+            self.steps += 1
+        if self.gradients is not None:
+            self.model.zero_grad(set_to_none=True)
+
+    def summary(self, cfg: PruneConfig) -> dict:
+        macs, params = count_macs(self.model, self.crop), count_params(self.model)
+        return {"macs_before": self.base_macs, "macs_after": macs, "macs_ratio": macs / self.base_macs,
+                "params_before": self.base_params, "params_after": params, "params_ratio": params / self.base_params,
+                "steps": self.steps, "target": cfg.target, "importance": cfg.importance,
+                "global_pruning": cfg.global_pruning}
+
+
+def taylor_gradients(images: torch.Tensor, labels: torch.Tensor) -> Callable[[torch.nn.Module], None]:
+    """Fills .grad with CE gradients on a fixed set of training images (what Taylor importance reads)."""
+    def fill(model: torch.nn.Module) -> None:
+        model.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+    return fill
+
+
+def onnx_p50_ms(model: torch.nn.Module, cfg: Config, images) -> float:
+    """Batch-1 p50 latency of `model` through ONNX Runtime on this CPU at bench.threads."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "probe.onnx"
+        export_onnx(model, path, cfg.data.crop, cfg.export.opset, client_metadata([], cfg.data.mean, cfg.data.std,
+                                                                                  cfg.data.resize, cfg.data.crop))
+        times = interleaved_latency({"m": cpu_session(path, cfg.bench.threads)}, images, 1, cfg.bench.warmup,
+                                    cfg.bench.runs)
+        return percentiles(times["m"])["p50"]
 
 
 def fine_tune_spec(spec: str) -> str:
@@ -55,6 +116,12 @@ class PruneStage(Stage):
     name = "student_pruned"
     sections = ("data", "train", "prune", "distill")
 
+    def key_config(self, cfg: Config) -> dict:
+        key = super().key_config(cfg)
+        if cfg.prune.target == "latency":  # the measurement depends on these too
+            key.update(export=cfg.section("export"), bench=cfg.section("bench"))
+        return key
+
     def enabled(self, cfg: Config) -> bool:
         return cfg.prune.enabled
 
@@ -64,17 +131,45 @@ class PruneStage(Stage):
     def outputs(self, cfg: Config) -> list[str]:
         return [checkpoint_path(self.name)]
 
-    def run(self, ctx: Context, key: str) -> dict:
+    def _fine_tune(self, ctx: Context, model, key: str, state_name: str, epochs: int, seed: int) -> list[dict]:
         cfg = ctx.cfg
-        model, meta = load_model(ctx.run.path(checkpoint_path("student")))
-        summary = prune_to_macs(model, cfg.prune, cfg.data.crop)
-        ctx.log(f"pruned: MACs {summary['macs_before']:,} -> {summary['macs_after']:,} "
-                f"({summary['macs_ratio']:.3f}x) in {summary['steps']} steps")
-        seed = student_seed(cfg) + 7
         objective, _ = make_objective(ctx, model, fine_tune_spec(cfg.distill.loss), cfg.distill.alpha,
                                       cfg.distill.augment, seed)
-        history = train_with(ctx, model, objective, key=key, name=self.name, epochs=cfg.prune.epochs,
-                             lr=cfg.prune.lr, seed=seed)
+        return train_with(ctx, model, objective, key=key, name=state_name, epochs=epochs, lr=cfg.prune.lr, seed=seed)
+
+    def run(self, ctx: Context, key: str) -> dict:
+        cfg, p = ctx.cfg, ctx.cfg.prune
+        model, meta = load_model(ctx.run.path(checkpoint_path("student")))
+        grad_images = calibration_batch(ctx.data, cfg.data, 64, cfg.seed)
+        grad_labels = ctx.data.train.labels[torch.randperm(len(ctx.data.train),
+                                                           generator=torch.Generator().manual_seed(cfg.seed))[:64]]
+        pruner = Pruner(model, p, cfg.data.crop, taylor_gradients(grad_images, grad_labels))
+        seed, rounds = student_seed(cfg) + 7, []
+        if p.target == "latency":
+            val = ctx.data.val_inputs(cfg.data).numpy()
+            start_ms = onnx_p50_ms(model, cfg, val)
+            for r in range(1, p.max_rounds + 1):
+                pruner.prune_until(lambda macs, _params, r=r: macs <= (1 - ROUND_MACS_CUT) ** r)
+                self._fine_tune(ctx, model, f"{key}-round{r}", f"{self.name}-round{r}", p.round_epochs, seed + r)
+                ms = onnx_p50_ms(model, cfg, val)
+                rounds.append({"round": r, "macs_ratio": pruner.ratios()[0], "p50_ms": ms})
+                ctx.log(f"prune round {r}: MACs {pruner.ratios()[0]:.3f}x, p50 {ms:.2f} ms (target {p.target_latency_ms} ms)")
+                ctx.run.path(training_state_path(f"{self.name}-round{r}")).unlink(missing_ok=True)
+                if ms <= p.target_latency_ms:
+                    break
+            else:
+                ctx.warn(f"prune.target_latency_ms = {p.target_latency_ms} not met after {p.max_rounds} rounds: "
+                         f"{rounds[-1]['p50_ms']:.2f} ms (unpruned {start_ms:.2f} ms); raise prune.max_rounds")
+        elif p.target == "params":
+            pruner.prune_until(lambda _macs, params: params <= p.params_ratio)
+        else:
+            pruner.prune_until(lambda macs, _params: macs <= p.macs_ratio)
+        summary = pruner.summary(p)
+        summary.update(target_value={"macs": p.macs_ratio, "params": p.params_ratio,
+                                     "latency": p.target_latency_ms}[p.target], latency_rounds=rounds)
+        ctx.log(f"pruned: MACs {summary['macs_before']:,} -> {summary['macs_after']:,} ({summary['macs_ratio']:.3f}x), "
+                f"params {summary['params_ratio']:.3f}x in {summary['steps']} steps")
+        history = self._fine_tune(ctx, model, key, self.name, p.epochs, seed)
         accuracy = history[-1]["val_accuracy"] if history else None
         meta = dict(meta, pruning=summary, history=history, val_accuracy=accuracy)
         with ctx.run.atomic(checkpoint_path(self.name)) as tmp:

@@ -17,7 +17,7 @@ import numpy as np
 
 from benchmarks.measure import interleaved_latency, percentiles, predictions
 from exports.onnx import cpu_session
-from exports.quantize import Measured, choose, quantize_int8
+from exports.quantize import Measured, build_candidate, choose
 from pipeline.config import Config
 from pipeline.data import calibration_batch
 from pipeline.rundir import QUANTIZE_INFO, onnx_path
@@ -52,7 +52,7 @@ class QuantizeStage(Stage):
         with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp:
             files = {n: Path(tmp) / f"{n}.onnx" for n in names}
             for name, path in files.items():
-                quantize_int8(source, path, calibration, q, name)
+                build_candidate(source, path, calibration, q, name)
             sessions = {"fp32": cpu_session(source, cfg.bench.threads),
                         **{n: cpu_session(p, cfg.bench.threads) for n, p in files.items()}}
             preds = {n: predictions(s, val) for n, s in sessions.items()}

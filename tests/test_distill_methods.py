@@ -67,3 +67,15 @@ def test_stratified_folds_partition_every_class():
     for f in folds:
         counts = torch.bincount(labels[f], minlength=3)
         assert counts[0] == 2 and 1 <= counts[1] <= 2 and 1 <= counts[2] <= 2
+
+
+def test_latency_target_pruning_iterates_and_says_when_it_fails(digits_folder, tmp_path):
+    from stages.prune import PruneStage
+    cfg = _cfg(digits_folder, prune__target="latency", prune__target_latency_ms="0.001", prune__max_rounds="2",
+               prune__round_epochs="0", prune__epochs="0")
+    manifest = run_pipeline(cfg, tmp_path / "run", quiet=True, stages=(TeacherStage(), DistillStage(), PruneStage()))
+    record = manifest["stages"]["student_pruned"]
+    rounds = record["summary"]["latency_rounds"]
+    assert [r["round"] for r in rounds] == [1, 2] and all(r["p50_ms"] > 0 for r in rounds)
+    assert rounds[1]["macs_ratio"] <= 0.85 ** 2 + 0.03 and rounds[0]["macs_ratio"] <= 0.85 + 0.03
+    assert any("not met after 2 rounds" in w for w in record["warnings"])

@@ -10,7 +10,7 @@ import torch
 import torchvision
 
 from exports.onnx import client_metadata, cpu_session, export_onnx, parity, read_metadata, run_logits
-from exports.quantize import quantize_int8
+from exports.quantize import build_candidate, quantize_int8
 from pipeline.config import QuantizeConfig
 from pipeline.errors import CompressError
 
@@ -55,6 +55,23 @@ def test_int8_is_smaller_loads_and_mostly_agrees(exported, tmp_path, candidate, 
     fp32 = run_logits(cpu_session(path), x).argmax(1)
     int8 = run_logits(cpu_session(out), x).argmax(1)
     assert (fp32 == int8).mean() >= 0.75
+
+
+@pytest.mark.parametrize("candidate, max_size, min_agreement", [("fp16", 0.55, 0.95), ("dynamic", 1.01, 0.9)])
+def test_fp16_and_dynamic_candidates(exported, tmp_path, candidate, max_size, min_agreement):
+    """fp16 halves the file; dynamic only touches the head (convolutions stay fp32), as documented."""
+    _, path = exported
+    out = tmp_path / f"{candidate}.onnx"
+    build_candidate(path, out, np.zeros((1, 3, 32, 32), np.float32), QuantizeConfig(), candidate)
+    assert out.stat().st_size < max_size * path.stat().st_size
+    meta = read_metadata(out)
+    assert json.loads(meta["labels"]) == ["a", "b", "c"] and candidate in meta["quantization"].split()[0] + " dynamic"
+    x = np.random.default_rng(1).standard_normal((32, 3, 32, 32)).astype(np.float32)
+    ref = run_logits(cpu_session(path), x).argmax(1)
+    got = run_logits(cpu_session(out), x)
+    assert got.dtype == np.float32 and (got.argmax(1) == ref).mean() >= min_agreement
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert ("Conv" in ops) and (candidate != "dynamic" or "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops)
 
 
 def test_read_metadata_rejects_files_without_it(tmp_path):

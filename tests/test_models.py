@@ -10,7 +10,7 @@ import torchvision
 
 from pipeline.errors import CompressError
 from pipeline.models import build_model, load_model, save_checkpoint
-from stages.prune import prune_to_macs
+from stages.prune import Pruner, taylor_gradients
 from pipeline.config import PruneConfig
 from pipeline.models import count_macs
 
@@ -54,10 +54,33 @@ def test_checkpoint_as_initial_weights_keeps_backbone_and_resets_head(tmp_path):
     assert model.fc.out_features == 3
 
 
-def test_pruned_model_reaches_target_and_reloads_without_unpickling(tmp_path):
+def _pruned(cfg: PruneConfig, crop: int = 32):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=4).eval()
-    summary = prune_to_macs(model, PruneConfig(macs_ratio=0.5, round_to=8), crop=32)
+    images, labels = torch.randn(8, 3, crop, crop), torch.tensor([0, 1, 2, 3] * 2)
+    pruner = Pruner(model, cfg, crop, taylor_gradients(images, labels))
+    if cfg.target == "params":
+        pruner.prune_until(lambda _m, params: params <= cfg.params_ratio)
+    else:
+        pruner.prune_until(lambda macs, _p: macs <= cfg.macs_ratio)
+    return model, pruner.summary(cfg)
+
+
+@pytest.mark.parametrize("importance, global_pruning", [("l1", False), ("bn", False), ("taylor", False), ("l2", True)])
+def test_every_importance_reaches_the_macs_target(importance, global_pruning):
+    model, summary = _pruned(PruneConfig(macs_ratio=0.5, importance=importance, global_pruning=global_pruning))
+    assert 0.40 <= summary["macs_ratio"] <= 0.5, summary
+    assert all(m.out_channels % 8 == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert all(p.grad is None for p in model.parameters())  # Taylor's gradients are not left behind
+
+
+def test_params_target():
+    _, summary = _pruned(PruneConfig(target="params", params_ratio=0.3))
+    assert 0.22 <= summary["params_ratio"] <= 0.3, summary
+
+
+def test_pruned_model_reaches_target_and_reloads_without_unpickling(tmp_path):
+    model, summary = _pruned(PruneConfig(macs_ratio=0.5, round_to=8))
     assert 0.40 <= summary["macs_ratio"] <= 0.5
     assert count_macs(model, 32) == summary["macs_after"]
     assert all(m.out_channels % 8 == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
