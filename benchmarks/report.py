@@ -9,8 +9,8 @@ def _num(value, fmt: str) -> str:
 def markdown_table(report: dict) -> str:
     ref = report["benchmark"].get("reference", "teacher")
     head = (f"| model | params (M) | MACs (M) | ONNX MB | accuracy | agree w/ {ref} | p50 ms | p90 ms "
-            "| size × | speed × | Δ acc (pts) |\n"
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+            "| size × | MACs × | speed × | Δ acc (pts) |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
     rows = []
     for name, m in report["models"].items():
         r = m.get("vs_reference", {})
@@ -19,7 +19,8 @@ def markdown_table(report: dict) -> str:
         rows.append(f"| {name} | {_num(m['params'] and m['params'] / 1e6, '.2f')} | "
                     f"{_num(m['macs'] and m['macs'] / 1e6, '.1f')} | {m['onnx_bytes'] / 1e6:.2f} | "
                     f"{m['accuracy']:.4f} | {agree:.4f} | {m['latency_ms']['p50']:.2f}{noisy} | "
-                    f"{m['latency_ms']['p90']:.2f} | {r.get('size_x', 0):.1f} | {r.get('speed_x', 0):.2f} | "
+                    f"{m['latency_ms']['p90']:.2f} | {r.get('size_x', 0):.1f} | {_num(r.get('macs_x'), '.1f')} | "
+                    f"{r.get('speed_x', 0):.2f} | "
                     f"{100 * r.get('accuracy_delta', 0):+.1f} |")
     return head + "\n".join(rows) + "\n"
 
@@ -36,8 +37,8 @@ def markdown_report(report: dict) -> str:
         f"{b['threads']} threads, batch sizes {b['batch_sizes']}, {b['warmup']} warm-up + {b['runs']} timed "
         "rounds, models interleaved. Accuracy: top-1 on val through ONNX Runtime.", "",
         markdown_table(report),
-        f"Size and speed × are the {b['reference']}'s figure over the model's (speed: median of same-round "
-        f"time ratios at batch {b['batch_sizes'][0]}); Δ acc is against the {b['reference']}. ⚠ marks a noisy "
+        f"Size, MACs and speed × are the {b['reference']}'s figure over the model's (speed: median of same-round "
+        f"time ratios at batch {b['batch_sizes'][0]}); a MACs cut is not a latency cut, so compare those two columns; Δ acc is against the {b['reference']}. ⚠ marks a noisy "
         "latency (IQR/median > 20%).", "",
         "| model | " + " | ".join(f"p50 ms @ batch {x}" for x in b["batch_sizes"]) + " | images/s | ECE |",
         "| --- | " + " | ".join("---:" for _ in b["batch_sizes"]) + " | ---: | ---: |",

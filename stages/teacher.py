@@ -62,7 +62,8 @@ class TeacherStage(Stage):
         meta = {"arch": cfg.teacher.arch, "classes": data.classes, "crop": cfg.data.crop}
         if cfg.teacher.checkpoint:
             model, given_meta = given_teacher(cfg.teacher.checkpoint, data.classes, cfg.teacher.arch)
-            meta.update(arch=given_meta["arch"], source=cfg.teacher.checkpoint, history=[])
+            meta.update(arch=given_meta["arch"], source=cfg.teacher.checkpoint, history=[],
+                        head_dropout=given_meta.get("head_dropout", 0.0))
             model = model.to(ctx.device)
         else:
             model, history = train_teacher(ctx, data, ctx.run.path(training_state_path(self.name)), key, "teacher")

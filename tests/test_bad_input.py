@@ -110,3 +110,14 @@ def test_split_tree_without_val_is_split_by_class(tmp_path):
     assert torch.bincount(data.val.labels).tolist() == [3, 3, 3]
     again = load_dataset(DataConfig(path=str(root), val_fraction=0.3, resize=16, crop=16), seed=0)
     assert again.val.sources == data.val.sources
+
+
+@pytest.mark.parametrize("extra, needles", [
+    ({"distill__loss": "kl + -1*mse"}, ("cannot read", "-1*mse")),
+    ({"distill__loss": "kl+hint", "distill__hint_layers": "layer9:layer3"}, ("hint_layers", "layer9", "layer4")),
+    ({"distill__loss": "rkd", "distill__teacher_folds": "3"}, ("teacher_folds", "embedding")),
+    ({"distill__teacher_folds": "2", "train__mixup": "0.2"}, ("mixup",)),
+    ({"prune__target": "latency"}, ("target_latency_ms",)),
+])
+def test_bad_recipe_is_one_line_error(digits_folder, tmp_path, extra, needles):
+    assert_clean_failure(cli_args(digits_folder, tmp_path / "out", **extra), tmp_path / "out", *needles)

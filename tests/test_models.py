@@ -93,3 +93,14 @@ def test_pruned_model_reaches_target_and_reloads_without_unpickling(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(x), reloaded(x), atol=1e-6)
     assert meta["shapes"]["layer1.0.conv1"][1] < 64
+
+
+def test_head_dropout_survives_a_checkpoint_round_trip(tmp_path):
+    from pipeline.models import build_model
+    model = build_model("resnet18", 3, head_dropout=0.5).eval()
+    assert isinstance(model.fc, torch.nn.Sequential) and model.fc[0].p == 0.5
+    save_checkpoint(model, tmp_path / "t.pt", {"arch": "resnet18", "classes": list("abc"), "head_dropout": 0.5})
+    reloaded, _ = load_model(tmp_path / "t.pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reloaded(x), atol=1e-6)
