@@ -16,8 +16,19 @@ def _io(path) -> tuple[str, list, str, str, list]:
     return inp.name, dims(inp), dtype, out.name, dims(out)
 
 
+def _pruning_line(config: dict, pruning: dict | None) -> str:
+    if not config["prune"]["enabled"] or not pruning:
+        return "off"
+    target = pruning.get("target", "macs")
+    return (f"structured (torch-pruning, {pruning.get('importance')} importance, "
+            f"{'global' if pruning.get('global_pruning') else 'uniform'}), target {target} = "
+            f"{pruning.get('target_value')}; reached {pruning['params_ratio']:.3f}× params and "
+            f"{pruning['macs_ratio']:.3f}× MACs of the student, then a distillation fine-tune")
+
+
 def render(*, name: str, onnx_file, ort_file: str | None, metadata: dict, report: dict, config: dict,
-           config_hash: str, teacher: dict, student_loss: str, git_commit: str | None) -> str:
+           config_hash: str, teacher: dict, student_loss: str, git_commit: str | None,
+           pruning: dict | None = None) -> str:
     m = report["models"][name]
     env = report["environment"]
     in_name, in_shape, in_dtype, out_name, out_shape = _io(onnx_file)
@@ -42,7 +53,7 @@ def render(*, name: str, onnx_file, ort_file: str | None, metadata: dict, report
     return f"""# Model card: {name}
 
 An image classifier with {len(labels)} classes, distilled from a {teacher['arch']} teacher by
-[compress](README.md) (commit {git_commit or 'unknown'}, config sha256 `{config_hash}`).
+compress (commit {git_commit or 'unknown'}, config sha256 `{config_hash}`).
 
 ## Files
 {files}
@@ -83,8 +94,8 @@ int8 speed depends on the CPU's instruction set (VNNI/AMX help most); re-measure
 device with `compress bench model.onnx --data DIR`.
 
 ## How it was made
-- teacher: {teacher['arch']}, val accuracy {teacher.get('val_accuracy', float('nan')):.4f}, {teacher.get('source', '')}
+- teacher: {teacher['arch']}, val accuracy {teacher.get('val_accuracy', float('nan')):.4f} ({teacher.get('source', '')})
 - student: {config['distill']['arch']}, loss {student_loss}
-- pruning: {('MACs target ' + str(config['prune']['macs_ratio']) + ' of the student') if config['prune']['enabled'] else 'off'}
+- pruning: {_pruning_line(config, pruning)}
 - quantization: {quant.get('chosen', 'off')} ({quant.get('reason', 'quantize.enabled = false')})
 """

@@ -50,11 +50,12 @@ class PackageStage(Stage):
         report, info = run.read_json(REPORT_JSON), run.read_json(EXPORT_INFO)
         student = run.load_manifest().get("stages", {}).get("student", {}).get("summary", {})
         teacher = {"arch": info["teacher"]["arch"], "val_accuracy": report["models"]["teacher"]["accuracy"],
-                   "source": "ONNX Runtime val accuracy"}
+                   "source": "through ONNX Runtime"}
         card = render(name=name, onnx_file=deploy, ort_file=DEPLOY_ORT if cfg.export.ort else None,
                       metadata=metadata, report=report, config=cfg.to_dict(),
                       config_hash=sha256_json(cfg.to_dict())[:16], teacher=teacher,
-                      student_loss=student.get("loss", cfg.distill.loss), git_commit=git_commit())
+                      student_loss=student.get("loss", cfg.distill.loss), git_commit=git_commit(),
+                      pruning=(info.get("student_pruned") or {}).get("pruning"))
         run.write_text(MODEL_CARD, card)
         ctx.log(f"package: {name} -> deploy/ ({', '.join(p.split('/')[-1] for p in self.outputs(cfg))})")
         return {"deployable": name, "files": self.outputs(cfg)}

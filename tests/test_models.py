@@ -68,7 +68,7 @@ def _pruned(cfg: PruneConfig, crop: int = 32):
 
 @pytest.mark.parametrize("importance, global_pruning", [("l1", False), ("bn", False), ("taylor", False), ("l2", True)])
 def test_every_importance_reaches_the_macs_target(importance, global_pruning):
-    model, summary = _pruned(PruneConfig(macs_ratio=0.5, importance=importance, global_pruning=global_pruning))
+    model, summary = _pruned(PruneConfig(target="macs", macs_ratio=0.5, importance=importance, global_pruning=global_pruning))
     assert 0.40 <= summary["macs_ratio"] <= 0.5, summary
     assert all(m.out_channels % 8 == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
     assert all(p.grad is None for p in model.parameters())  # Taylor's gradients are not left behind
@@ -80,7 +80,7 @@ def test_params_target():
 
 
 def test_pruned_model_reaches_target_and_reloads_without_unpickling(tmp_path):
-    model, summary = _pruned(PruneConfig(macs_ratio=0.5, round_to=8))
+    model, summary = _pruned(PruneConfig(target="macs", macs_ratio=0.5, round_to=8))
     assert 0.40 <= summary["macs_ratio"] <= 0.5
     assert count_macs(model, 32) == summary["macs_after"]
     assert all(m.out_channels % 8 == 0 for m in model.modules() if isinstance(m, torch.nn.Conv2d))
