@@ -140,9 +140,10 @@ def test_report_html_embeds_and_references_the_plots(full_run):
 def test_int8_candidates_are_measured_and_the_choice_explained(full_run):
     out, _ = full_run
     q = json.loads((out / "onnx/quantize.json").read_text())
-    assert [c["name"] for c in q["candidates"]] == ["qoperator_u8s8", "qdq_s8s8", "qdq_u8s8"]
+    names = ["qoperator_u8s8", "qdq_s8s8", "qdq_u8s8", "dynamic", "fp16"]
+    assert [c["name"] for c in q["candidates"]] == names
     assert all(c["p50_ms"] > 0 and 0 <= c["accuracy"] <= 1 for c in q["candidates"])
-    assert q["chosen"] in ("fp32", "qoperator_u8s8", "qdq_s8s8", "qdq_u8s8") and q["reason"]
+    assert q["chosen"] in ("fp32", *names) and q["reason"]
     report = json.loads((out / "report.json").read_text())
     assert report["quantization"]["chosen"] == q["chosen"]
     assert "int8 layouts measured" in (out / "report.md").read_text()
