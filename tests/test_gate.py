@@ -70,6 +70,15 @@ def test_limits_are_configurable(tmp_path):
     assert gate(tmp_path, r, REPORT, "--max-latency-regression", "0.05").exit_code == 1
 
 
+def test_latency_can_be_gated_at_chosen_batch_sizes_only(tmp_path):
+    slow1 = changed(("models", "student", "latency_ratio_to_reference", "1"), 0.45)  # +50% at batch 1
+    result = gate(tmp_path, slow1, REPORT, "--latency-batches", "8")
+    assert result.exit_code == 0, result.output
+    assert any("latency_ratio@1" in ln and ln.rstrip().endswith("INFO") for ln in result.output.splitlines())
+    slow8 = changed(("models", "student", "latency_ratio_to_reference", "8"), 0.35)  # +40% at batch 8
+    assert gate(tmp_path, slow8, REPORT, "--latency-batches", "8").exit_code == 1
+
+
 def test_missing_model_fails_and_new_model_is_reported(tmp_path):
     r = copy.deepcopy(REPORT)
     del r["models"]["student"]
