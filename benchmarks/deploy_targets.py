@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from benchmarks.suite import benchmark_onnx
-from pipeline.config import load_config, set_key
+from pipeline.config import config_from_dict
 from pipeline.data import load_dataset
 
 SIZE_X, SPEED_X, MAX_DROP_POINTS = 20.0, 6.0, 1.0
@@ -29,10 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     manifest = json.loads((args.run / "manifest.json").read_text())
     deployable = json.loads((args.run / "onnx/quantize.json").read_text())["deployable"]
-    cfg = load_config()
-    for section, values in manifest["config"].items():
-        for key, value in (values.items() if isinstance(values, dict) else [(None, values)]):
-            set_key(cfg, f"{section}.{key}" if key else section, value)
+    cfg = config_from_dict(manifest["config"])
     cfg.bench.runs, cfg.bench.batch_sizes = args.runs, [1]
     if args.threads:
         cfg.bench.threads = args.threads

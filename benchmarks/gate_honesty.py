@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks.gate import Limits, compare, failed
 from benchmarks.suite import benchmark_onnx
 from exports.onnx import client_metadata, export_onnx
-from pipeline.config import Config, load_config
+from pipeline.config import Config, config_from_dict
 from pipeline.data import load_dataset
 from pipeline.models import count_macs, count_params, load_model
 
@@ -45,11 +45,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     manifest = json.loads((args.run_dir / "manifest.json").read_text())
-    cfg: Config = load_config(None)
-    for section, values in manifest["config"].items():
-        if isinstance(values, dict):
-            for k, v in values.items():
-                setattr(getattr(cfg, section), k, v)
+    cfg: Config = config_from_dict(manifest["config"])
     data = load_dataset(cfg.data, manifest["config"]["seed"])
     images = data.val_inputs(cfg.data).numpy()
     labels = data.val.labels.numpy()

@@ -16,8 +16,10 @@ ONNX Runtime's CPU provider has few fp16 kernels and inserts casts; it is meant 
 from __future__ import annotations
 
 import tempfile
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -49,11 +51,23 @@ def parse_candidate(name: str) -> tuple[QuantFormat, QuantType, QuantType]:
     return (QuantFormat.QOperator if fmt == "qoperator" else QuantFormat.QDQ), TYPES[types[:2]], TYPES[types[2:]]
 
 
-def _keep_metadata(target: Path, metadata: dict[str, str], description: str) -> None:
+def _keep_metadata(target: Path, source: Path, description: str) -> None:
+    """Copy `source`'s metadata_props (labels, preprocessing, ...) onto `target`, note how it was made."""
+    metadata = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
     model = onnx.load(str(target))
     set_metadata(model, {**metadata, "quantization": description})
     onnx.save(model, str(target))
     onnx.checker.check_model(str(target))
+
+
+@contextmanager
+def preprocessed(source: Path) -> Iterator[Path]:
+    """ORT's quantization pre-processing (shape inference, Conv+BN fusion) of `source`, in a
+    temporary file; one pass serves every candidate built from the same source."""
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(source), str(prepped), skip_symbolic_shape=False)
+        yield prepped
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:
@@ -76,48 +90,42 @@ def topological_sort(graph: onnx.GraphProto) -> None:
 def convert_fp16(source: Path, target: Path) -> None:
     """fp16 weights and activations inside, fp32 input/output so clients need not change."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
-    metadata = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
     topological_sort(model.graph)
     onnx.save(model, str(target))
-    _keep_metadata(target, metadata, "fp16 (keep_io_types: float32 input and output)")
+    _keep_metadata(target, source, "fp16 (keep_io_types: float32 input and output)")
 
 
-def quantize_dynamic_int8(source: Path, target: Path) -> None:
+def quantize_dynamic_int8(source: Path, target: Path, prepped: Path | None = None) -> None:
     """int8 weights for MatMul/Gemm, activations quantized per call; convolutions stay fp32."""
     from onnxruntime.quantization import quantize_dynamic
-    metadata = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
-    with tempfile.TemporaryDirectory() as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(source), str(prepped), skip_symbolic_shape=False)
-        quantize_dynamic(str(prepped), str(target), op_types_to_quantize=["MatMul", "Gemm"],
+    with nullcontext(prepped) if prepped else preprocessed(source) as model_in:
+        quantize_dynamic(str(model_in), str(target), op_types_to_quantize=["MatMul", "Gemm"],
                          weight_type=QuantType.QInt8)
-    _keep_metadata(target, metadata, "int8 dynamic, MatMul/Gemm only (convolutions fp32)")
+    _keep_metadata(target, source, "int8 dynamic, MatMul/Gemm only (convolutions fp32)")
 
 
-def build_candidate(source: Path, target: Path, calibration: np.ndarray, cfg: QuantizeConfig, candidate: str) -> None:
-    """Any candidate by name: a static int8 layout, `dynamic` or `fp16`."""
+def build_candidate(source: Path, target: Path, calibration: np.ndarray, cfg: QuantizeConfig, candidate: str,
+                    prepped: Path | None = None) -> None:
+    """Any candidate by name: a static int8 layout, `dynamic` or `fp16` (`prepped`: see `preprocessed`)."""
     if candidate == "fp16":
         convert_fp16(source, target)
     elif candidate == "dynamic":
-        quantize_dynamic_int8(source, target)
+        quantize_dynamic_int8(source, target, prepped)
     else:
-        quantize_int8(source, target, calibration, cfg, candidate)
+        quantize_int8(source, target, calibration, cfg, candidate, prepped)
 
 
 def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: QuantizeConfig,
-                  candidate: str = "qoperator_u8s8") -> None:
+                  candidate: str = "qoperator_u8s8", prepped: Path | None = None) -> None:
     """Write an int8 copy of `source` to `target` in layout `candidate`, keeping its metadata_props."""
     fmt, activations, weights = parse_candidate(candidate)
     reduce_range = cfg.reduce_range and activations == QuantType.QUInt8  # only u8s8 kernels can overflow
-    metadata = {p.key: p.value for p in onnx.load(str(source)).metadata_props}
-    with tempfile.TemporaryDirectory() as tmp:
-        prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(source), str(prepped), skip_symbolic_shape=False)
-        quantize_static(str(prepped), str(target), ArrayReader(calibration), quant_format=fmt,
+    with nullcontext(prepped) if prepped else preprocessed(source) as model_in:
+        quantize_static(str(model_in), str(target), ArrayReader(calibration), quant_format=fmt,
                         per_channel=cfg.per_channel, reduce_range=reduce_range, activation_type=activations,
                         weight_type=weights, calibrate_method=CALIBRATORS[cfg.calibration])
-    _keep_metadata(target, metadata, f"int8 static {candidate}, {cfg.calibration} calibration"
+    _keep_metadata(target, source, f"int8 static {candidate}, {cfg.calibration} calibration"
                    f"{', per-channel' if cfg.per_channel else ''}{', reduce_range' if reduce_range else ''}")
 
 

@@ -234,6 +234,15 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def config_from_dict(tree: dict) -> Config:
+    """The Config a `Config.to_dict()` tree (e.g. a manifest's "config") describes, type-checked."""
+    cfg = Config()
+    for key, value in _flatten(tree).items():
+        set_key(cfg, key, value)
+    validate(cfg)
+    return cfg
+
+
 def load_config(path: str | None = None, overrides: tuple[str, ...] = ()) -> Config:
     """Defaults, then the TOML file at `path`, then `key=value` overrides, in that order."""
     cfg = Config()

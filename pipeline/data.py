@@ -281,8 +281,13 @@ def eval_batches(dataset: Dataset, cfg: DataConfig, batch_size: int | None = Non
         yield normalize(crops[start:start + size], cfg.mean, cfg.std), dataset.val.labels[start:start + size]
 
 
+def calibration_indices(dataset: Dataset, count: int, seed: int) -> list[int]:
+    """Which `count` training images calibration uses, chosen by seed."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randperm(len(dataset.train), generator=gen)[:count].tolist()
+
+
 def calibration_batch(dataset: Dataset, cfg: DataConfig, count: int, seed: int) -> torch.Tensor:
     """`count` real training images, centre-cropped and normalised, chosen by seed."""
-    gen = torch.Generator().manual_seed(seed)
-    idx = torch.randperm(len(dataset.train), generator=gen)[:count].tolist()
+    idx = calibration_indices(dataset, count, seed)
     return normalize(torch.stack([center_crop(dataset.train.images[i], cfg.crop) for i in idx]), cfg.mean, cfg.std)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, load_config, set_key, valid_keys
+from pipeline.config import Config, config_from_dict, set_key, valid_keys
 from pipeline.errors import CompressError
 from pipeline.rundir import atomic_path, checkpoint_path, sha256_json
 
@@ -142,17 +142,6 @@ def plan(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, j
     return teacher, list(baselines.values()) + tasks, records
 
 
-def _config_of(tree: dict) -> Config:
-    cfg = load_config()
-    for section, values in tree.items():
-        if isinstance(values, dict):
-            for key, value in values.items():
-                set_key(cfg, f"{section}.{key}", value)
-        else:
-            set_key(cfg, section, values)
-    return cfg
-
-
 _DATA_CACHE: dict[str, Any] = {}
 
 
@@ -181,7 +170,7 @@ def run_task(task: Task, quiet: bool = True, data=None) -> str:
     from stages.teacher_outputs import out_of_fold_logits
 
     torch.set_num_threads(task.threads)
-    cfg = _config_of(task.config)
+    cfg = config_from_dict(task.config)
     if data is None:
         token = sha256_json({"data": task.config["data"], "seed": cfg.seed})
         if token not in _DATA_CACHE:

@@ -17,13 +17,8 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, std
 
 
-def _accuracy(run: str, stage: str) -> float:
-    manifest = RunDir(run).load_manifest()
-    return float(manifest["stages"][stage]["summary"]["val_accuracy"])
-
-
-def _seconds(run: str, stage: str) -> float:
-    return float(RunDir(run).load_manifest()["stages"][stage].get("seconds", 0.0))
+def _record(run: str, stage: str) -> dict:
+    return RunDir(run).load_manifest()["stages"][stage]
 
 
 def aggregate(records: list[dict], seeds: list[int], teacher) -> dict:
@@ -31,10 +26,11 @@ def aggregate(records: list[dict], seeds: list[int], teacher) -> dict:
     for r in records:
         cell = cells.setdefault(r["cell"], {"settings": r["settings"], "seeds": [], "accuracy": [],
                                             "baseline": [], "seconds": []})
+        student = _record(r["run"], "student")
         cell["seeds"].append(r["seed"])
-        cell["accuracy"].append(_accuracy(r["run"], "student"))
-        cell["baseline"].append(_accuracy(r["baseline"], "baseline"))
-        cell["seconds"].append(_seconds(r["run"], "student"))
+        cell["accuracy"].append(float(student["summary"]["val_accuracy"]))
+        cell["baseline"].append(float(_record(r["baseline"], "baseline")["summary"]["val_accuracy"]))
+        cell["seconds"].append(float(student.get("seconds", 0.0)))
     for cell in cells.values():
         diffs = [a - b for a, b in zip(cell["accuracy"], cell["baseline"])]
         cell["mean"], cell["std"] = mean_std(cell["accuracy"])

@@ -176,8 +176,8 @@ def fit(model: nn.Module, compute_loss: LossFn, *, data: Dataset, dcfg: DataConf
                        f"val accuracy {accuracy:.4f}")
         with atomic_path(state_path) as tmp:
             torch.save({"key": key, "epoch": epoch, "history": history,
-                        "model": {k: v.cpu() for k, v in model.state_dict().items()},
-                        "extra": [{k: v.cpu() for k, v in m.state_dict().items()} for m in extra_modules],
+                        "model": _cpu(model.state_dict()),
+                        "extra": [_cpu(m.state_dict()) for m in extra_modules],
                         "objects": [_cpu(o.state_dict()) for o in state_objects],
                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, tmp)
     model.eval()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from pipeline.config import Config
+from pipeline.data import normalize
 from pipeline.models import build_model, last_linear, load_model, save_checkpoint
 from pipeline.rundir import checkpoint_path, training_state_path
 from pipeline.stage import Context, Stage, section_without_path
@@ -37,10 +38,11 @@ def make_objective(ctx: Context, model: torch.nn.Module, spec: str, alpha: float
             logits, source = out_of_fold_logits(ctx), f"out-of-fold logits from {cfg.distill.teacher_folds} fold teachers"
         elif logits_can_be_cached(cfg, spec, augment):
             teacher_file = ctx.run.path(checkpoint_path("teacher"))
-            logits, source = cached_train_logits(ctx, load_teacher(ctx), teacher_file), "cached teacher logits"
+            logits = cached_train_logits(ctx, lambda: load_teacher(ctx), teacher_file)
+            source = "cached teacher logits"
         else:
             teacher, source = load_teacher(ctx), "teacher run on each augmented batch"
-    example = ctx.data.val_inputs(cfg.data)[:2].to(ctx.device)
+    example = normalize(ctx.data.val_crops(cfg.data.crop)[:2], cfg.data.mean, cfg.data.std).to(ctx.device)
     prepare(model, ctx.device)
     objective = Objective(spec, alpha=alpha, temperature=cfg.distill.temperature,
                           label_smoothing=cfg.train.label_smoothing, options=cfg.distill, student=model,

@@ -28,7 +28,7 @@ import torch_pruning as tp
 from benchmarks.measure import interleaved_latency, percentiles
 from exports.onnx import client_metadata, cpu_session, export_onnx
 from pipeline.config import Config, PruneConfig
-from pipeline.data import calibration_batch
+from pipeline.data import calibration_batch, calibration_indices
 from pipeline.models import count_macs, count_params, last_linear, load_model, save_checkpoint
 from pipeline.rundir import checkpoint_path, training_state_path
 from pipeline.stage import Context, Stage
@@ -54,7 +54,7 @@ class Pruner:
                  gradients: Callable[[torch.nn.Module], None] | None):
         self.model, self.crop, self.steps = model.cpu().eval(), crop, 0
         self.base_macs, self.base_params = count_macs(model, crop), count_params(model)
-        self.gradients = gradients if cfg.importance == "taylor" else None
+        self.gradients = gradients if cfg.importance == "taylor" else None  # only Taylor reads .grad
         _, head = last_linear(model)
         self.pruner = tp.pruner.MetaPruner(
             model, torch.zeros(1, 3, crop, crop), importance=make_importance(cfg.importance),
@@ -140,10 +140,11 @@ class PruneStage(Stage):
     def run(self, ctx: Context, key: str) -> dict:
         cfg, p = ctx.cfg, ctx.cfg.prune
         model, meta = load_model(ctx.run.path(checkpoint_path("student")))
-        grad_images = calibration_batch(ctx.data, cfg.data, 64, cfg.seed)
-        grad_labels = ctx.data.train.labels[torch.randperm(len(ctx.data.train),
-                                                           generator=torch.Generator().manual_seed(cfg.seed))[:64]]
-        pruner = Pruner(model, p, cfg.data.crop, taylor_gradients(grad_images, grad_labels))
+        gradients = None
+        if p.importance == "taylor":
+            labels = ctx.data.train.labels[calibration_indices(ctx.data, 64, cfg.seed)]
+            gradients = taylor_gradients(calibration_batch(ctx.data, cfg.data, 64, cfg.seed), labels)
+        pruner = Pruner(model, p, cfg.data.crop, gradients)
         seed, rounds = student_seed(cfg) + 7, []
         if p.target == "latency":
             val = ctx.data.val_inputs(cfg.data).numpy()

@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.measure import interleaved_latency, percentiles, predictions
 from exports.onnx import cpu_session
-from exports.quantize import Measured, build_candidate, choose
+from exports.quantize import Measured, build_candidate, choose, preprocessed
 from pipeline.config import Config
 from pipeline.data import calibration_batch
 from pipeline.rundir import QUANTIZE_INFO, onnx_path
@@ -57,8 +57,9 @@ class QuantizeStage(Stage):
         names = q.candidates if q.format == "auto" else [q.format]
         with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp:
             files = {n: Path(tmp) / f"{n}.onnx" for n in names}
-            for name, path in files.items():
-                build_candidate(source, path, calibration, q, name)
+            with preprocessed(source) as prepped:  # once for every candidate
+                for name, path in files.items():
+                    build_candidate(source, path, calibration, q, name, prepped)
             sessions = {"fp32": cpu_session(source, cfg.bench.threads),
                         **{n: cpu_session(p, cfg.bench.threads) for n, p in files.items()}}
             preds = {n: predictions(s, val) for n, s in sessions.items()}

@@ -17,6 +17,7 @@ exported and benchmarked. Cached under `<cache>/teacher_oof-<hash>.pt`.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -42,13 +43,14 @@ def _cached(path: Path, compute) -> torch.Tensor:
     return logits
 
 
-def cached_train_logits(ctx: Context, teacher: torch.nn.Module, teacher_file: Path) -> torch.Tensor:
-    """[N_train, C] logits of `teacher` on the centre crop of every training image."""
+def cached_train_logits(ctx: Context, load_teacher: Callable[[], torch.nn.Module], teacher_file: Path) -> torch.Tensor:
+    """[N_train, C] logits of the teacher on the centre crop of every training image; the
+    teacher is loaded (`load_teacher()`) only when the cache does not have them yet."""
     d = ctx.cfg.data
     digest = sha256_json({"teacher": sha256_file(teacher_file), "data": ctx.data.fingerprint,
                           "crop": d.crop, "mean": d.mean, "std": d.std})[:16]
     return _cached(ctx.cache_dir / f"teacher_logits-{digest}.pt",
-                   lambda: predict_logits(teacher, train_set_batches(ctx.data.train, ctx), ctx.device))
+                   lambda: predict_logits(load_teacher(), train_set_batches(ctx.data.train, ctx), ctx.device))
 
 
 def stratified_folds(labels: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
