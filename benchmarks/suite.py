@@ -12,8 +12,9 @@ import numpy as np
 
 from benchmarks.accuracy import accuracy_figures
 from benchmarks.environment import environment
-from benchmarks.measure import interleaved_latency, paired_ratio, percentiles
-from exports.onnx import cpu_session, run_logits
+from benchmarks.latency_worker import time_in_fresh_processes
+from benchmarks.measure import paired_ratio, percentiles
+from exports.session import cpu_session, run_logits
 from pipeline.config import BenchConfig
 
 
@@ -32,7 +33,7 @@ def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarra
     logits = {n: run_logits(s, images) for n, s in sessions.items()}
     ref_predicted = logits[reference].argmax(1)
     batches = sorted(set(cfg.batch_sizes))
-    timings = {b: interleaved_latency(sessions, images, b, cfg.warmup, cfg.runs, cfg.calls_per_sample) for b in batches}
+    timings = time_latency(paths, images, batches, cfg)
     models = {}
     for name, path in paths.items():
         meta = sessions[name].get_modelmeta().custom_metadata_map
@@ -54,9 +55,17 @@ def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarra
     add_ratios(models, reference)
     return {"environment": environment(cfg.threads),
             "benchmark": {"device": "cpu", "threads": cfg.threads, "batch_sizes": batches, "warmup": cfg.warmup,
-                          "runs": cfg.runs, "reference": reference, "interleaved": True, "ort_spinning": False,
+                          "runs": cfg.runs, "calls_per_sample": cfg.calls_per_sample, "processes": cfg.processes,
+                          "reference": reference, "interleaved": True, "ort_spinning": False,
                           "input": [None, *images.shape[1:]]},
             "models": models}
+
+
+def time_latency(paths: dict[str, Path], images: np.ndarray, batches: list[int],
+                 cfg: BenchConfig) -> dict[int, dict[str, list[float]]]:
+    """Interleaved timings of every model at every batch size, as bench.* says, in fresh processes."""
+    return time_in_fresh_processes(paths, images, batches, cfg.threads, cfg.warmup, cfg.runs,
+                                   cfg.calls_per_sample, cfg.processes)
 
 
 def add_ratios(models: dict[str, dict], reference: str) -> None:

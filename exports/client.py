@@ -13,7 +13,8 @@ import numpy as np
 from PIL import UnidentifiedImageError
 
 from benchmarks.accuracy import softmax
-from exports.onnx import cpu_session, read_metadata, run_logits
+from exports.onnx import read_metadata
+from exports.session import cpu_session, run_logits
 from pipeline.data import IMAGE_EXTENSIONS, preprocess_image
 from pipeline.errors import CompressError
 

@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
+from exports.session import cpu_session, run_logits
 from pipeline.errors import CompressError
 
 INPUT_NAME = "input"
@@ -70,30 +71,6 @@ def export_onnx(model: torch.nn.Module, path: Path, crop: int, opset: int, metad
     set_metadata(proto, metadata)
     onnx.save(proto, str(path))
     onnx.checker.check_model(str(path), full_check=True)
-
-
-def cpu_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session; with `threads`, a fixed pool that sleeps between runs.
-
-    ONNX Runtime's pool spin-waits after each run by default. With several sessions measured
-    in turn, the idle spinners of one steal the cores of the next: measured here, a ResNet50's
-    p50 went from 4.1 ms (spinning off) to 11.8 ms with p90 18.8 ms (spinning on).
-    """
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def run_logits(session: ort.InferenceSession, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Logits for a float32 NCHW array, in batches."""
-    name = session.get_inputs()[0].name
-    outs = [session.run(None, {name: images[i:i + batch_size].astype(np.float32)})[0]
-            for i in range(0, len(images), batch_size)]
-    return np.concatenate(outs)
 
 
 def parity(model: torch.nn.Module, path: Path, images: torch.Tensor, tolerance: float) -> float:

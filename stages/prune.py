@@ -25,8 +25,9 @@ from typing import Callable
 import torch
 import torch_pruning as tp
 
-from benchmarks.measure import interleaved_latency, percentiles
-from exports.onnx import client_metadata, cpu_session, export_onnx
+from benchmarks.measure import percentiles
+from benchmarks.suite import time_latency
+from exports.onnx import client_metadata, export_onnx
 from pipeline.config import Config, PruneConfig
 from pipeline.data import calibration_batch, calibration_indices
 from pipeline.models import count_macs, count_params, last_linear, load_model, save_checkpoint
@@ -97,9 +98,7 @@ def onnx_p50_ms(model: torch.nn.Module, cfg: Config, images) -> float:
         path = Path(tmp) / "probe.onnx"
         export_onnx(model, path, cfg.data.crop, cfg.export.opset, client_metadata([], cfg.data.mean, cfg.data.std,
                                                                                   cfg.data.resize, cfg.data.crop))
-        times = interleaved_latency({"m": cpu_session(path, cfg.bench.threads)}, images, 1, cfg.bench.warmup,
-                                    cfg.bench.runs)
-        return percentiles(times["m"])["p50"]
+        return percentiles(time_latency({"m": path}, images, [1], cfg.bench)[1]["m"])["p50"]
 
 
 def fine_tune_spec(spec: str) -> str:

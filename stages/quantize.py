@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.measure import interleaved_latency, percentiles, predictions
-from exports.onnx import cpu_session
+from benchmarks.measure import percentiles, predictions
+from benchmarks.suite import time_latency
+from exports.session import cpu_session
 from exports.quantize import Measured, build_candidate, choose, preprocessed
 from pipeline.config import Config
 from pipeline.data import calibration_batch
@@ -63,7 +64,7 @@ class QuantizeStage(Stage):
             sessions = {"fp32": cpu_session(source, cfg.bench.threads),
                         **{n: cpu_session(p, cfg.bench.threads) for n, p in files.items()}}
             preds = {n: predictions(s, val) for n, s in sessions.items()}
-            times = interleaved_latency(sessions, val, 1, cfg.bench.warmup, cfg.bench.runs)
+            times = time_latency({"fp32": source, **files}, val, [1], cfg.bench)[1]
 
             def measured(n: str, path: Path) -> Measured:
                 return Measured(n, percentiles(times[n])["p50"], float((preds[n] == labels).mean()),

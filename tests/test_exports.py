@@ -9,7 +9,8 @@ import pytest
 import torch
 import torchvision
 
-from exports.onnx import client_metadata, cpu_session, export_onnx, parity, read_metadata, run_logits
+from exports.onnx import client_metadata, export_onnx, parity, read_metadata
+from exports.session import cpu_session, run_logits
 from exports.quantize import build_candidate, quantize_int8
 from pipeline.config import QuantizeConfig
 from pipeline.errors import CompressError

@@ -1,0 +1,76 @@
+"""Time ONNX models in fresh child processes that never import torch.
+
+Why not time them in the pipeline's own process: measured on this 2-core VM, the same five CI
+models gave latency ratios to the teacher 5-11% lower after training in the same process than
+in a benchmark-only process (torch's thread pool and heap are already there), so a gate whose
+baseline came from one and whose check came from the other moved for no reason. A fresh
+process per block of rounds makes `compress run`, `compress bench` and the honesty benchmark
+measure under the same conditions, and splitting the rounds over several processes averages
+out what one process's memory placement does to one model.
+
+Parent side: `time_in_fresh_processes`. Child side: `python -m benchmarks.latency_worker SPEC OUT`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.measure import interleaved_latency
+from exports.session import cpu_session
+
+
+def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches: list[int], threads: int,
+                            warmup: int, runs: int, calls: int = 1, processes: int = 1) -> dict[int, dict[str, list[float]]]:
+    """Per batch size, per model: `runs` interleaved timings (ms), split over `processes` children.
+
+    Rounds from different children are concatenated in order, so sample i of every model still
+    comes from the same round and paired ratios stay paired.
+    """
+    processes = max(1, min(processes, runs // 2))
+    shares = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
+    out: dict[int, dict[str, list[float]]] = {b: {n: [] for n in paths} for b in batches}
+    with tempfile.TemporaryDirectory(prefix="compress-latency-") as tmp:
+        image_file = Path(tmp) / "images.npy"
+        np.save(image_file, np.ascontiguousarray(images[:max(batches)], dtype=np.float32))
+        for i, share in enumerate(shares):
+            spec = {"models": {n: str(p) for n, p in paths.items()}, "images": str(image_file), "batches": batches,
+                    "threads": threads, "warmup": warmup, "runs": share, "calls": calls}
+            spec_file, result_file = Path(tmp) / f"spec-{i}.json", Path(tmp) / f"result-{i}.json"
+            spec_file.write_text(json.dumps(spec))
+            done = subprocess.run([sys.executable, "-m", "benchmarks.latency_worker", str(spec_file), str(result_file)],
+                                  capture_output=True, text=True, env=_child_env())
+            if done.returncode != 0:
+                last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                raise RuntimeError(f"latency worker failed (exit {done.returncode}): {last}")
+            result = json.loads(result_file.read_text())
+            for b in batches:
+                for n in paths:
+                    out[b][n].extend(result[str(b)][n])
+    return out
+
+
+def _child_env() -> dict[str, str]:
+    """This environment with the repository root importable, installed or not."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def main(argv: list[str]) -> None:
+    spec = json.loads(Path(argv[0]).read_text())
+    images = np.load(spec["images"])
+    sessions = {n: cpu_session(p, spec["threads"]) for n, p in spec["models"].items()}
+    result = {str(b): interleaved_latency(sessions, images, b, spec["warmup"], spec["runs"], spec["calls"])
+              for b in spec["batches"]}
+    Path(argv[1]).write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,49 @@
+"""Latency timed in fresh child processes: every round accounted for, rounds stay paired across
+processes, the child never loads torch, and a child that fails says why."""
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from benchmarks.latency_worker import time_in_fresh_processes
+
+
+def relu_model(path, channels=3):
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["input"], ["logits"])], "relu",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", channels, 4, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", channels, 4, 4])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_rounds_are_split_over_processes_and_all_come_back(tmp_path):
+    paths = {"a": relu_model(tmp_path / "a.onnx"), "b": relu_model(tmp_path / "b.onnx")}
+    images = np.random.default_rng(0).random((8, 3, 4, 4), dtype=np.float32)
+    timings = time_in_fresh_processes(paths, images, [1, 8], threads=1, warmup=1, runs=7, calls=2, processes=3)
+    assert sorted(timings) == [1, 8]
+    for per_model in timings.values():
+        assert sorted(per_model) == ["a", "b"]
+        assert all(len(t) == 7 and min(t) > 0 for t in per_model.values())
+
+
+def test_more_processes_than_rounds_is_capped(tmp_path):
+    paths = {"a": relu_model(tmp_path / "a.onnx")}
+    timings = time_in_fresh_processes(paths, np.zeros((1, 3, 4, 4), np.float32), [1], 1, 0, runs=2, processes=5)
+    assert len(timings[1]["a"]) == 2
+
+
+def test_the_worker_never_imports_torch():
+    code = "import sys, benchmarks.latency_worker; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+
+
+def test_a_failing_child_names_its_error(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_text("not a model")
+    with pytest.raises(RuntimeError, match="latency worker failed"):
+        time_in_fresh_processes({"bad": bad}, np.zeros((1, 3, 4, 4), np.float32), [1], 1, 0, 2)
