@@ -1,8 +1,9 @@
 """The CI gate: compare a report with a committed baseline and say what moved.
 
-Compared by default: accuracy (points), ONNX file size (relative), and latency as the *ratio to
-the reference model measured in the same run* (relative change of that ratio) at every batch
-size both sides have. Ratios survive a different or busier machine; absolute milliseconds do
+Compared by default: accuracy (points), ONNX file size (relative), MACs (relative; counted at
+export, so exact: the one figure with no noise at all, which catches added compute that a
+tiny CI model's latency barely shows), and latency as the *ratio to the reference model
+measured in the same run* (relative change of that ratio) at every batch size both sides have. Ratios survive a different or busier machine; absolute milliseconds do
 not, so they are compared only when asked, with a warning if the CPU differs.
 Exit codes from the CLI: 0 pass, 1 regression, 2 unusable input.
 """
@@ -22,6 +23,8 @@ class Limits:
     max_accuracy_drop: float = 1.0  # points of top-1 accuracy
     max_latency_regression: float = 0.15  # relative growth of the same-run latency ratio
     max_size_growth: float = 0.05  # relative growth of the ONNX file
+    # relative growth of MACs; they are exact, so this only leaves room for a pruner's rounding
+    max_compute_growth: float = 0.02
     max_absolute_latency_regression: float = 0.15  # only with absolute=True
 
 
@@ -52,6 +55,7 @@ def load_json(path: str | Path, what: str) -> dict:
 def _figures(model: dict, where: str, name: str) -> dict:
     try:
         return {"accuracy": float(model["accuracy"]), "onnx_bytes": int(model["onnx_bytes"]),
+                "macs": int(model["macs"]) if model.get("macs") is not None else None,
                 "latency_ratio": {str(b): float(r) for b, r in model["latency_ratio_to_reference"].items()},
                 "latency_p50_ms": {str(b): float(s["p50"]) for b, s in model["latency_ms_by_batch"].items()}}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -82,6 +86,8 @@ def median_baseline(reports: list[dict], where: list[str]) -> dict:
         merged["models"][name] = {
             "accuracy": float(np.median([m["accuracy"] for m in models])),
             "onnx_bytes": int(np.median([m["onnx_bytes"] for m in models])),
+            "macs": (int(np.median([m["macs"] for m in models]))
+                     if all(m.get("macs") is not None for m in models) else None),
             **{fig: {k: float(np.median([m[fig][k] for m in models])) for k in models[0][fig]}
                for fig in ("latency_ratio", "latency_p50_ms")},
         }
@@ -126,6 +132,7 @@ def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | No
         growth = _rel(n["onnx_bytes"], b["onnx_bytes"])
         rows.append(Row(name, "onnx_bytes", b["onnx_bytes"], n["onnx_bytes"], f"{growth:+.1%}",
                         f"+{limits.max_size_growth:.0%}", "FAIL" if growth > limits.max_size_growth else "PASS"))
+        rows += _macs_rows(name, b.get("macs"), n.get("macs"), limits.max_compute_growth)
         checks = [("latency_ratio", limits.max_latency_regression)] if name != base["reference"] else []
         if absolute:
             checks.append(("latency_p50_ms", limits.max_absolute_latency_regression))
@@ -143,6 +150,17 @@ def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | No
                 rows.append(Row(name, label, b[figure][batch], n[figure][batch], f"{growth:+.1%}",
                                 f"+{limit:.0%}" if gated else "not gated", verdict))
     return rows, warnings
+
+
+def _macs_rows(name: str, base: int | None, now: int | None, limit: float) -> list[Row]:
+    """The MACs row; none when neither side knows the model's MACs (a foreign ONNX file)."""
+    if base is None and now is None:
+        return []
+    if base is None or now is None:
+        return [Row(name, "macs", base, now, "absent from " + ("baseline" if base is None else "report"), "-",
+                    "NEW" if base is None else "MISSING")]
+    growth = _rel(now, base)
+    return [Row(name, "macs", base, now, f"{growth:+.1%}", f"+{limit:.0%}", "FAIL" if growth > limit else "PASS")]
 
 
 def failed(rows: list[Row]) -> bool:

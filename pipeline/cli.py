@@ -131,15 +131,19 @@ def baseline(reports, output) -> None:
 @click.option("--max-latency-regression", default=0.15, show_default=True,
               help="Allowed relative growth of each model's same-run latency ratio to the reference.")
 @click.option("--max-size-growth", default=0.05, show_default=True, help="Allowed relative growth of ONNX bytes.")
+@click.option("--max-compute-growth", default=0.02, show_default=True,
+              help="Allowed relative growth of MACs (exact, counted at export).")
 @click.option("--models", default=None, help="Comma-separated models to check (default: all on either side).")
 @click.option("--absolute-latency", is_flag=True, help="Also compare absolute p50 ms (warns if the CPU differs).")
 @click.option("--latency-batches", default=None, metavar="B[,B]",
               help="Gate latency only at these batch sizes (e.g. 8); the others are shown as INFO.")
-def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_size_growth, models,
-          absolute_latency, latency_batches) -> None:
+def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_size_growth, max_compute_growth,
+          models, absolute_latency, latency_batches) -> None:
     """Exit 0 if REPORT.json holds up against the baseline, 1 on a regression, 2 on unusable input."""
     from benchmarks.gate import Limits, compare, failed, load_json, render
-    limits = Limits(max_accuracy_drop, max_latency_regression, max_size_growth, max_latency_regression)
+    limits = Limits(max_accuracy_drop=max_accuracy_drop, max_latency_regression=max_latency_regression,
+                    max_size_growth=max_size_growth, max_compute_growth=max_compute_growth,
+                    max_absolute_latency_regression=max_latency_regression)
     rows, warnings = compare(load_json(report, "report"), load_json(baseline_file, "baseline"), limits,
                              models.split(",") if models else None, absolute_latency,
                              [b.strip() for b in latency_batches.split(",")] if latency_batches else None)

@@ -54,7 +54,8 @@ class TeacherConfig:
     epochs: int = 4  # enough for digits at 32 px; raise for real data
     lr: float = 0.002  # AdamW from scratch at batch 32
     augment: str = "light"  # none | light | strong (pipeline/augment.py); reference 000 trains it strong
-    dropout: float = 0.0  # dropout before the teacher's head; reference 000 uses 0.95 on a big FC head
+    dropout: float = 0.0  # dropout before every Linear of the teacher's head; reference 000 uses 0.95
+    head_hidden: list = field(default_factory=list)  # hidden FC widths before the classes, e.g. [512, 256] (reference 000)
 
 
 @dataclass
@@ -69,6 +70,7 @@ class DistillConfig:
     baseline: bool = True  # also train a CE-only twin (same init, same data order) for comparison
     seed: int = -1  # student init and data order; -1 = seed + 1; sweeps vary it with one teacher
     augment: str = "light"  # none | light | strong; none lets teacher logits be computed once and cached
+    head_hidden: list = field(default_factory=list)  # hidden FC widths in the student's head; reference 000 uses one
     freeze_encoder: bool = False  # train only the head (reference 001's frozen-encoder rows; needs weights)
     teacher_folds: int = 0  # >= 2: out-of-fold teacher logits from k fold teachers (reference 000); 0 = off
     hint_layers: str = "layer3:layer3"  # hint loss: student_module:teacher_module, stride-16 maps in ResNets
@@ -279,6 +281,9 @@ def validate(cfg: Config) -> None:
         (cfg.distill.teacher_folds in (0, 1) or 2 <= cfg.distill.teacher_folds <= 10,
          "distill.teacher_folds must be 0 (off) or between 2 and 10"),
         (0.0 <= cfg.teacher.dropout < 1.0, "teacher.dropout must be in [0, 1)"),
+        *[(all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in hidden),
+           f"{section}.head_hidden must be a list of positive integers (hidden FC widths), e.g. [512]")
+          for section, hidden in (("teacher", cfg.teacher.head_hidden), ("distill", cfg.distill.head_hidden))],
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (cfg.train.mixup >= 0 and cfg.train.cutmix >= 0, "train.mixup and train.cutmix must be >= 0 (0 = off)"),
         (cfg.train.warmup_epochs >= 0, "train.warmup_epochs must be >= 0"),

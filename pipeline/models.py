@@ -58,18 +58,42 @@ def imagenet_weights(arch: str):
     return weights
 
 
-def add_head_dropout(model: nn.Module, p: float) -> nn.Module:
-    """Put nn.Dropout(p) before the classifier head (reference document 000's heavily regularised
-    teacher). Dropout is the identity in eval mode, so exports and latency are unaffected."""
-    if p > 0:
-        name, head = last_linear(model)
-        _set_module(model, name, nn.Sequential(nn.Dropout(p), head))
+class ClassifierHead(nn.Sequential):
+    """A classifier head that replaced the network's last nn.Linear: optional hidden FC layers
+    (Linear + ReLU) and dropout before every Linear (reference document 000: a teacher with two
+    hidden FC layers and dropout 0.95, a student with one hidden layer and none). With no hidden
+    layers it is Sequential(Dropout, Linear), the layout of earlier checkpoints."""
+
+
+def attach_head(model: nn.Module, hidden=(), dropout: float = 0.0) -> nn.Module:
+    """Replace the last nn.Linear by a ClassifierHead; a no-op without hidden layers or dropout.
+    Dropout is the identity in eval mode, so exports and latency are unaffected by it."""
+    if not hidden and dropout <= 0:
+        return model
+    name, last = last_linear(model)
+    widths = [last.in_features, *hidden, last.out_features]
+    layers: list[nn.Module] = []
+    for i, (width_in, width_out) in enumerate(zip(widths, widths[1:])):
+        final = i == len(widths) - 2
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(last if final and not hidden else nn.Linear(width_in, width_out))
+        if not final:
+            layers.append(nn.ReLU(inplace=True))
+    _set_module(model, name, ClassifierHead(*layers))
     return model
 
 
-def build_model(arch: str, num_classes: int, weights: str = "none", head_dropout: float = 0.0) -> nn.Module:
+def head_module(model: nn.Module) -> nn.Module:
+    """The whole classifier head: the ClassifierHead if one was attached, else the last Linear."""
+    heads = [m for m in model.modules() if isinstance(m, ClassifierHead)]
+    return heads[-1] if heads else last_linear(model)[1]
+
+
+def build_model(arch: str, num_classes: int, weights: str = "none", head_dropout: float = 0.0,
+                head_hidden=()) -> nn.Module:
     """A torchvision classifier with a `num_classes` head; weights: none | imagenet | checkpoint path."""
-    return add_head_dropout(_build_model(arch, num_classes, weights), head_dropout)
+    return attach_head(_build_model(arch, num_classes, weights), list(head_hidden), head_dropout)
 
 
 def _build_model(arch: str, num_classes: int, weights: str) -> nn.Module:
@@ -165,7 +189,7 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     if "arch" not in meta or "classes" not in meta:
         raise CompressError(f"checkpoint {path} has no arch/classes metadata; it was not written by compress")
     model = torchvision.models.get_model(meta["arch"], weights=None, num_classes=len(meta["classes"]))
-    add_head_dropout(model, float(meta.get("head_dropout", 0.0)))
+    attach_head(model, [int(w) for w in meta.get("head_hidden", [])], float(meta.get("head_dropout", 0.0)))
     apply_shapes(model, meta.get("shapes", {}))
     model.load_state_dict(state)
     return model.eval(), meta

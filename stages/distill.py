@@ -7,7 +7,7 @@ import torch
 
 from pipeline.config import Config
 from pipeline.data import normalize
-from pipeline.models import build_model, last_linear, load_model, save_checkpoint
+from pipeline.models import build_model, head_module, load_model, save_checkpoint
 from pipeline.rundir import checkpoint_path, training_state_path
 from pipeline.stage import Context, Stage, section_without_path
 from pipeline.train import fit, prepare
@@ -64,9 +64,9 @@ def train_with(ctx: Context, model: torch.nn.Module, objective: Objective, *, ke
 
 
 def freeze_encoder(model: torch.nn.Module) -> None:
-    """Only the classifier head keeps training (its BatchNorms then keep their running stats)."""
-    _, head = last_linear(model)
-    trainable = {id(p) for p in head.parameters()}
+    """Only the classifier head (hidden FC layers included) keeps training; the encoder's
+    BatchNorms then keep their running stats."""
+    trainable = {id(p) for p in head_module(model).parameters()}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
 
@@ -75,7 +75,7 @@ def train_student(ctx: Context, key: str, name: str, distill: bool) -> dict:
     cfg, data = ctx.cfg, ctx.data
     seed = student_seed(cfg)
     torch.manual_seed(seed)
-    model = build_model(cfg.distill.arch, len(data.classes), cfg.distill.weights)
+    model = build_model(cfg.distill.arch, len(data.classes), cfg.distill.weights, head_hidden=cfg.distill.head_hidden)
     if cfg.distill.freeze_encoder:
         freeze_encoder(model)
     alpha = cfg.distill.alpha if distill else 1.0
@@ -85,6 +85,7 @@ def train_student(ctx: Context, key: str, name: str, distill: bool) -> dict:
     accuracy = history[-1]["val_accuracy"] if history else None
     loss_desc = describe_loss(cfg, alpha)
     meta = {"arch": cfg.distill.arch, "classes": data.classes, "crop": cfg.data.crop, "loss": loss_desc,
+            "head_hidden": cfg.distill.head_hidden,
             "history": history, "val_accuracy": accuracy}
     with ctx.run.atomic(checkpoint_path(name)) as tmp:
         save_checkpoint(model, tmp, meta)

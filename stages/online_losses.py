@@ -35,7 +35,8 @@ class MutualTerm(Term):
         classes = setup.student_probe.logits.shape[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(setup.seed + 10_007)  # a different initialisation from the student's
-            self.peer = build_model(setup.options.arch, classes, setup.options.weights)
+            self.peer = build_model(setup.options.arch, classes, setup.options.weights,
+                                    head_hidden=setup.options.head_hidden)
 
     def forward(self, step: Step):
         s = step.student.logits

@@ -36,7 +36,8 @@ def train_teacher(ctx: Context, data: Dataset, state_path, key: str, desc: str, 
     """A teacher trained with CE (label smoothing, mixup/cutmix and augment preset from config)."""
     cfg = ctx.cfg
     torch.manual_seed(cfg.seed + seed_offset)
-    model = build_model(cfg.teacher.arch, len(data.classes), cfg.teacher.weights, cfg.teacher.dropout)
+    model = build_model(cfg.teacher.arch, len(data.classes), cfg.teacher.weights, cfg.teacher.dropout,
+                        cfg.teacher.head_hidden)
     smoothing = cfg.train.label_smoothing
     history = fit(model, lambda m, x, y, _index: cross_entropy(m(x), y, smoothing), data=data, dcfg=cfg.data,
                   tcfg=cfg.train, epochs=cfg.teacher.epochs, lr=cfg.teacher.lr, seed=cfg.seed + seed_offset,
@@ -63,12 +64,12 @@ class TeacherStage(Stage):
         if cfg.teacher.checkpoint:
             model, given_meta = given_teacher(cfg.teacher.checkpoint, data.classes, cfg.teacher.arch)
             meta.update(arch=given_meta["arch"], source=cfg.teacher.checkpoint, history=[],
-                        head_dropout=given_meta.get("head_dropout", 0.0))
+                        head_dropout=given_meta.get("head_dropout", 0.0), head_hidden=given_meta.get("head_hidden", []))
             model = model.to(ctx.device)
         else:
             model, history = train_teacher(ctx, data, ctx.run.path(training_state_path(self.name)), key, "teacher")
             meta.update(source=f"trained from weights={cfg.teacher.weights}", history=history,
-                        head_dropout=cfg.teacher.dropout)
+                        head_dropout=cfg.teacher.dropout, head_hidden=cfg.teacher.head_hidden)
         accuracy = evaluate(model, data, cfg.data, ctx.device)
         meta["val_accuracy"] = accuracy
         with ctx.run.atomic(checkpoint_path(self.name)) as tmp:

@@ -13,15 +13,15 @@ from benchmarks.measure import paired_ratio, percentiles
 from pipeline.cli import main
 
 
-def model(acc, size, ratio1, ratio8, p50=1.0):
-    return {"accuracy": acc, "onnx_bytes": size,
+def model(acc, size, ratio1, ratio8, p50=1.0, macs=None):
+    return {"accuracy": acc, "onnx_bytes": size, "macs": macs,
             "latency_ratio_to_reference": {"1": ratio1, "8": ratio8},
             "latency_ms_by_batch": {"1": {"p50": p50}, "8": {"p50": 8 * p50}}}
 
 
 REPORT = {"benchmark": {"reference": "teacher"}, "environment": {"cpu": "CPU A"},
-          "models": {"teacher": model(0.90, 1000, 1.0, 1.0, p50=10.0),
-                     "student": model(0.88, 500, 0.30, 0.25, p50=3.0)}}
+          "models": {"teacher": model(0.90, 1000, 1.0, 1.0, p50=10.0, macs=4_000_000),
+                     "student": model(0.88, 500, 0.30, 0.25, p50=3.0, macs=1_000_000)}}
 
 
 def gate(tmp_path, report, baseline=REPORT, *extra):
@@ -43,7 +43,7 @@ def changed(path, value):
 def test_unchanged_report_passes(tmp_path):
     result = gate(tmp_path, REPORT)
     assert result.exit_code == 0, result.output
-    assert "OK: 6 figures within limits" in result.output  # teacher: 2 (no ratio to itself); student: 4
+    assert "OK: 8 figures within limits" in result.output  # teacher: 3 (no ratio to itself); student: 5
     assert "latency_ratio@8" in result.output
 
 
@@ -51,6 +51,7 @@ def test_unchanged_report_passes(tmp_path):
     (("models", "student", "accuracy"), 0.86, "accuracy"),                          # -2 points
     (("models", "student", "onnx_bytes"), 600, "onnx_bytes"),                       # +20%
     (("models", "student", "latency_ratio_to_reference", "1"), 0.36, "latency_ratio@1"),  # +20%
+    (("models", "student", "macs"), 1_030_000, "macs"),                             # +3%, exact figure
 ])
 def test_each_kind_of_regression_fails_with_exit_1(tmp_path, path, value, figure):
     result = gate(tmp_path, changed(path, value))
@@ -177,3 +178,13 @@ def test_baseline_from_several_reports_takes_medians(tmp_path):
     other.write_text(json.dumps(r))
     result = CliRunner().invoke(main, ["baseline", files[0], str(other), "-o", str(tmp_path / "c.json")])
     assert result.exit_code == 2 and "other models" in result.output
+
+
+def test_macs_missing_from_the_report_fails_and_unknown_on_both_sides_is_no_row(tmp_path):
+    result = gate(tmp_path, changed(("models", "student", "macs"), None))
+    assert result.exit_code == 1 and "absent from report" in result.output, result.output
+    no_macs = copy.deepcopy(REPORT)
+    for m in no_macs["models"].values():
+        m["macs"] = None
+    result = gate(tmp_path, no_macs, no_macs)
+    assert result.exit_code == 0 and "macs" not in result.output, result.output

@@ -104,3 +104,37 @@ def test_head_dropout_survives_a_checkpoint_round_trip(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), reloaded(x), atol=1e-6)
+
+
+def test_hidden_head_layers_are_built_pruned_and_reloaded(tmp_path):
+    """Reference 000's heads: hidden FC layers with dropout before each Linear, rebuilt from the
+    checkpoint meta, pruned like any layer except the classifier itself."""
+    from pipeline.models import head_module
+    model = build_model("resnet18", 3, head_dropout=0.5, head_hidden=[32, 16]).eval()
+    kinds = [type(m).__name__ for m in model.fc]
+    assert kinds == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert [m.out_features for m in model.fc if isinstance(m, torch.nn.Linear)] == [32, 16, 3]
+    assert head_module(model) is model.fc
+    Pruner(model, PruneConfig(target="params", params_ratio=0.6), crop=32, gradients=None).prune_until(
+        lambda _macs, params: params <= 0.6)
+    assert model.fc[-1].out_features == 3
+    meta = {"arch": "resnet18", "classes": list("abc"), "head_dropout": 0.5, "head_hidden": [32, 16]}
+    save_checkpoint(model, tmp_path / "h.pt", meta)
+    reloaded, _ = load_model(tmp_path / "h.pt")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reloaded(x), atol=1e-5)
+
+
+def test_frozen_encoder_trains_the_whole_hidden_head():
+    from stages.distill import freeze_encoder
+    model = build_model("resnet18", 3, head_hidden=[16])
+    freeze_encoder(model)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"fc.0.weight", "fc.0.bias", "fc.2.weight", "fc.2.bias"}
+
+
+def test_head_hidden_must_be_positive_widths():
+    from pipeline.config import load_config
+    with pytest.raises(CompressError, match="distill.head_hidden"):
+        load_config(None, ("distill.head_hidden=[0]",))

@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from click.testing import CliRunner
 
 from pipeline.cli import main
@@ -179,3 +180,21 @@ def test_fixed_batch_export(full_run, tmp_path):
     session = ort.InferenceSession(str(target), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape == [4, 3, 16, 16]
     assert session.run(None, {"input": np.zeros((4, 3, 16, 16), np.float32)})[0].shape == (4, 3)
+
+
+def test_hidden_fc_heads_run_end_to_end(digits_folder, tmp_path):
+    """Reference 000's heads (a teacher with two hidden FC layers and dropout, a student with
+    one) train, distil, prune, export with PyTorch parity, and reload from their checkpoints."""
+    from pipeline.models import ClassifierHead, load_model
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__head_hidden="[32, 16]",
+                                               teacher__dropout="0.5", distill__head_hidden="[16]",
+                                               distill__baseline="false", quantize__enabled="false"))
+    assert result.exit_code == 0, result.output
+    teacher, meta = load_model(out / "checkpoints/teacher.pt")
+    assert isinstance(teacher.fc, ClassifierHead) and meta["head_hidden"] == [32, 16]
+    assert [m.out_features for m in teacher.fc if isinstance(m, torch.nn.Linear)] == [32, 16, 3]
+    pruned, _ = load_model(out / "checkpoints/student_pruned.pt")
+    linears = [m for m in pruned.fc if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 2 and linears[-1].out_features == 3
+    assert (out / "onnx/student_pruned.onnx").is_file()
