@@ -188,3 +188,19 @@ def test_macs_missing_from_the_report_fails_and_unknown_on_both_sides_is_no_row(
         m["macs"] = None
     result = gate(tmp_path, no_macs, no_macs)
     assert result.exit_code == 0 and "macs" not in result.output, result.output
+
+
+def test_injected_regression_adds_compute_and_keeps_predictions(tmp_path):
+    """gate_honesty's +compute variant: an extra residual block whose branch outputs zero."""
+    import torch
+    from benchmarks.gate_honesty import heavier_variant
+    from pipeline.models import build_model, count_macs, save_checkpoint
+    torch.manual_seed(0)
+    model = build_model("resnet18", 3).eval()
+    save_checkpoint(model, tmp_path / "s.pt", {"arch": "resnet18", "classes": list("abc")})
+    heavy, growth, added = heavier_variant(tmp_path / "s.pt", crop=32)
+    assert 0.1 < growth < 0.3 and "block" in added
+    assert count_macs(heavy, 32) == pytest.approx((1 + growth) * count_macs(model, 32))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model(x), heavy(x), atol=1e-5)
