@@ -3,8 +3,9 @@
 Compared by default: accuracy (points), ONNX file size (relative), MACs (relative; counted at
 export, so exact: the one figure with no noise at all, which catches added compute that a
 tiny CI model's latency barely shows), and latency as the *ratio to the reference model
-measured in the same run* (relative change of that ratio) at every batch size both sides have. Ratios survive a different or busier machine; absolute milliseconds do
-not, so they are compared only when asked, with a warning if the CPU differs.
+measured in the same run* (relative change of that ratio) at every batch size both sides
+have. Ratios survive a different or busier machine; absolute milliseconds do not, so they are
+compared only when asked, with a warning if the CPU differs.
 Exit codes from the CLI: 0 pass, 1 regression, 2 unusable input.
 """
 from __future__ import annotations
@@ -140,9 +141,7 @@ def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | No
             for batch in sorted(set(b[figure]) | set(n[figure]), key=int):
                 label = f"{figure}@{batch}"
                 if batch not in b[figure] or batch not in n[figure]:
-                    rows.append(Row(name, label, b[figure].get(batch), n[figure].get(batch),
-                                    "absent from " + ("baseline" if batch not in b[figure] else "report"), "-",
-                                    "NEW" if batch not in b[figure] else "MISSING"))
+                    rows.append(_absent(name, label, b[figure].get(batch), n[figure].get(batch)))
                     continue
                 growth = _rel(n[figure][batch], b[figure][batch])
                 gated = latency_batches is None or batch in latency_batches
@@ -157,10 +156,15 @@ def _macs_rows(name: str, base: int | None, now: int | None, limit: float) -> li
     if base is None and now is None:
         return []
     if base is None or now is None:
-        return [Row(name, "macs", base, now, "absent from " + ("baseline" if base is None else "report"), "-",
-                    "NEW" if base is None else "MISSING")]
+        return [_absent(name, "macs", base, now)]
     growth = _rel(now, base)
     return [Row(name, "macs", base, now, f"{growth:+.1%}", f"+{limit:.0%}", "FAIL" if growth > limit else "PASS")]
+
+
+def _absent(name: str, figure: str, base, now) -> Row:
+    """A figure only one side has: NEW when the baseline lacks it, MISSING (a failure) otherwise."""
+    return Row(name, figure, base, now, "absent from " + ("baseline" if base is None else "report"), "-",
+               "NEW" if base is None else "MISSING")
 
 
 def failed(rows: list[Row]) -> bool:

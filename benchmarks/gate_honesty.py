@@ -48,11 +48,12 @@ def heavier_variant(checkpoint: Path, crop: int, target: float = 0.2):
 
     Returns (model, MACs growth, description of what was added).
     """
-    base = count_macs(load_model(checkpoint)[0], crop)
+    original, _ = load_model(checkpoint)
+    base = count_macs(original, crop)
     stages = ("layer1", "layer2", "layer3", "layer4")
     best = None
     for chosen in [*[(s,) for s in stages], *itertools.combinations(stages, 2)]:
-        model, _ = load_model(checkpoint)
+        model = copy.deepcopy(original)
         for stage in chosen:
             blocks = list(getattr(model, stage))
             setattr(model, stage, type(getattr(model, stage))(*blocks, extra_block(blocks[-1])))

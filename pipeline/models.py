@@ -90,6 +90,17 @@ def head_module(model: nn.Module) -> nn.Module:
     return heads[-1] if heads else last_linear(model)[1]
 
 
+def head_description(model: nn.Module) -> dict:
+    """What attach_head needs to rebuild the model's head: {} for a plain last Linear."""
+    heads = [m for m in model.modules() if isinstance(m, ClassifierHead)]
+    if not heads:
+        return {}
+    linears = [m for m in heads[-1] if isinstance(m, nn.Linear)]
+    dropouts = [m.p for m in heads[-1] if isinstance(m, nn.Dropout)]
+    return {"head_hidden": [m.out_features for m in linears[:-1]],
+            "head_dropout": dropouts[0] if dropouts else 0.0}
+
+
 def build_model(arch: str, num_classes: int, weights: str = "none", head_dropout: float = 0.0,
                 head_hidden=()) -> nn.Module:
     """A torchvision classifier with a `num_classes` head; weights: none | imagenet | checkpoint path."""
@@ -160,8 +171,9 @@ def apply_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
 # ---------------------------------------------------------------- checkpoints
 
 def save_checkpoint(model: nn.Module, path: Path, meta: dict) -> None:
-    """Write {"state_dict", "meta"}; meta holds arch, classes and shapes (plain JSON-able values)."""
-    meta = dict(meta, shapes=module_shapes(model))
+    """Write {"state_dict", "meta"}; meta holds arch, classes, shapes and the head's layout
+    (plain JSON-able values, the last two read off the model)."""
+    meta = dict(meta, shapes=module_shapes(model), **head_description(model))
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     torch.save({"state_dict": state, "meta": meta}, path)
 

@@ -85,7 +85,6 @@ def train_student(ctx: Context, key: str, name: str, distill: bool) -> dict:
     accuracy = history[-1]["val_accuracy"] if history else None
     loss_desc = describe_loss(cfg, alpha)
     meta = {"arch": cfg.distill.arch, "classes": data.classes, "crop": cfg.data.crop, "loss": loss_desc,
-            "head_hidden": cfg.distill.head_hidden,
             "history": history, "val_accuracy": accuracy}
     with ctx.run.atomic(checkpoint_path(name)) as tmp:
         save_checkpoint(model, tmp, meta)

@@ -63,13 +63,11 @@ class TeacherStage(Stage):
         meta = {"arch": cfg.teacher.arch, "classes": data.classes, "crop": cfg.data.crop}
         if cfg.teacher.checkpoint:
             model, given_meta = given_teacher(cfg.teacher.checkpoint, data.classes, cfg.teacher.arch)
-            meta.update(arch=given_meta["arch"], source=cfg.teacher.checkpoint, history=[],
-                        head_dropout=given_meta.get("head_dropout", 0.0), head_hidden=given_meta.get("head_hidden", []))
+            meta.update(arch=given_meta["arch"], source=cfg.teacher.checkpoint, history=[])
             model = model.to(ctx.device)
         else:
             model, history = train_teacher(ctx, data, ctx.run.path(training_state_path(self.name)), key, "teacher")
-            meta.update(source=f"trained from weights={cfg.teacher.weights}", history=history,
-                        head_dropout=cfg.teacher.dropout, head_hidden=cfg.teacher.head_hidden)
+            meta.update(source=f"trained from weights={cfg.teacher.weights}", history=history)
         accuracy = evaluate(model, data, cfg.data, ctx.device)
         meta["val_accuracy"] = accuracy
         with ctx.run.atomic(checkpoint_path(self.name)) as tmp:
