@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.suite import benchmark_onnx
-from pipeline.config import config_from_dict
-from pipeline.data import load_dataset
+from compress.benchmarks.suite import benchmark_onnx
+from compress.core.config import config_from_dict
+from compress.core.data import load_dataset
 
 SIZE_X, SPEED_X, MAX_DROP_POINTS = 20.0, 6.0, 1.0
 

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import CompressError
+from compress.core.errors import CompressError
 
 BASELINE_FORMAT = "compress-baseline/1"
 

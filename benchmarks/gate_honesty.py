@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.gate import Limits, compare, failed
-from benchmarks.suite import benchmark_onnx
-from exports.onnx import client_metadata, export_onnx
-from pipeline.config import Config, config_from_dict
-from pipeline.data import load_dataset
-from pipeline.models import count_macs, count_params, load_model
+from compress.benchmarks.gate import Limits, compare, failed
+from compress.benchmarks.suite import benchmark_onnx
+from compress.core.config import Config, config_from_dict
+from compress.core.data import load_dataset
+from compress.core.models import count_macs, count_params, load_model
+from compress.exports.onnx import client_metadata, export_onnx
 
 
 def extra_block(block: torch.nn.Module) -> torch.nn.Module:

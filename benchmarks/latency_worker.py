@@ -8,12 +8,13 @@ process per block of rounds makes `compress run`, `compress bench` and the hones
 measure under the same conditions, and splitting the rounds over several processes averages
 out what one process's memory placement does to one model.
 
-Parent side: `time_in_fresh_processes`. Child side: `python -m benchmarks.latency_worker SPEC OUT`.
+Parent side: `time_in_fresh_processes`. Child side: `python -P -m compress.benchmarks.latency_worker SPEC OUT`;
+`-P` keeps the working directory off sys.path, so a user's `benchmarks/` or `compress.py` there is
+neither imported nor run: the child imports only the installed package.
 """
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.measure import interleaved_latency
-from exports.session import cpu_session
+from compress.benchmarks.measure import interleaved_latency
+from compress.exports.session import cpu_session
 
 
 def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches: list[int], threads: int,
@@ -43,8 +44,8 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
                     "threads": threads, "warmup": warmup, "runs": share, "calls": calls}
             spec_file, result_file = Path(tmp) / f"spec-{i}.json", Path(tmp) / f"result-{i}.json"
             spec_file.write_text(json.dumps(spec))
-            done = subprocess.run([sys.executable, "-m", "benchmarks.latency_worker", str(spec_file), str(result_file)],
-                                  capture_output=True, text=True, env=_child_env())
+            done = subprocess.run([sys.executable, "-P", "-m", "compress.benchmarks.latency_worker", str(spec_file),
+                                   str(result_file)], capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 raise RuntimeError(f"latency worker failed (exit {done.returncode}): {last}")
@@ -53,14 +54,6 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
                 for n in paths:
                     out[b][n].extend(result[str(b)][n])
     return out
-
-
-def _child_env() -> dict[str, str]:
-    """This environment with the repository root importable, installed or not."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def main(argv: list[str]) -> None:

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from exports.session import run_logits
+from compress.exports.session import run_logits
 
 NOISE_IQR_OVER_MEDIAN = 0.20  # IQR/median is ~0.10 on an idle 2-core VM; twice that is noise worth a flag
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.accuracy import accuracy_figures
-from benchmarks.environment import environment
-from benchmarks.latency_worker import time_in_fresh_processes
-from benchmarks.measure import paired_ratio, percentiles
-from exports.session import cpu_session, run_logits
-from pipeline.config import BenchConfig
+from compress.benchmarks.accuracy import accuracy_figures
+from compress.benchmarks.environment import environment
+from compress.benchmarks.latency_worker import time_in_fresh_processes
+from compress.benchmarks.measure import paired_ratio, percentiles
+from compress.core.config import BenchConfig
+from compress.exports.session import cpu_session, run_logits
 
 
 def _int_or_none(meta: dict, key: str) -> int | None:

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from benchmarks.accuracy import softmax
-from exports.onnx import read_metadata
-from exports.session import cpu_session, run_logits
-from pipeline.data import IMAGE_EXTENSIONS, preprocess_image
-from pipeline.errors import CompressError
+from compress.core.data import IMAGE_EXTENSIONS, preprocess_image
+from compress.core.errors import CompressError
+from compress.exports.onnx import read_metadata
+from compress.exports.session import cpu_session, run_logits, softmax
 
 
 @dataclass
@@ -31,7 +30,7 @@ class ClientModel:
     std: list[float]
 
     @classmethod
-    def load(cls, path: str | Path) -> "ClientModel":
+    def load(cls, path: str | Path) -> ClientModel:
         meta = read_metadata(path)
         if (meta["color"], meta["layout"], meta["scale"]) != ("RGB", "NCHW", "1/255"):
             raise CompressError(f"{path}: unsupported preprocessing {meta['color']}/{meta['layout']}/{meta['scale']}")

@@ -3,6 +3,8 @@ written from the run's own measurements (report.json), the ONNX file's metadata 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import onnx
 
@@ -26,39 +28,43 @@ def _pruning_line(config: dict, pruning: dict | None) -> str:
             f"{pruning['macs_ratio']:.3f}× MACs of the student, then a distillation fine-tune")
 
 
-def render(*, name: str, onnx_file, ort_file: str | None, metadata: dict, report: dict, config: dict,
-           config_hash: str, teacher: dict, student_loss: str, git_commit: str | None,
-           pruning: dict | None = None) -> str:
-    m = report["models"][name]
-    env = report["environment"]
-    in_name, in_shape, in_dtype, out_name, out_shape = _io(onnx_file)
-    labels = json.loads(metadata["labels"])
-    mean, std = json.loads(metadata["mean"]), json.loads(metadata["std"])
-    resize, crop = int(metadata["resize"]), int(metadata["crop"])
-    ratios = m.get("vs_reference", {})
-    quant = report.get("quantization") or {}
-    latency_rows = "\n".join(
-        f"| {b} | {v['p50']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {int(b) * 1000 / v['p50']:.0f} |"
-        for b, v in sorted(m["latency_ms_by_batch"].items(), key=lambda kv: int(kv[0])))
-    per_class = "\n".join(f"| {c} | {a:.3f} |" for c, a in m["per_class_accuracy"].items())
-    top5 = f"\n- top-5 accuracy: {m['top5_accuracy']:.4f}" if m.get("top5_accuracy") is not None else ""
-    files = "- `model.onnx`: the model (ONNX, opset {}), labels and preprocessing embedded as metadata_props\n".format(
-        config["export"]["opset"])
-    if ort_file:
+@dataclass
+class CardFacts:
+    """Everything the card states, gathered by the package stage."""
+
+    name: str  # the deployable model
+    onnx_file: Path
+    ort_file: str | None
+    metadata: dict  # the ONNX file's metadata_props
+    report: dict  # report.json
+    config: dict
+    config_hash: str
+    teacher: dict  # arch, val_accuracy, source
+    student_loss: str
+    git_commit: str | None
+    pruning: dict | None = None
+
+
+def _files(f: CardFacts, env: dict) -> str:
+    files = (f"- `model.onnx`: the model (ONNX, opset {f.config['export']['opset']}), labels and preprocessing "
+             "embedded as metadata_props\n")
+    if f.ort_file:
         files += (f"- `model.ort`: the same model in ONNX Runtime format for mobile/minimal builds "
-                  f"(basic optimisations applied by onnxruntime {env['onnxruntime']}, portable across CPUs; load it with that version or newer)\n"
+                  f"(basic optimisations applied by onnxruntime {env['onnxruntime']}, portable across CPUs; "
+                  "load it with that version or newer)\n"
                   "- `model.required_operators.config`: operators a minimal ORT build must include "
                   "(`build.sh --minimal_build --include_ops_by_config model.required_operators.config`)\n")
-    files += "- `labels.txt`: class names, one per line, line i+1 = output index i\n"
-    return f"""# Model card: {name}
+    return files + "- `labels.txt`: class names, one per line, line i+1 = output index i\n"
 
-An image classifier with {len(labels)} classes, distilled from a {teacher['arch']} teacher by
-compress (commit {git_commit or 'unknown'}, config sha256 `{config_hash}`).
 
-## Files
-{files}
-## Input
-- name `{in_name}`, shape {in_shape} (NCHW; `batch` is {'dynamic' if isinstance(in_shape[0], str) else 'fixed at ' + str(in_shape[0])}), dtype {in_dtype}
+def _interface(f: CardFacts) -> str:
+    in_name, in_shape, in_dtype, out_name, out_shape = _io(f.onnx_file)
+    labels = json.loads(f.metadata["labels"])
+    mean, std = json.loads(f.metadata["mean"]), json.loads(f.metadata["std"])
+    resize, crop = int(f.metadata["resize"]), int(f.metadata["crop"])
+    batch = "dynamic" if isinstance(in_shape[0], str) else f"fixed at {in_shape[0]}"
+    return f"""## Input
+- name `{in_name}`, shape {in_shape} (NCHW; `batch` is {batch}), dtype {in_dtype}
 
 ## Preprocessing (exactly this, in this order)
 1. Decode the image and convert it to 8-bit RGB (drop alpha; grayscale → 3 equal channels).
@@ -71,31 +77,61 @@ compress (commit {git_commit or 'unknown'}, config sha256 `{config_hash}`).
 ## Output
 - name `{out_name}`, shape {out_shape}, float32 logits; apply softmax for probabilities.
 - index i is the class on line i + 1 of `labels.txt`: {", ".join(f"{i} = {c}" for i, c in enumerate(labels))}
+"""
 
-## Quality (val split, {report['dataset']['val_size']} images of {report['dataset']['name']}, through ONNX Runtime)
-- top-1 accuracy: {m['accuracy']:.4f} (teacher: {report['models'][report['benchmark']['reference']]['accuracy']:.4f}, Δ {100 * ratios.get('accuracy_delta', 0):+.2f} points){top5}
+
+def _quality(f: CardFacts, m: dict) -> str:
+    report, ratios = f.report, m.get("vs_reference", {})
+    reference = report["models"][report["benchmark"]["reference"]]
+    top5 = f"\n- top-5 accuracy: {m['top5_accuracy']:.4f}" if m.get("top5_accuracy") is not None else ""
+    per_class = "\n".join(f"| {c} | {a:.3f} |" for c, a in m["per_class_accuracy"].items())
+    return f"""## Quality (val split, {report['dataset']['val_size']} images of {report['dataset']['name']}, through ONNX Runtime)
+- top-1 accuracy: {m['accuracy']:.4f} (teacher: {reference['accuracy']:.4f}, Δ {100 * ratios.get('accuracy_delta', 0):+.2f} points){top5}
 - agreement with the teacher's top-1: {m['agreement_with_teacher']:.4f}
 - expected calibration error: {m['ece']:.4f}
 
 | class | accuracy |
 |---|---:|
 {per_class}
+"""
 
-## Size and speed (measured in this run)
+
+def _speed(m: dict, env: dict) -> str:
+    ratios = m.get("vs_reference", {})
+    rows = "\n".join(
+        f"| {b} | {v['p50']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {int(b) * 1000 / v['p50']:.0f} |"
+        for b, v in sorted(m["latency_ms_by_batch"].items(), key=lambda kv: int(kv[0])))
+    return f"""## Size and speed (measured in this run)
 - file: {m['onnx_bytes'] / 1e6:.2f} MB ({ratios.get('size_x', float('nan')):.1f}× smaller than the teacher); {m['params'] / 1e6:.2f} M parameters, {m['macs'] / 1e6:.1f} M MACs per image
 - CPU: {env['cpu']}, ISA flags {', '.join(env['isa']) or 'none detected'}, {env['threads']} ONNX Runtime threads of {env['cores']} cores; onnxruntime {env['onnxruntime']}, {env['os']}
 - speed-up over the teacher at batch 1, same process, interleaved: {ratios.get('speed_x', float('nan')):.2f}×
 
 | batch | p50 ms | p90 ms | p99 ms | images/s at p50 |
 |---:|---:|---:|---:|---:|
-{latency_rows}
+{rows}
 
 int8 speed depends on the CPU's instruction set (VNNI/AMX help most); re-measure on the target
 device with `compress bench model.onnx --data DIR`.
+"""
 
+
+def render(f: CardFacts) -> str:
+    m, env = f.report["models"][f.name], f.report["environment"]
+    quant = f.report.get("quantization") or {}
+    labels = json.loads(f.metadata["labels"])
+    return f"""# Model card: {f.name}
+
+An image classifier with {len(labels)} classes, distilled from a {f.teacher['arch']} teacher by
+compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
+
+## Files
+{_files(f, env)}
+{_interface(f)}
+{_quality(f, m)}
+{_speed(m, env)}
 ## How it was made
-- teacher: {teacher['arch']}, val accuracy {teacher.get('val_accuracy', float('nan')):.4f} ({teacher.get('source', '')})
-- student: {config['distill']['arch']}, loss {student_loss}
-- pruning: {_pruning_line(config, pruning)}
+- teacher: {f.teacher['arch']}, val accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} ({f.teacher.get('source', '')})
+- student: {f.config['distill']['arch']}, loss {f.student_loss}
+- pruning: {_pruning_line(f.config, f.pruning)}
 - quantization: {quant.get('chosen', 'off')} ({quant.get('reason', 'quantize.enabled = false')})
 """

@@ -17,8 +17,8 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from exports.session import cpu_session, run_logits
-from pipeline.errors import CompressError
+from compress.core.errors import CompressError
+from compress.exports.session import cpu_session, run_logits
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

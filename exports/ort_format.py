@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from pipeline.errors import CompressError
+from compress.core.errors import CompressError
 
 LEVEL_VARIABLE = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
 

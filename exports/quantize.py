@@ -4,7 +4,7 @@ and the choice between int8 layouts by measurement.
 ONNX Runtime's pre-processing (shape inference, graph optimisation that folds BatchNorm into
 Conv) runs first, as its documentation advises. Which int8 layout is fastest depends on the
 CPU: on AVX2 QDQ S8S8 (ORT's recommended default) was slower than fp32 while QOperator U8S8
-with reduce_range was faster (issue 4's table). So `choose` keeps the fastest candidate within
+with reduce_range was faster (measured on this project's 2-core AVX2 machine). So `choose` keeps the fastest candidate within
 the accuracy budget, and the fp32 model when no candidate beats it.
 
 Two more candidates are built the same way so the report shows them measured rather than
@@ -16,19 +16,18 @@ ONNX Runtime's CPU provider has few fp16 kernels and inserts casts; it is meant 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from exports.onnx import INPUT_NAME, set_metadata
-from pipeline.config import QuantizeConfig
+from compress.core.config import QuantizeConfig
+from compress.exports.onnx import INPUT_NAME, set_metadata
 
 CALIBRATORS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}

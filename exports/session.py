@@ -33,3 +33,10 @@ def run_logits(session: ort.InferenceSession, images: np.ndarray, batch_size: in
     outs = [session.run(None, {name: images[i:i + batch_size].astype(np.float32)})[0]
             for i in range(0, len(images), batch_size)]
     return np.concatenate(outs)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities from logits along the class axis (numerically stable)."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

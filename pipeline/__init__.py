@@ -1,1 +1,1 @@
-"""compress: the pipeline spine (CLI, config, run directory, data, models, training loop)."""
+"""The top layer: the command line, the stage runner, and sweeps."""

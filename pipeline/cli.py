@@ -1,14 +1,37 @@
-"""The `compress` command line. Bad input ends with one line on stderr and exit status 2."""
+"""The `compress` command line. Bad input ends with one line on stderr and exit status 2.
+
+Library code reports through the `compress` logger; this module decides where it goes: to
+stderr, through tqdm so progress bars stay intact, at INFO (WARNING with --quiet).
+"""
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
 import click
 
-from pipeline.config import load_config, set_key, valid_keys
-from pipeline.errors import CompressError
+from compress.core.config import load_config, set_key, valid_keys
+from compress.core.errors import CompressError
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records on stderr, printed through tqdm so they do not tear a progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+        text = self.format(record)
+        if record.levelno >= logging.WARNING:
+            text = click.style(f"WARNING: {text}", fg="yellow")
+        tqdm.write(text, file=sys.stderr)
+
+
+def configure_logging(quiet: bool) -> None:
+    logger = logging.getLogger("compress")
+    logger.handlers[:] = [_ConsoleHandler()]
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
 
 
 class Group(click.Group):
@@ -44,9 +67,10 @@ def main() -> None:
 @click.option("--quiet", is_flag=True, help="No progress bars or per-stage messages.")
 def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, quiet) -> None:
     """Teacher -> distilled student (+ CE baseline) -> pruned -> ONNX -> int8 -> benchmark report."""
-    from pipeline.runner import run_pipeline
-    from benchmarks.report import markdown_table
+    from compress.benchmarks.report import markdown_table
+    from compress.pipeline.runner import run_pipeline
 
+    configure_logging(quiet)
     cfg = load_config(config_file, overrides)
     for key, value in (("data.path", data_path), ("device", device), ("seed", seed)):
         if value is not None:
@@ -59,8 +83,7 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
     if report.is_file():
         data = json.loads(report.read_text())
         click.echo(markdown_table(data))
-        summary = manifest["stages"].get("report", {}).get("summary", {})
-        chosen = summary.get("deployable")
+        chosen = manifest["stages"].get("report", {}).get("summary", {}).get("deployable")
         if chosen in data["models"]:
             r = data["models"][chosen]["vs_reference"]
             click.secho(f"deployable: {chosen}: {r['size_x']:.1f}x smaller, {r['speed_x']:.2f}x faster, "
@@ -73,14 +96,15 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
 @main.command("losses")
 def show_losses() -> None:
     """The distillation terms `distill.loss` can name and combine, e.g. "kl + 0.5*hint"."""
-    from stages.losses import DESCRIPTIONS, TERMS, parse_spec
-    parse_spec("kl")  # registers every term
+    import compress.stages.kd  # noqa: F401  (registers every term)
+    from compress.stages.kd.registry import DESCRIPTIONS, TERMS
     for name in sorted(TERMS):
         kind = TERMS[name]
         needs = "teacher " + ("logits+" + "+".join(kind.features) if kind.features else "logits") \
             if kind.needs_teacher else "no teacher"
         temp = ", uses T" if kind.uses_temperature else ""
-        click.echo(f"{name:12s} {DESCRIPTIONS[name]}  [{needs}{temp}]")
+        settings = "".join(f", distill.{k}" for k in kind.settings)
+        click.echo(f"{name:12s} {DESCRIPTIONS[name]}  [{needs}{temp}{settings}]")
 
 
 @main.command()
@@ -97,16 +121,16 @@ def show_losses() -> None:
 @click.option("--quiet", is_flag=True, help="Only the final table.")
 def sweep(data_path, config_file, overrides, grid_items, seeds, out, jobs, device, quiet) -> None:
     """Grid x seeds of students against one teacher, each paired with the CE baseline at its seed."""
-    from pipeline.sweep import parse_grid, parse_seeds, run_sweep
-    from pipeline.sweep_report import markdown
+    from compress.pipeline.sweep import parse_grid, parse_seeds, run_sweep
+    from compress.pipeline.sweep_report import markdown
 
     cfg = load_config(config_file, overrides)
     for key, value in (("data.path", data_path), ("device", device)):
         if value is not None:
             set_key(cfg, key, value)
     grid = parse_grid(grid_items)
-    summary = run_sweep(cfg, grid, parse_seeds(seeds), Path(out), jobs=jobs, quiet=quiet,
-                        echo=lambda m: click.echo(m, err=True))
+    configure_logging(quiet)
+    summary = run_sweep(cfg, grid, parse_seeds(seeds), Path(out), jobs=jobs, quiet=quiet)
     click.echo(markdown(summary))
     click.echo(f"best cell: {summary['best']}; files: {Path(out) / 'sweep.md'}, sweep.json, sweep.png")
 
@@ -116,9 +140,9 @@ def sweep(data_path, config_file, overrides, grid_items, seeds, out, jobs, devic
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Baseline file to write.")
 def baseline(reports, output) -> None:
     """Write the figures the gate compares to a baseline: from one REPORT.json, or the median of several."""
-    from benchmarks.gate import load_json, median_baseline
+    from compress.benchmarks.gate import load_json, median_baseline
     data = median_baseline([load_json(r, "report") for r in reports], list(reports))
-    from pipeline.rundir import atomic_path
+    from compress.core.rundir import atomic_path
     with atomic_path(output) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n")
     click.echo(f"baseline with {len(data['models'])} models (median of {len(reports)} reports) written to {output}")
@@ -140,7 +164,7 @@ def baseline(reports, output) -> None:
 def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_size_growth, max_compute_growth,
           models, absolute_latency, latency_batches) -> None:
     """Exit 0 if REPORT.json holds up against the baseline, 1 on a regression, 2 on unusable input."""
-    from benchmarks.gate import Limits, compare, failed, load_json, render
+    from compress.benchmarks.gate import Limits, compare, failed, load_json, render
     limits = Limits(max_accuracy_drop=max_accuracy_drop, max_latency_regression=max_latency_regression,
                     max_size_growth=max_size_growth, max_compute_growth=max_compute_growth,
                     max_absolute_latency_regression=max_latency_regression)
@@ -150,9 +174,9 @@ def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_
     click.echo(render(rows))
     for w in warnings:
         click.secho(f"WARNING: {w}", fg="yellow", err=True)
-    bad = [r for r in rows if r.verdict in ("FAIL", "MISSING")]
-    if bad:
-        click.secho(f"REGRESSION: {len(bad)} of {len(rows)} figures outside their limits", fg="red")
+    if failed(rows):
+        bad = sum(r.verdict in ("FAIL", "MISSING") for r in rows)
+        click.secho(f"REGRESSION: {bad} of {len(rows)} figures outside their limits", fg="red")
         sys.exit(1)
     click.secho(f"OK: {len(rows)} figures within limits", fg="green")
 
@@ -165,11 +189,11 @@ def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_
 @click.option("--set", "overrides", multiple=True, metavar="bench.KEY=VALUE", help="Override bench.* settings.")
 def bench(models, data_path, out, reference, overrides) -> None:
     """Benchmark any compress-exported ONNX files on a dataset's val split, outside a pipeline run."""
-    from benchmarks.report import markdown_report, markdown_table
-    from benchmarks.suite import benchmark_onnx
-    from exports.onnx import read_metadata
-    from pipeline.config import DataConfig, load_config
-    from pipeline.data import load_dataset
+    from compress.benchmarks.report import markdown_report, markdown_table
+    from compress.benchmarks.suite import benchmark_onnx
+    from compress.core.config import DataConfig, load_config
+    from compress.core.data import load_dataset
+    from compress.exports.onnx import read_metadata
     cfg = load_config(None, overrides)
     paths = {Path(m).stem: Path(m) for m in models}
     if len(paths) != len(models):
@@ -193,7 +217,8 @@ def bench(models, data_path, out, reference, overrides) -> None:
     report["warnings"] = []
     click.echo(markdown_table(report))
     if out:
-        from pipeline.rundir import REPORT_JSON, REPORT_MD, RunDir
+        from compress.core.roster import REPORT_JSON, REPORT_MD
+        from compress.core.rundir import RunDir
         run = RunDir(out)
         run.write_json(REPORT_JSON, report)
         run.write_text(REPORT_MD, markdown_report(report))
@@ -206,7 +231,7 @@ def bench(models, data_path, out, reference, overrides) -> None:
 @click.option("--top-k", default=3, show_default=True, help="How many classes to print per image.")
 def predict(model, images, top_k) -> None:
     """Print the top-k classes for each image, using only MODEL.onnx and its metadata."""
-    from exports.client import predict as run_predict
+    from compress.exports.client import predict as run_predict
     for image, top in zip(images, run_predict(model, list(images), top_k)):
         click.echo(f"{image}: " + ", ".join(f"{label} {p:.3f}" for label, p in top))
 
@@ -217,7 +242,7 @@ def predict(model, images, top_k) -> None:
               help="ImageFolder: its val/ split when present, else its class folders.")
 def evaluate(model, data_path) -> None:
     """Print MODEL.onnx's top-1 accuracy on a labelled image folder."""
-    from exports.client import evaluate as run_evaluate
+    from compress.exports.client import evaluate as run_evaluate
     result = run_evaluate(model, data_path)
     per_class = ", ".join(f"{c} {a:.3f}" for c, a in result["per_class"].items())
     click.echo(f"accuracy {result['accuracy']:.4f} on {result['images']} images ({per_class})")
@@ -226,7 +251,7 @@ def evaluate(model, data_path) -> None:
 @main.command("config")
 def show_config() -> None:
     """List every config key with its default and why that default."""
-    from pipeline.config import Config, key_reasons
+    from compress.core.config import Config, key_reasons
     cfg, reasons = Config(), key_reasons()
     for key in valid_keys():
         obj = cfg

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 import os
 import re
 import shutil
@@ -25,9 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import Config, config_from_dict, set_key, valid_keys
-from pipeline.errors import CompressError
-from pipeline.rundir import atomic_path, checkpoint_path, sha256_json
+from compress.core.config import Config, config_from_dict, set_key, valid_keys
+from compress.core.errors import CompressError
+from compress.core.roster import TEACHER, checkpoint_path
+from compress.core.rundir import atomic_path, sha256_json
+
+log = logging.getLogger("compress")
 
 FIXED_PREFIXES = ("data.", "teacher.", "seed", "distill.seed", "device", "prune.", "export.", "quantize.", "bench.")
 
@@ -80,9 +84,9 @@ def config_from(cfg: Config, settings: dict[str, Any]) -> Config:
 
 def cells(cfg: Config, grid: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Every combination of the grid, as typed values; T is dropped where the loss ignores it."""
-    from pipeline.config import validate
-    from pipeline.runner import check_loss_recipe
-    from stages.losses import uses_temperature
+    from compress.core.config import validate
+    from compress.stages.kd.spec import uses_temperature
+    from compress.stages.student_recipe import check_loss_recipe
 
     combos, seen = [], set()
     keys = list(grid)
@@ -115,9 +119,10 @@ def cell_name(combo: dict[str, Any]) -> str:
 
 
 def baseline_dir(cfg: Config) -> str:
-    from stages.distill import BaselineStage
-    key = dict(BaselineStage().key_config(cfg))
-    key.pop("seed", None)  # the teacher's seed; the student seed is inside
+    from compress.stages.baseline import BaselineStage
+    key = BaselineStage().view(cfg).to_dict()
+    key.pop("seed", None)  # the teacher's seed
+    key["distill"].pop("seed", None)  # the student's seed is in the directory name
     return sha256_json(key)[:12]
 
 
@@ -148,7 +153,7 @@ _DATA_CACHE: dict[str, Any] = {}
 def adopt_teacher(cell_out: Path, teacher_out: Path) -> None:
     """Put the sweep's teacher checkpoint into a cell's run directory (a hard link where the file
     system allows, so 45 cells do not hold 45 copies of a 94 MB ResNet50)."""
-    source, target = teacher_out / checkpoint_path("teacher"), cell_out / checkpoint_path("teacher")
+    source, target = teacher_out / checkpoint_path(TEACHER), cell_out / checkpoint_path(TEACHER)
     if target.is_file() and target.samefile(source):
         return
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -163,11 +168,12 @@ def adopt_teacher(cell_out: Path, teacher_out: Path) -> None:
 def run_task(task: Task, quiet: bool = True, data=None) -> str:
     """Run one task (in this process or a worker). Returns its run directory."""
     import torch
-    from pipeline.data import load_dataset
-    from pipeline.runner import run_pipeline
-    from stages.distill import BaselineStage, DistillStage
-    from stages.teacher import TeacherStage
-    from stages.teacher_outputs import out_of_fold_logits
+
+    from compress.core.data import load_dataset
+    from compress.pipeline.runner import run_pipeline
+    from compress.stages.baseline import BaselineStage
+    from compress.stages.distill import DistillStage
+    from compress.stages.teacher import TeacherStage
 
     torch.set_num_threads(task.threads)
     cfg = config_from_dict(task.config)
@@ -181,40 +187,42 @@ def run_task(task: Task, quiet: bool = True, data=None) -> str:
         adopt_teacher(Path(task.out), Path(task.cache).parent / "teacher")
     run_pipeline(cfg, task.out, quiet=quiet, stages=stages, data=data, shared_cache=Path(task.cache))
     if task.kind == "teacher" and cfg.distill.teacher_folds >= 2:
-        from pipeline.rundir import RunDir
-        from pipeline.stage import Context
-        from pipeline.train import resolve_device
-        out_of_fold_logits(Context(cfg, RunDir(task.out), data, resolve_device(cfg.device), quiet,
-                                   shared_cache=Path(task.cache)))  # once, before the cells need it
+        from compress.core.rundir import RunDir
+        from compress.core.stage import Context
+        from compress.core.train import resolve_device
+        from compress.stages.student_recipe import teacher_signal
+        # once, before the cells need it, with the distill stage's view (the same cache digest)
+        ctx = Context(DistillStage().view(cfg), RunDir(task.out), data, resolve_device(cfg.device), quiet,
+                      shared_cache=Path(task.cache))
+        teacher_signal(ctx, cfg.distill.loss)
     return task.out
 
 
 def run_sweep(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, jobs: int = 1,
-              quiet: bool = False, echo=print) -> dict:
+              quiet: bool = False) -> dict:
     """Plan, run (skipping what is finished) and aggregate; writes sweep.json / .md / .png."""
     import time
-    from pipeline.runner import preflight
-    from pipeline.sweep_report import aggregate, write_outputs
+
+    from compress.pipeline.runner import preflight
+    from compress.pipeline.sweep_report import aggregate, write_outputs
 
     t0 = time.perf_counter()
     if jobs < 1:
         raise CompressError("--jobs must be >= 1")
     data = preflight(cfg)
     teacher, tasks, records = plan(cfg, grid, seeds, out, jobs)
-    echo(f"sweep: {len(records) // len(seeds)} cells x {len(seeds)} seeds, {sum(t.kind == 'baseline' for t in tasks)} "
+    log.info(f"sweep: {len(records) // len(seeds)} cells x {len(seeds)} seeds, {sum(t.kind == 'baseline' for t in tasks)} "
          f"baseline runs, jobs={jobs}; teacher in {teacher.out}")
     run_task(teacher, quiet, data)
     if jobs == 1:
         for i, task in enumerate(tasks, 1):
             run_task(task, True, data)
-            if not quiet:
-                echo(f"[{i}/{len(tasks)}] {task.kind} {task.out}")
+            log.info(f"[{i}/{len(tasks)}] {task.kind} {task.out}")
     else:
         import multiprocessing
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
             for i, done in enumerate(pool.map(run_task, tasks), 1):
-                if not quiet:
-                    echo(f"[{i}/{len(tasks)}] {done}")
+                log.info(f"[{i}/{len(tasks)}] {done}")
     summary = aggregate(records, seeds, teacher)
     summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
     summary["grid"], summary["jobs"] = grid, jobs

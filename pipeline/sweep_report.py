@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from pipeline.rundir import RunDir, atomic_path
+from compress.core.rundir import RunDir, atomic_path
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -26,7 +26,7 @@ def aggregate(records: list[dict], seeds: list[int], teacher) -> dict:
     for r in records:
         cell = cells.setdefault(r["cell"], {"settings": r["settings"], "seeds": [], "accuracy": [],
                                             "baseline": [], "seconds": []})
-        student = _record(r["run"], "student")
+        student = _record(r["run"], "distill")
         cell["seeds"].append(r["seed"])
         cell["accuracy"].append(float(student["summary"]["val_accuracy"]))
         cell["baseline"].append(float(_record(r["baseline"], "baseline")["summary"]["val_accuracy"]))
@@ -62,7 +62,7 @@ def markdown(summary: dict) -> str:
     lines = [f"Teacher val accuracy {100 * summary['teacher']['val_accuracy']:.2f}%; seeds {summary['seeds']}; "
              f"wall time {summary.get('wall_seconds', 0):.0f} s (jobs={summary.get('jobs', 1)}).", "",
              head, "|" + "---|" * (len(keys) + 5)]
-    for name, c in sorted(summary["cells"].items(), key=lambda kv: -kv[1]["mean"]):
+    for c in sorted(summary["cells"].values(), key=lambda cell: -cell["mean"]):
         values = [str(c["settings"].get(k, "—")) for k in keys]
         lines.append("| " + " | ".join(values) + f" | {100 * c['mean']:.2f} ± {100 * c['std']:.2f} | "
                      f"{100 * c['baseline_mean']:.2f} ± {100 * c['baseline_std']:.2f} | "
@@ -73,7 +73,7 @@ def markdown(summary: dict) -> str:
 
 def plot(summary: dict) -> bytes:
     """Accuracy vs T, one line per alpha, one panel per loss; the baseline as a dashed band."""
-    from benchmarks.plots import _png, plt
+    from compress.benchmarks.plots import _png, plt
     cells = list(summary["cells"].values())
     losses = sorted({str(c["settings"].get("distill.loss", "(base)")) for c in cells})
     temps = sorted({float(c["settings"]["distill.temperature"]) for c in cells if "distill.temperature" in c["settings"]})

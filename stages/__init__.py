@@ -1,1 +1,2 @@
-"""One module per pipeline stage; each reads named artifacts and writes named artifacts."""
+"""One module per pipeline stage (teacher, distill, baseline, prune, export, quantize,
+benchmark, package, report), the recipes they share, and `kd`, the distillation library."""

@@ -5,27 +5,34 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.measure import cuda_latency_ms
-from benchmarks.report import markdown_report
-from benchmarks.suite import benchmark_onnx
-from pipeline.config import Config
-from pipeline.models import load_model
-from pipeline.rundir import EXPORT_INFO, QUANTIZE_INFO, REPORT_JSON, REPORT_MD, checkpoint_path, onnx_path
-from pipeline.stage import Context, Stage
-from stages.export import fp32_model_names
-
-
-def benchmarked_models(cfg: Config) -> list[str]:
-    return fp32_model_names(cfg) + (["student_int8"] if cfg.quantize.enabled else [])
+from compress.benchmarks.measure import cuda_latency_ms
+from compress.benchmarks.report import markdown_report
+from compress.benchmarks.suite import benchmark_onnx
+from compress.core.config import Config
+from compress.core.models import load_model
+from compress.core.roster import (
+    EXPORT_INFO,
+    QUANTIZE_INFO,
+    REPORT_JSON,
+    REPORT_MD,
+    TEACHER,
+    all_models,
+    checkpoint_path,
+    fp32_models,
+    onnx_path,
+)
+from compress.core.stage import Context, Stage
 
 
 class BenchmarkStage(Stage):
     name = "benchmark"
-    sections = ("data", "bench")
+
+    def reads(self, cfg: Config) -> tuple[str, ...]:
+        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled")
 
     def inputs(self, cfg: Config) -> list[str]:
-        return ([onnx_path(n) for n in benchmarked_models(cfg)] + [EXPORT_INFO]
-                + [checkpoint_path(n) for n in fp32_model_names(cfg)]
+        return ([onnx_path(n) for n in all_models(cfg)] + [EXPORT_INFO]
+                + [checkpoint_path(n) for n in fp32_models(cfg)]
                 + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
@@ -34,12 +41,12 @@ class BenchmarkStage(Stage):
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
         images = data.val_inputs(cfg.data).numpy()
-        paths = {n: ctx.run.path(onnx_path(n)) for n in benchmarked_models(cfg)}
+        paths = {n: ctx.run.path(onnx_path(n)) for n in all_models(cfg)}
         measured = benchmark_onnx(paths, images, data.val.labels.numpy(), data.classes, cfg.bench,
-                                  reference="teacher", root=ctx.run.root)
+                                  reference=TEACHER, root=ctx.run.root)
         info = ctx.run.read_json(EXPORT_INFO)
         if torch.cuda.is_available():
-            for name in fp32_model_names(cfg):
+            for name in fp32_models(cfg):
                 model, _ = load_model(ctx.run.path(checkpoint_path(name)))
                 by_batch = {str(b): cuda_latency_ms(model, images, b, cfg.bench.warmup, cfg.bench.runs)
                             for b in sorted(set(cfg.bench.batch_sizes))}
@@ -51,7 +58,7 @@ class BenchmarkStage(Stage):
             "dataset": {"name": data.name, "classes": data.classes, "train_size": len(data.train),
                         "val_size": len(data.val)},
             **measured,
-            "training": {n: info[n]["history"] for n in fp32_model_names(cfg)},
+            "training": {n: info[n]["history"] for n in fp32_models(cfg)},
             "quantization": ctx.run.read_json(QUANTIZE_INFO) if cfg.quantize.enabled else None,
             "warnings": [w for rec in ctx.run.load_manifest().get("stages", {}).values()
                          for w in rec.get("warnings", [])],

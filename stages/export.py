@@ -2,37 +2,32 @@
 check against PyTorch on real val images; records params and MACs for the report."""
 from __future__ import annotations
 
-from pipeline.config import Config
-from pipeline.models import count_macs, count_params, load_model
-from pipeline.rundir import EXPORT_INFO, checkpoint_path, onnx_path
-from pipeline.stage import Context, Stage
-from exports.onnx import client_metadata, export_onnx, parity
+from compress.core.config import Config
+from compress.core.models import count_macs, count_params, load_model
+from compress.core.roster import EXPORT_INFO, checkpoint_path, fp32_models, onnx_path
+from compress.core.stage import Context, Stage
+from compress.exports.onnx import client_metadata, export_onnx, parity
 
-
-def fp32_model_names(cfg: Config) -> list[str]:
-    names = ["teacher", "student"]
-    if cfg.distill.baseline:
-        names.append("baseline")
-    if cfg.prune.enabled:
-        names.append("student_pruned")
-    return names
+ROSTER_KEYS = ("distill.baseline", "prune.enabled")  # which fp32 models exist (compress.core.roster)
 
 
 class ExportStage(Stage):
     name = "export"
-    sections = ("data", "export")
+
+    def reads(self, cfg: Config) -> tuple[str, ...]:
+        return ("data", "export", *ROSTER_KEYS)
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [checkpoint_path(n) for n in fp32_model_names(cfg)]
+        return [checkpoint_path(n) for n in fp32_models(cfg)]
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(n) for n in fp32_model_names(cfg)] + [EXPORT_INFO]
+        return [onnx_path(n) for n in fp32_models(cfg)] + [EXPORT_INFO]
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
         images = data.val_inputs(cfg.data)[:cfg.export.parity_samples]
         info = {}
-        for name in fp32_model_names(cfg):
+        for name in fp32_models(cfg):
             model, meta = load_model(ctx.run.path(checkpoint_path(name)))
             params, macs = count_params(model), count_macs(model, cfg.data.crop)
             metadata = client_metadata(data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,

@@ -7,32 +7,45 @@ from __future__ import annotations
 import json
 import shutil
 
-from exports.model_card import render
-from exports.onnx import fix_batch, read_metadata
-from exports.ort_format import convert_to_ort
-from pipeline.config import Config
-from pipeline.rundir import EXPORT_INFO, QUANTIZE_INFO, REPORT_JSON, onnx_path, sha256_json
-from pipeline.stage import Context, Stage
-from stages.benchmark import benchmarked_models
-from stages.report import deployable
-
-DEPLOY_ONNX, DEPLOY_ORT, DEPLOY_OPS = "deploy/model.onnx", "deploy/model.ort", "deploy/model.required_operators.config"
-LABELS, MODEL_CARD = "deploy/labels.txt", "deploy/model_card.md"
+from compress.core.config import Config, section_names
+from compress.core.provenance import git_commit
+from compress.core.roster import (
+    DEPLOY_CARD,
+    DEPLOY_LABELS,
+    DEPLOY_ONNX,
+    DEPLOY_OPS,
+    DEPLOY_ORT,
+    EXPORT_INFO,
+    PRUNED,
+    QUANTIZE_INFO,
+    REPORT_JSON,
+    TEACHER,
+    all_models,
+    deployable,
+    onnx_path,
+)
+from compress.core.rundir import sha256_json
+from compress.core.stage import Context, Stage
+from compress.exports.model_card import CardFacts, render
+from compress.exports.onnx import fix_batch, read_metadata
+from compress.exports.ort_format import convert_to_ort
+from compress.stages.student_recipe import describe_loss
 
 
 class PackageStage(Stage):
     name = "package"
-    sections = ("data", "export")
+
+    def reads(self, cfg: Config) -> tuple[str, ...]:
+        return ("device", *section_names())  # the model card states the whole config
 
     def inputs(self, cfg: Config) -> list[str]:
-        return ([REPORT_JSON, EXPORT_INFO] + [onnx_path(n) for n in benchmarked_models(cfg)]
+        return ([REPORT_JSON, EXPORT_INFO] + [onnx_path(n) for n in all_models(cfg)]
                 + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [DEPLOY_ONNX, LABELS, MODEL_CARD] + ([DEPLOY_ORT, DEPLOY_OPS] if cfg.export.ort else [])
+        return [DEPLOY_ONNX, DEPLOY_LABELS, DEPLOY_CARD] + ([DEPLOY_ORT, DEPLOY_OPS] if cfg.export.ort else [])
 
     def run(self, ctx: Context, key: str) -> dict:
-        from pipeline.runner import git_commit
         cfg, run = ctx.cfg, ctx.run
         name = deployable(cfg, run)
         source = run.path(onnx_path(name))
@@ -43,19 +56,18 @@ class PackageStage(Stage):
         deploy = run.path(DEPLOY_ONNX)
         metadata = read_metadata(source)
         labels = json.loads(metadata["labels"])
-        run.write_text(LABELS, "\n".join(labels) + "\n")
+        run.write_text(DEPLOY_LABELS, "\n".join(labels) + "\n")
         if cfg.export.ort:
             with run.atomic(DEPLOY_ORT) as tmp_ort, run.atomic(DEPLOY_OPS) as tmp_ops:
                 convert_to_ort(deploy, tmp_ort, tmp_ops)
         report, info = run.read_json(REPORT_JSON), run.read_json(EXPORT_INFO)
-        student = run.load_manifest().get("stages", {}).get("student", {}).get("summary", {})
-        teacher = {"arch": info["teacher"]["arch"], "val_accuracy": report["models"]["teacher"]["accuracy"],
+        teacher = {"arch": info[TEACHER]["arch"], "val_accuracy": report["models"][TEACHER]["accuracy"],
                    "source": "through ONNX Runtime"}
-        card = render(name=name, onnx_file=deploy, ort_file=DEPLOY_ORT if cfg.export.ort else None,
-                      metadata=metadata, report=report, config=cfg.to_dict(),
-                      config_hash=sha256_json(cfg.to_dict())[:16], teacher=teacher,
-                      student_loss=student.get("loss", cfg.distill.loss), git_commit=git_commit(),
-                      pruning=(info.get("student_pruned") or {}).get("pruning"))
-        run.write_text(MODEL_CARD, card)
+        card = render(CardFacts(name=name, onnx_file=deploy, ort_file=DEPLOY_ORT if cfg.export.ort else None,
+                                metadata=metadata, report=report, config=cfg.to_dict(),
+                                config_hash=sha256_json(cfg.to_dict())[:16], teacher=teacher,
+                                student_loss=describe_loss(cfg), git_commit=git_commit(),
+                                pruning=(info.get(PRUNED) or {}).get("pruning")))
+        run.write_text(DEPLOY_CARD, card)
         ctx.log(f"package: {name} -> deploy/ ({', '.join(p.split('/')[-1] for p in self.outputs(cfg))})")
         return {"deployable": name, "files": self.outputs(cfg)}

@@ -1,6 +1,6 @@
-"""Stage `student_pruned`: structured channel pruning of the distilled student with
+"""Stage `prune`: structured channel pruning of the distilled student with
 torch-pruning, to a target MACs ratio, params ratio or measured latency, then a distillation
-fine-tune to recover accuracy.
+fine-tune to recover accuracy; writes the checkpoint `student_pruned`.
 
 torch-pruning's dependency graph prunes coupled channels together (a residual add forces the
 same channels out of every conv feeding it), so the result is a smaller dense network that
@@ -19,22 +19,25 @@ The checkpoint carries every layer's channel counts, so it reloads with `weights
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch_pruning as tp
 
-from benchmarks.measure import percentiles
-from benchmarks.suite import time_latency
-from exports.onnx import client_metadata, export_onnx
-from pipeline.config import Config, PruneConfig
-from pipeline.data import calibration_batch, calibration_indices
-from pipeline.models import count_macs, count_params, last_linear, load_model, save_checkpoint
-from pipeline.rundir import checkpoint_path, training_state_path
-from pipeline.stage import Context, Stage
-from stages.distill import make_objective, student_seed, train_with
-from stages.losses import TERMS, parse_spec
+from compress.benchmarks.measure import percentiles
+from compress.benchmarks.suite import time_latency
+from compress.core.config import Config, PruneConfig
+from compress.core.data import calibration_batch, calibration_indices
+from compress.core.models import count_macs, count_params, last_linear, load_model, save_checkpoint
+from compress.core.roster import PRUNED, STUDENT, TEACHER, checkpoint_path, training_state_path
+from compress.core.stage import Context, Stage
+from compress.exports.onnx import client_metadata, export_onnx
+from compress.stages.kd.logit import cross_entropy
+from compress.stages.kd.registry import TERMS
+from compress.stages.kd.spec import parse_spec
+from compress.stages.student_recipe import make_objective, student_seed
+from compress.stages.training import TrainSpec, train
 
 PRUNE_STEPS = 40  # granularity of the search: the target is met within ~1/40 of the range
 ROUND_MACS_CUT = 0.15  # latency search: each round removes this share of the remaining MACs
@@ -112,33 +115,37 @@ def fine_tune_spec(spec: str) -> str:
 
 
 class PruneStage(Stage):
-    name = "student_pruned"
-    sections = ("data", "train", "prune", "distill")
+    name = "prune"
 
-    def key_config(self, cfg: Config) -> dict:
-        key = super().key_config(cfg)
-        if cfg.prune.target == "latency":  # the measurement depends on these too
-            key.update(export=cfg.section("export"), bench=cfg.section("bench"))
-        return key
+    def reads(self, cfg: Config) -> tuple[str, ...]:
+        measured = ("export", "bench") if cfg.prune.target == "latency" else ()  # the measurement depends on them
+        return ("data", "train", "prune", "distill", *measured)
 
     def enabled(self, cfg: Config) -> bool:
         return cfg.prune.enabled
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [checkpoint_path("teacher"), checkpoint_path("student")]
+        return [checkpoint_path(TEACHER), checkpoint_path(STUDENT)]
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [checkpoint_path(self.name)]
+        return [checkpoint_path(PRUNED)]
 
     def _fine_tune(self, ctx: Context, model, key: str, state_name: str, epochs: int, seed: int) -> list[dict]:
+        """A distillation fine-tune from the teacher (CE alone when distill.alpha = 1)."""
         cfg = ctx.cfg
-        objective, _ = make_objective(ctx, model, fine_tune_spec(cfg.distill.loss), cfg.distill.alpha,
-                                      cfg.distill.augment, seed)
-        return train_with(ctx, model, objective, key=key, name=state_name, epochs=epochs, lr=cfg.prune.lr, seed=seed)
+        spec = TrainSpec(state_name, key, epochs, cfg.prune.lr, seed, cfg.distill.augment)
+        if cfg.distill.alpha >= 1.0:
+            smoothing = cfg.train.label_smoothing
+            return train(ctx, model, lambda m, x, y, _index: cross_entropy(m(x), y, smoothing), spec)
+        objective, _ = make_objective(ctx, model, fine_tune_spec(cfg.distill.loss), seed)
+        try:
+            return train(ctx, model, objective, spec, objective=objective)
+        finally:
+            objective.close()
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, p = ctx.cfg, ctx.cfg.prune
-        model, meta = load_model(ctx.run.path(checkpoint_path("student")))
+        model, meta = load_model(ctx.run.path(checkpoint_path(STUDENT)))
         gradients = None
         if p.importance == "taylor":
             labels = ctx.data.train.labels[calibration_indices(ctx.data, 64, cfg.seed)]
@@ -150,11 +157,11 @@ class PruneStage(Stage):
             start_ms = onnx_p50_ms(model, cfg, val)
             for r in range(1, p.max_rounds + 1):
                 pruner.prune_until(lambda macs, _params, r=r: macs <= (1 - ROUND_MACS_CUT) ** r)
-                self._fine_tune(ctx, model, f"{key}-round{r}", f"{self.name}-round{r}", p.round_epochs, seed + r)
+                self._fine_tune(ctx, model, f"{key}-round{r}", f"{PRUNED}-round{r}", p.round_epochs, seed + r)
                 ms = onnx_p50_ms(model, cfg, val)
                 rounds.append({"round": r, "macs_ratio": pruner.ratios()[0], "p50_ms": ms})
                 ctx.log(f"prune round {r}: MACs {pruner.ratios()[0]:.3f}x, p50 {ms:.2f} ms (target {p.target_latency_ms} ms)")
-                ctx.run.path(training_state_path(f"{self.name}-round{r}")).unlink(missing_ok=True)
+                ctx.run.path(training_state_path(f"{PRUNED}-round{r}")).unlink(missing_ok=True)
                 if ms <= p.target_latency_ms:
                     break
             else:
@@ -169,10 +176,10 @@ class PruneStage(Stage):
                                      "latency": p.target_latency_ms}[p.target], latency_rounds=rounds)
         ctx.log(f"pruned: MACs {summary['macs_before']:,} -> {summary['macs_after']:,} ({summary['macs_ratio']:.3f}x), "
                 f"params {summary['params_ratio']:.3f}x in {summary['steps']} steps")
-        history = self._fine_tune(ctx, model, key, self.name, p.epochs, seed)
+        history = self._fine_tune(ctx, model, key, PRUNED, p.epochs, seed)
         accuracy = history[-1]["val_accuracy"] if history else None
         meta = dict(meta, pruning=summary, history=history, val_accuracy=accuracy)
-        with ctx.run.atomic(checkpoint_path(self.name)) as tmp:
+        with ctx.run.atomic(checkpoint_path(PRUNED)) as tmp:
             save_checkpoint(model, tmp, meta)
-        ctx.run.path(training_state_path(self.name)).unlink(missing_ok=True)
+        ctx.run.path(training_state_path(PRUNED)).unlink(missing_ok=True)
         return {**summary, "val_accuracy": accuracy, "history": history}

@@ -1,4 +1,4 @@
-"""Stage `student_int8`: int8 static quantization of the final fp32 student (the pruned one when
+"""Stage `quantize`: int8 static quantization of the final fp32 student (the pruned one when
 pruning is on), calibrated on real training images.
 
 With quantize.format = "auto" every candidate layout is built, timed interleaved with its fp32
@@ -18,39 +18,36 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.measure import percentiles, predictions
-from benchmarks.suite import time_latency
-from exports.session import cpu_session
-from exports.quantize import Measured, build_candidate, choose, preprocessed
-from pipeline.config import Config
-from pipeline.data import calibration_batch
-from pipeline.rundir import QUANTIZE_INFO, onnx_path
-from pipeline.stage import Context, Stage
-
+from compress.benchmarks.measure import percentiles, predictions
+from compress.benchmarks.suite import time_latency
+from compress.core.config import Config
+from compress.core.data import calibration_batch
+from compress.core.roster import INT8, QUANTIZE_INFO, final_fp32_student, onnx_path
+from compress.core.stage import Context, Stage
+from compress.exports.quantize import Measured, build_candidate, choose, preprocessed
+from compress.exports.session import cpu_session
 
 REFERENCE_ONLY = ("dynamic", "fp16")
 
 
-def int8_source(cfg: Config) -> str:
-    return "student_pruned" if cfg.prune.enabled else "student"
-
-
 class QuantizeStage(Stage):
-    name = "student_int8"
-    sections = ("data", "quantize", "bench")
+    name = "quantize"
+
+    def reads(self, cfg: Config) -> tuple[str, ...]:
+        return ("data", "quantize", "bench", "prune.enabled")
 
     def enabled(self, cfg: Config) -> bool:
         return cfg.quantize.enabled
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(int8_source(cfg))]
+        return [onnx_path(final_fp32_student(cfg))]
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(self.name), QUANTIZE_INFO]
+        return [onnx_path(INT8), QUANTIZE_INFO]
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data, q = ctx.cfg, ctx.data, ctx.cfg.quantize
-        source_name = int8_source(cfg)
+        source_name = final_fp32_student(cfg)
         source = ctx.run.path(onnx_path(source_name))
         calibration = calibration_batch(data, cfg.data, q.calibration_samples, cfg.seed).numpy()
         val = data.val_inputs(cfg.data).numpy()
@@ -74,11 +71,11 @@ class QuantizeStage(Stage):
             eligible = [c for c in candidates if c.name not in REFERENCE_ONLY or q.format == c.name] or candidates
             winner, reason = choose(eligible, fp32, q.max_accuracy_drop if q.format == "auto" else 100.0)
             keep = winner if winner != "fp32" else max(eligible, key=lambda c: (c.accuracy, -c.p50_ms)).name
-            with ctx.run.atomic(onnx_path(self.name)) as out:
+            with ctx.run.atomic(onnx_path(INT8)) as out:
                 shutil.copyfile(files[keep], out)
         agreement = float(np.mean(preds[keep] == preds["fp32"]))
         info = {"source": source_name, "format": q.format, "chosen": winner, "int8_file_holds": keep,
-                "deployable": self.name if winner != "fp32" else source_name, "reason": reason,
+                "deployable": INT8 if winner != "fp32" else source_name, "reason": reason,
                 "fp32": vars(fp32), "candidates": [dict(vars(c), agreement_with_source=float(
                     np.mean(preds[c.name] == preds["fp32"]))) for c in candidates]}
         ctx.run.write_json(QUANTIZE_INFO, info)

@@ -5,40 +5,38 @@ from __future__ import annotations
 import base64
 import html
 
-import numpy as np
 import torch
 
-from benchmarks import plots
-from benchmarks.gradcam import gradcam, top_region_iou
-from benchmarks.report import markdown_table
-from pipeline.config import Config
-from pipeline.models import load_model
-from pipeline.rundir import QUANTIZE_INFO, REPORT_HTML, REPORT_JSON, checkpoint_path
-from pipeline.stage import Context, Stage
-from stages.quantize import int8_source
+from compress.benchmarks import plots
+from compress.benchmarks.gradcam import gradcam, top_region_iou
+from compress.benchmarks.report import markdown_table
+from compress.core.config import Config
+from compress.core.models import load_model
+from compress.core.roster import (
+    QUANTIZE_INFO,
+    REPORT_HTML,
+    REPORT_JSON,
+    TEACHER,
+    checkpoint_path,
+    deployable,
+    final_fp32_student,
+    plot_path,
+)
+from compress.core.stage import Context, Stage
 
 GRADCAM_PANELS = 6  # val images shown side by side
 GRADCAM_MAX_IMAGES = 256  # val images averaged for the overlap figure (bounded for big val sets)
 PLOTS = ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")
 
 
-def deployable(cfg: Config, run) -> str:
-    """The model an edge team should take: int8 when it won on this CPU, else the fp32 student."""
-    if cfg.quantize.enabled:
-        return run.read_json(QUANTIZE_INFO)["deployable"]
-    return int8_source(cfg)
-
-
-def plot_path(name: str) -> str:
-    return f"plots/{name}.png"
-
-
 class ReportStage(Stage):
     name = "report"
-    sections = ("data",)
+
+    def reads(self, cfg: Config) -> tuple[str, ...]:
+        return ("data", "prune.enabled", "quantize.enabled")  # the last two: which model is deployable
 
     def inputs(self, cfg: Config) -> list[str]:
-        return ([REPORT_JSON, checkpoint_path("teacher"), checkpoint_path(int8_source(cfg))]
+        return ([REPORT_JSON, checkpoint_path(TEACHER), checkpoint_path(final_fp32_student(cfg))]
                 + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
@@ -47,10 +45,10 @@ class ReportStage(Stage):
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
         report = ctx.run.read_json(REPORT_JSON)
-        chosen, source = deployable(cfg, ctx.run), int8_source(cfg)
+        chosen, source = deployable(cfg, ctx.run), final_fp32_student(cfg)
         crops = data.val_crops(cfg.data.crop)[:GRADCAM_MAX_IMAGES]
         images = data.val_inputs(cfg.data)[:GRADCAM_MAX_IMAGES]
-        teacher, _ = load_model(ctx.run.path(checkpoint_path("teacher")))
+        teacher, _ = load_model(ctx.run.path(checkpoint_path(TEACHER)))
         student, _ = load_model(ctx.run.path(checkpoint_path(source)))
         with torch.no_grad():
             target = teacher(images).argmax(1)  # both explain the teacher's class
@@ -70,7 +68,7 @@ class ReportStage(Stage):
             with ctx.run.atomic(plot_path(name)) as tmp:
                 tmp.write_bytes(png)
         summary = {"deployable": chosen, "gradcam_source": source, "gradcam_images": len(images),
-                   "gradcam_feature_maps": {"teacher": list(t_grid), source: list(s_grid)},
+                   "gradcam_feature_maps": {TEACHER: list(t_grid), source: list(s_grid)},
                    "gradcam_top20_iou_mean": float(overlap.mean()) if spatial else None,
                    "gradcam_top20_iou_std": float(overlap.std()) if spatial and len(overlap) > 1 else None}
         ctx.run.write_text(REPORT_HTML, render_html(report, pngs, summary))

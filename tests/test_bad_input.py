@@ -8,9 +8,9 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
+from helpers import cli_args, write_digits
 
-from pipeline.cli import main
-from tests.conftest import cli_args, write_digits
+from compress.pipeline.cli import main
 
 
 def assert_clean_failure(args, out, *needles):
@@ -51,6 +51,7 @@ def test_train_and_val_classes_differ(folder, tmp_path):
     assert_clean_failure(cli_args(folder, tmp_path / "out"), tmp_path / "out", "differ", "digit2")
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_named_and_can_be_skipped(folder, tmp_path):
     bad = folder / "train/digit1/broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not a png")
@@ -86,7 +87,7 @@ def test_bad_toml_file(digits_folder, tmp_path):
 
 
 def test_teacher_checkpoint_with_other_classes(digits_folder, tmp_path):
-    from pipeline.models import save_checkpoint
+    from compress.core.models import save_checkpoint
     ckpt = tmp_path / "teacher.pt"
     save_checkpoint(torchvision.models.resnet18(num_classes=2), ckpt, {"arch": "resnet18", "classes": ["ant", "bee"]})
     args = cli_args(digits_folder, tmp_path / "out", teacher__checkpoint=str(ckpt))
@@ -102,8 +103,8 @@ def test_teacher_checkpoint_that_is_a_pickled_module(digits_folder, tmp_path):
 
 def test_split_tree_without_val_is_split_by_class(tmp_path):
     """Not an error: class folders without train/val get a stratified, seeded split."""
-    from pipeline.config import DataConfig
-    from pipeline.data import load_dataset
+    from compress.core.config import DataConfig
+    from compress.core.data import load_dataset
     root = write_digits(tmp_path / "flat", per_class=10, split=False)
     data = load_dataset(DataConfig(path=str(root), val_fraction=0.3, resize=16, crop=16), seed=0)
     assert (len(data.train), len(data.val)) == (21, 9)

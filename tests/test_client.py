@@ -5,8 +5,8 @@ import torch
 import torchvision
 from click.testing import CliRunner
 
-from exports.onnx import client_metadata, export_onnx
-from pipeline.cli import main
+from compress.exports.onnx import client_metadata, export_onnx
+from compress.pipeline.cli import main
 
 
 def tiny_model(tmp_path):

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.config import Config, load_config, valid_keys
-from pipeline.errors import CompressError
+from compress.core.config import Config, load_config, valid_keys
+from compress.core.errors import CompressError
 
 
 def test_toml_then_set_overrides(tmp_path):
@@ -38,6 +38,6 @@ def test_range_checks():
 
 
 def test_every_key_documents_its_default():
-    from pipeline.config import key_reasons
+    from compress.core.config import key_reasons
     reasons = key_reasons()
     assert [k for k in valid_keys() if not reasons.get(k)] == []

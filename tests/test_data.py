@@ -6,9 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import data as data_mod
-from pipeline.config import DataConfig
-from pipeline.data import center_crop, decode_file, load_dataset, normalize, train_batches
+from compress.core import data as data_mod
+from compress.core.config import DataConfig
+from compress.core.data import center_crop, decode_file, load_dataset, normalize, train_batches
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1"])

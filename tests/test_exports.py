@@ -9,11 +9,11 @@ import pytest
 import torch
 import torchvision
 
-from exports.onnx import client_metadata, export_onnx, parity, read_metadata
-from exports.session import cpu_session, run_logits
-from exports.quantize import build_candidate, quantize_int8
-from pipeline.config import QuantizeConfig
-from pipeline.errors import CompressError
+from compress.core.config import QuantizeConfig
+from compress.core.errors import CompressError
+from compress.exports.onnx import client_metadata, export_onnx, parity, read_metadata
+from compress.exports.quantize import build_candidate, quantize_int8
+from compress.exports.session import cpu_session, run_logits
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +86,7 @@ def test_read_metadata_rejects_files_without_it(tmp_path):
 
 
 def test_auto_selection_with_fake_timings():
-    from exports.quantize import Measured, choose
+    from compress.exports.quantize import Measured, choose
     fp32 = Measured("fp32", 10.0, 0.90, 4000)
     fast_ok = Measured("qoperator_u8s8", 6.0, 0.895, 1000)
     faster_broken = Measured("qdq_u8s8", 5.0, 0.50, 1000)  # accuracy collapse: never shipped

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from benchmarks.accuracy import accuracy_figures, expected_calibration_error
-from benchmarks.measure import paired_ratio, percentiles
-from pipeline.cli import main
+from compress.benchmarks.accuracy import accuracy_figures, expected_calibration_error
+from compress.benchmarks.measure import paired_ratio, percentiles
+from compress.pipeline.cli import main
 
 
 def model(acc, size, ratio1, ratio8, p50=1.0, macs=None):
@@ -193,8 +193,9 @@ def test_macs_missing_from_the_report_fails_and_unknown_on_both_sides_is_no_row(
 def test_injected_regression_adds_compute_and_keeps_predictions(tmp_path):
     """gate_honesty's +compute variant: an extra residual block whose branch outputs zero."""
     import torch
-    from benchmarks.gate_honesty import heavier_variant
-    from pipeline.models import build_model, count_macs, save_checkpoint
+
+    from compress.benchmarks.gate_honesty import heavier_variant
+    from compress.core.models import build_model, count_macs, save_checkpoint
     torch.manual_seed(0)
     model = build_model("resnet18", 3).eval()
     save_checkpoint(model, tmp_path / "s.pt", {"arch": "resnet18", "classes": list("abc")})

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_overrides
 
-from pipeline.config import load_config
-from pipeline.runner import run_pipeline
-from stages.distill import BaselineStage, DistillStage
-from stages.teacher import TeacherStage
-from tests.conftest import tiny_overrides
+from compress.core.config import load_config
+from compress.pipeline.runner import run_pipeline
+from compress.stages.baseline import BaselineStage
+from compress.stages.distill import DistillStage
+from compress.stages.teacher import TeacherStage
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
@@ -17,16 +18,18 @@ def test_training_stages_run_on_cuda(digits_folder, tmp_path):
     cfg = load_config(None, tuple(tiny_overrides(device="cuda", data__path=str(digits_folder), teacher__epochs=2)))
     manifest = run_pipeline(cfg, tmp_path / "run", quiet=True, stages=(TeacherStage(), DistillStage(), BaselineStage()))
     assert manifest["device"].startswith("cuda")
-    assert manifest["executed"] == ["teacher", "student", "baseline"]
+    assert manifest["executed"] == ["teacher", "distill", "baseline"]
     for name in ("teacher", "student", "baseline"):
         assert manifest["stages"][name]["summary"]["val_accuracy"] > 0.0
 
 
 def test_benchmark_reports_gpu_latency(digits_folder, tmp_path):
-    from click.testing import CliRunner
     import json
-    from pipeline.cli import main
-    from tests.conftest import cli_args
+
+    from click.testing import CliRunner
+    from helpers import cli_args
+
+    from compress.pipeline.cli import main
     out = tmp_path / "gpu_run"
     result = CliRunner().invoke(main, cli_args(digits_folder, out, device="cuda"), catch_exceptions=False)
     assert result.exit_code == 0, result.output

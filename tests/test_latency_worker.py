@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from benchmarks.latency_worker import time_in_fresh_processes
+from compress.benchmarks.latency_worker import time_in_fresh_processes
 
 
 def relu_model(path, channels=3):

@@ -8,13 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.config import DistillConfig
-from pipeline.errors import CompressError
-from stages.adversarial import AdversarialTerm, discriminator_loss, generator_loss
-from stages.feature_losses import HintTerm, cosine_distance, hint_mse, rkd_angle, rkd_distance
-from stages.losses import Outputs, Setup, Step, kl_divergence, logit_mse, parse_spec, uses_temperature
-from stages.objective import Objective
-from stages.online_losses import MutualTerm, SelfTerm
+from compress.core.config import DistillConfig
+from compress.core.errors import CompressError
+from compress.stages.kd.adversarial import AdversarialTerm, discriminator_loss, generator_loss
+from compress.stages.kd.feature import HintTerm, cosine_distance, hint_mse, rkd_angle, rkd_distance
+from compress.stages.kd.logit import kl_divergence, logit_mse
+from compress.stages.kd.objective import Objective, Settings, TeacherSignal
+from compress.stages.kd.online import MutualTerm, SelfTerm
+from compress.stages.kd.spec import parse_spec, uses_temperature
+from compress.stages.kd.terms import Outputs, Setup, Step
 
 
 def test_kl_matches_hand_computed_value():
@@ -116,7 +118,6 @@ def test_adversarial_losses_and_alternation():
 
 def test_dml_peer_learns_from_student_and_labels():
     student = nn.Linear(4, 3)
-    setup = make_setup(student=student, options=SimpleNamespace(arch="resnet18", weights="none"))
     term = MutualTerm.__new__(MutualTerm)  # a tiny peer instead of a ResNet18
     nn.Module.__init__(term)
     term.temperature, term.alpha, term.smoothing, term.peer = 2.0, 0.25, 0.0, nn.Linear(4, 3)
@@ -129,7 +130,15 @@ def test_dml_peer_learns_from_student_and_labels():
     assert peer_loss.item() == pytest.approx(expected.item(), rel=1e-6)
     (d + peer_loss).backward()
     assert term.peer.weight.grad is not None and student.weight.grad is not None
-    assert MutualTerm.needs_teacher is False and setup.alpha == 0.5
+    assert MutualTerm.needs_teacher is False
+
+
+def test_dml_term_takes_its_settings_from_the_setup():
+    setup = make_setup(alpha=0.3, temperature=3.0, label_smoothing=0.1, student_probe=Outputs(torch.zeros(1, 3)),
+                       options=SimpleNamespace(arch="resnet18", weights="none", head_hidden=[]))
+    term = MutualTerm(setup)
+    assert (term.alpha, term.temperature, term.smoothing) == (0.3, 3.0, 0.1)
+    assert term.peer.fc.out_features == 3  # as many classes as the student's logits
 
 
 def test_self_distillation_uses_previous_epoch_snapshot():
@@ -155,8 +164,8 @@ def test_objective_alpha_and_weighted_sum():
     x, y, t = torch.tensor([[2.0, 0.0]]), torch.tensor([0]), torch.tensor([[0.0, 2.0]])
     ce, mse, kl = math.log(1 + math.exp(-2.0)), 4.0, kl_divergence(x, t, 1.0).item()
     def objective(spec, alpha):
-        return Objective(spec, alpha=alpha, temperature=1.0, label_smoothing=0.0, options=DistillConfig(),
-                         student=model, teacher=None, teacher_logits=t, example=x, seed=0, device=torch.device("cpu"))
+        return Objective(spec, Settings(alpha, 1.0, 0.0, DistillConfig(), 0), model, TeacherSignal(logits=t), x,
+                         torch.device("cpu"))
     index = torch.tensor([0])
     assert objective("mse", 0.25)(model, x, y, index).item() == pytest.approx(0.25 * ce + 0.75 * mse, rel=1e-6)
     assert objective("mse", 1.0)(model, x, y, index).item() == pytest.approx(ce, rel=1e-6)

@@ -8,11 +8,10 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.errors import CompressError
-from pipeline.models import build_model, load_model, save_checkpoint
-from stages.prune import Pruner, taylor_gradients
-from pipeline.config import PruneConfig
-from pipeline.models import count_macs
+from compress.core.config import PruneConfig
+from compress.core.errors import CompressError
+from compress.core.models import build_model, count_macs, load_model, save_checkpoint
+from compress.stages.prune import Pruner, taylor_gradients
 
 
 def test_unknown_arch_lists_valid_ones():
@@ -96,7 +95,7 @@ def test_pruned_model_reaches_target_and_reloads_without_unpickling(tmp_path):
 
 
 def test_head_dropout_survives_a_checkpoint_round_trip(tmp_path):
-    from pipeline.models import build_model
+    from compress.core.models import build_model
     model = build_model("resnet18", 3, head_dropout=0.5).eval()
     assert isinstance(model.fc, torch.nn.Sequential) and model.fc[0].p == 0.5
     save_checkpoint(model, tmp_path / "t.pt", {"arch": "resnet18", "classes": list("abc"), "head_dropout": 0.5})
@@ -109,7 +108,7 @@ def test_head_dropout_survives_a_checkpoint_round_trip(tmp_path):
 def test_hidden_head_layers_are_built_pruned_and_reloaded(tmp_path):
     """Reference 000's heads: hidden FC layers with dropout before each Linear, rebuilt from the
     checkpoint meta, pruned like any layer except the classifier itself."""
-    from pipeline.models import head_module
+    from compress.core.models import head_module
     model = build_model("resnet18", 3, head_dropout=0.5, head_hidden=[32, 16]).eval()
     kinds = [type(m).__name__ for m in model.fc]
     assert kinds == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
@@ -127,7 +126,7 @@ def test_hidden_head_layers_are_built_pruned_and_reloaded(tmp_path):
 
 
 def test_frozen_encoder_trains_the_whole_hidden_head():
-    from stages.distill import freeze_encoder
+    from compress.stages.student_recipe import freeze_encoder
     model = build_model("resnet18", 3, head_hidden=[16])
     freeze_encoder(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -135,6 +134,6 @@ def test_frozen_encoder_trains_the_whole_hidden_head():
 
 
 def test_head_hidden_must_be_positive_widths():
-    from pipeline.config import load_config
+    from compress.core.config import load_config
     with pytest.raises(CompressError, match="distill.head_hidden"):
         load_config(None, ("distill.head_hidden=[0]",))

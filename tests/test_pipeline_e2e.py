@@ -10,13 +10,15 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers import cli_args
 
-from pipeline.cli import main
-from pipeline.rundir import sha256_file
-from tests.conftest import cli_args
+from compress.core.rundir import sha256_file
+from compress.pipeline.cli import main
+
+pytestmark = pytest.mark.slow  # whole pipeline runs; `-m 'not slow'` skips them
 
 MODELS = ["teacher", "student", "baseline", "student_pruned", "student_int8"]
-STAGES = ["teacher", "student", "baseline", "student_pruned", "export", "student_int8", "benchmark", "package",
+STAGES = ["teacher", "distill", "baseline", "prune", "export", "quantize", "benchmark", "package",
           "report"]
 DEPLOY = ["deploy/model.onnx", "deploy/model.ort", "deploy/model.required_operators.config", "deploy/labels.txt",
           "deploy/model_card.md"]
@@ -101,7 +103,7 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
 
 def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch):
     out, _ = full_run
-    from pipeline import runner
+    from compress.pipeline import runner
     for stage in runner.STAGES:
         monkeypatch.setattr(type(stage), "run", lambda *a, **k: pytest.fail("a cached stage ran again"))
     result = CliRunner().invoke(main, cli_args(digits_folder, out), catch_exceptions=False)
@@ -119,7 +121,7 @@ def test_changed_setting_reruns_from_first_affected_stage(digits_folder, tmp_pat
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"] == ["teacher", "baseline"]
-    assert manifest["executed"] == ["student", "export", "benchmark", "package", "report"]
+    assert manifest["executed"] == ["distill", "export", "benchmark", "package", "report"]
     report = json.loads((out / "report.json").read_text())
     assert list(report["models"]) == ["teacher", "student", "baseline"]  # stages turned off leave keys out
     assert not (out / "onnx/student_int8.onnx").exists()
@@ -172,7 +174,7 @@ def test_deploy_folder_is_self_explanatory(full_run):
 
 
 def test_fixed_batch_export(full_run, tmp_path):
-    from exports.onnx import fix_batch
+    from compress.exports.onnx import fix_batch
     out, _ = full_run
     target = tmp_path / "fixed.onnx"
     target.write_bytes((out / "deploy/model.onnx").read_bytes())
@@ -185,7 +187,7 @@ def test_fixed_batch_export(full_run, tmp_path):
 def test_hidden_fc_heads_run_end_to_end(digits_folder, tmp_path):
     """Reference 000's heads (a teacher with two hidden FC layers and dropout, a student with
     one) train, distil, prune, export with PyTorch parity, and reload from their checkpoints."""
-    from pipeline.models import ClassifierHead, load_model
+    from compress.core.models import ClassifierHead, load_model
     out = tmp_path / "run"
     result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__head_hidden="[32, 16]",
                                                teacher__dropout="0.5", distill__head_hidden="[16]",

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers import tiny_overrides
 
-from pipeline import train as train_mod
-from pipeline.config import load_config
-from pipeline.models import load_checkpoint
-from pipeline.runner import run_pipeline
-from stages.teacher import TeacherStage
-from tests.conftest import tiny_overrides
+from compress.core.config import load_config
+from compress.core.models import load_checkpoint
+from compress.pipeline.runner import run_pipeline
+from compress.stages import training as train_mod
+from compress.stages.teacher import TeacherStage
 
 
 def test_interrupted_teacher_resumes_and_matches_uninterrupted(digits_folder, tmp_path, monkeypatch):

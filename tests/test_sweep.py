@@ -5,12 +5,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from helpers import tiny_overrides
 
-from pipeline import sweep as sweep_mod
-from pipeline.cli import main
-from pipeline.runner import run_pipeline
-from pipeline.sweep_report import mean_std, verdict
-from tests.conftest import tiny_overrides
+from compress.pipeline import sweep as sweep_mod
+from compress.pipeline.cli import main
+from compress.pipeline.runner import run_pipeline
+from compress.pipeline.sweep_report import mean_std, verdict
 
 
 def sweep_args(data, out, *grid):
@@ -22,6 +22,7 @@ def sweep_args(data, out, *grid):
     return args
 
 
+@pytest.mark.slow
 def test_tiny_sweep_pairs_baselines_and_resumes(digits_folder, tmp_path, monkeypatch):
     out = tmp_path / "sweep"
     grid = ("distill.loss=kl,mse", "distill.temperature=1,4")
@@ -43,13 +44,14 @@ def test_tiny_sweep_pairs_baselines_and_resumes(digits_folder, tmp_path, monkeyp
 
     calls = []
     real = run_pipeline
-    monkeypatch.setattr("pipeline.runner.run_pipeline", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    monkeypatch.setattr("compress.pipeline.runner.run_pipeline", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
     again = CliRunner().invoke(main, sweep_args(digits_folder, out, *grid))
     assert again.exit_code == 0, again.output
     assert calls and all(m["executed"] == [] for m in calls)  # resumed: nothing trained twice
     assert json.loads((out / "sweep.json").read_text())["cells"] == summary["cells"]
 
 
+@pytest.mark.slow
 def test_same_seed_means_same_student_start(digits_folder, tmp_path):
     """At alpha = 1 the distilled student is the CE baseline: identical accuracy at each seed."""
     out = tmp_path / "sweep"

@@ -1,5 +1,5 @@
 """Teacher logits for every training image, computed once: plain (from the trained teacher) or
-out-of-fold (reference document 000).
+out-of-fold (k-fold cross-fitting: no soft label comes from a teacher that trained on the image).
 
 Plain: when the student trains without augmentation, the teacher would see the same centre
 crop of each image every epoch, so its logits are computed once and cached under
@@ -16,15 +16,15 @@ exported and benchmarked. Cached under `<cache>/teacher_oof-<hash>.pt`.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from pipeline.data import Dataset, ImageSet, eval_batches
-from pipeline.rundir import atomic_path, sha256_file, sha256_json
-from pipeline.stage import Context, section_without_path
-from pipeline.train import predict_logits
+from compress.core.data import Dataset, ImageSet, eval_batches
+from compress.core.rundir import atomic_path, sha256_file, sha256_json
+from compress.core.stage import Context
+from compress.core.train import predict_logits
 
 
 def train_set_batches(images: ImageSet, ctx: Context):
@@ -72,11 +72,15 @@ def _subset(images: ImageSet, idx: torch.Tensor) -> ImageSet:
     return ImageSet([images.images[i] for i in ids], images.labels[idx], [images.sources[i] for i in ids])
 
 
-def out_of_fold_logits(ctx: Context) -> torch.Tensor:
-    """[N_train, C] logits, each from the fold teacher that did not train on that image."""
-    from stages.teacher import train_teacher  # the teacher stage owns the teacher recipe
+TrainFoldTeacher = Callable[[Dataset, Path, str, str, int], torch.nn.Module]
+"""(fold data, resume-state path, cache key, progress label, seed offset) -> a trained teacher."""
+
+
+def out_of_fold_logits(ctx: Context, train_teacher: TrainFoldTeacher) -> torch.Tensor:
+    """[N_train, C] logits, each from the fold teacher that did not train on that image.
+    `train_teacher` is the teacher stage's recipe, passed in (this library imports no stage)."""
     cfg, data, k = ctx.cfg, ctx.data, ctx.cfg.distill.teacher_folds
-    digest = sha256_json({"data": data.fingerprint, "data_cfg": section_without_path(cfg, "data"),
+    digest = sha256_json({"data": data.fingerprint, "data_cfg": cfg.section("data"),
                           "train": cfg.section("train"),
                           "teacher": {k_: v for k_, v in cfg.section("teacher").items() if k_ != "checkpoint"},
                           "seed": cfg.seed, "folds": k})[:16]
@@ -88,7 +92,7 @@ def out_of_fold_logits(ctx: Context) -> torch.Tensor:
             keep = torch.cat([f for j, f in enumerate(folds) if j != i])
             fold_data = Dataset(data.classes, _subset(data.train, keep), data.val, data.fingerprint, data.name)
             state = ctx.cache_dir / f"teacher_oof-{digest}-fold{i}.state.pt"
-            model, _ = train_teacher(ctx, fold_data, state, digest, f"fold teacher {i + 1}/{k}", seed_offset=101 * (i + 1))
+            model = train_teacher(fold_data, state, digest, f"fold teacher {i + 1}/{k}", 101 * (i + 1))
             logits[held_out] = predict_logits(model, train_set_batches(_subset(data.train, held_out), ctx), ctx.device)
             state.unlink(missing_ok=True)
         return logits

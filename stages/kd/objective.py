@@ -9,14 +9,18 @@ the terms' trainable parts, their saved state and their end-of-epoch hooks.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from pipeline.errors import CompressError
-from pipeline.models import last_linear
-from stages.losses import TERMS, Outputs, Setup, Step, cross_entropy, parse_spec
+from compress.core.errors import CompressError
+from compress.core.models import last_linear
+from compress.stages.kd.logit import cross_entropy
+from compress.stages.kd.registry import TERMS
+from compress.stages.kd.spec import parse_spec
+from compress.stages.kd.terms import Outputs, Setup, Step
 
 
 class FeatureTap:
@@ -87,33 +91,54 @@ def cached_teacher(logits: torch.Tensor) -> TeacherFn:
     return outputs
 
 
+@dataclass
+class Settings:
+    """The objective's numbers: alpha·CE + (1 − alpha)·Σ wᵢ·Dᵢ, T, label smoothing; `options` (the
+    DistillConfig) holds the per-term keys; `seed` initialises parts such as a DML peer."""
+
+    alpha: float
+    temperature: float
+    label_smoothing: float
+    options: object
+    seed: int
+
+
+@dataclass
+class TeacherSignal:
+    """Where the teacher's outputs come from: a live module, or logits cached per training image."""
+
+    module: nn.Module | None = None
+    logits: torch.Tensor | None = None
+
+
 class Objective:
-    def __init__(self, spec: str, *, alpha: float, temperature: float, label_smoothing: float, options,
-                 student: nn.Module, teacher: nn.Module | None, teacher_logits: torch.Tensor | None,
-                 example: torch.Tensor, seed: int, device: torch.device):
-        self.alpha, self.label_smoothing = alpha, label_smoothing
-        self.weighted = parse_spec(spec) if alpha < 1.0 else []
+    def __init__(self, spec: str, settings: Settings, student: nn.Module, signal: TeacherSignal,
+                 example: torch.Tensor, device: torch.device):
+        self.alpha, self.label_smoothing = settings.alpha, settings.label_smoothing
+        self.weighted = parse_spec(spec) if settings.alpha < 1.0 else []
         kinds = [TERMS[name] for _, name in self.weighted]
         features = {f for k in kinds for f in k.features}
-        s_layer, t_layer = options.hint_layers.split(":")
         hint = "hint" in features
+        s_layer, t_layer = settings.options.hint_layers.split(":") if hint else (None, None)
+        teacher = signal.module
         self.needs_teacher = any(k.needs_teacher for k in kinds)
-        if self.needs_teacher and teacher is None and teacher_logits is None:
+        if self.needs_teacher and teacher is None and signal.logits is None:
             raise CompressError(f"distill.loss {spec!r} needs a teacher, and none was given")
         if features and teacher is None:
             raise CompressError(f"distill.loss {spec!r} compares features, which cached teacher logits do not have")
-        student_probe = probe(student, example, s_layer if hint else None)
-        teacher_probe = probe(teacher, example.to(next(teacher.parameters()).device),
-                              t_layer if hint else None) if teacher is not None and features else None
-        setup = Setup(temperature, alpha, label_smoothing, student, student_probe, teacher_probe, options, seed)
+        student_probe = probe(student, example, s_layer)
+        teacher_probe = probe(teacher, example.to(next(teacher.parameters()).device), t_layer) \
+            if teacher is not None and features else None
+        setup = Setup(settings.temperature, settings.alpha, settings.label_smoothing, student, student_probe,
+                      teacher_probe, settings.options, settings.seed)
         self.terms = [(w, TERMS[name](setup).to(device)) for w, name in self.weighted]  # before the taps
-        self.student_tap = FeatureTap(student, s_layer if hint else None, "embedding" in features)
+        self.student_tap = FeatureTap(student, s_layer, "embedding" in features)
         self.teacher_fn: TeacherFn | None = None
         self.teacher_tap: FeatureTap | None = None
-        if self.needs_teacher and teacher_logits is not None:
-            self.teacher_fn = cached_teacher(teacher_logits)
+        if self.needs_teacher and signal.logits is not None:
+            self.teacher_fn = cached_teacher(signal.logits)
         elif self.needs_teacher:
-            self.teacher_tap = FeatureTap(teacher, t_layer if hint else None, "embedding" in features)
+            self.teacher_tap = FeatureTap(teacher, t_layer, "embedding" in features)
             self.teacher_fn = live_teacher(teacher, self.teacher_tap)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> torch.Tensor:

@@ -83,11 +83,11 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, 
         _, _, h, w = x.shape
         ch, cw = int(h * (1 - lam) ** 0.5), int(w * (1 - lam) ** 0.5)
         cy, cx = int(torch.randint(0, h, (1,), generator=gen)), int(torch.randint(0, w, (1,), generator=gen))
-        t, b = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-        l, r = max(cx - cw // 2, 0), min(cx + cw // 2, w)
+        top, bottom = max(cy - ch // 2, 0), min(cy + ch // 2, h)
+        left, right = max(cx - cw // 2, 0), min(cx + cw // 2, w)
         x = x.clone()
-        x[:, :, t:b, l:r] = x[perm, :, t:b, l:r]
-        lam = 1 - (b - t) * (r - l) / (h * w)  # the share of pixels actually kept
+        x[:, :, top:bottom, left:right] = x[perm, :, top:bottom, left:right]
+        lam = 1 - (bottom - top) * (right - left) / (h * w)  # the share of pixels actually kept
     else:
         x = lam * x + (1 - lam) * x[perm]
     return x, lam * onehot + (1 - lam) * onehot[perm]

@@ -1,7 +1,7 @@
 """Feature- and relation-based distillation terms: FitNets hints, cosine embedding, RKD.
 
-Each compares what the networks compute inside, not only their outputs (reference documents
-001, 003 and 004 call these feature- and relation-based knowledge). Student and teacher widths
+Each compares what the networks compute inside, not only their outputs (Gou et al. 2021, "Knowledge Distillation: A Survey",
+call these feature- and relation-based knowledge). Student and teacher widths
 differ (ResNet18 layer3 has 256 channels, ResNet50's 1024), so hint and cosine learn a small
 map from the student's space into the teacher's; it trains with the student and is discarded
 after training, so the exported student is unchanged.
@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.losses import Setup, Step, Term, register
+from compress.stages.kd.registry import register
+from compress.stages.kd.terms import Setup, Step, Term
 
 
 def hint_mse(regressed: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
@@ -57,6 +58,8 @@ class HintTerm(Term):
 
     features = ("hint",)
 
+    settings = ("hint_layers",)  # distill.* keys this term reads
+
     def __init__(self, setup: Setup):
         super().__init__()
         s_channels = setup.student_probe.hint.shape[1]
@@ -89,6 +92,8 @@ class RKDTerm(Term):
     D = rkd_distance + distill.rkd_angle_weight · rkd_angle."""
 
     features = ("embedding",)
+
+    settings = ("rkd_angle_weight",)  # distill.* keys this term reads
 
     def __init__(self, setup: Setup):
         super().__init__()

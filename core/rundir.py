@@ -1,7 +1,10 @@
-"""The run directory: fixed artifact names, atomic writes and the manifest (the lock file).
+"""The run directory: atomic writes, hashes and the manifest (the run's lock file; artifact
+names are in compress.core.roster).
 
 Every file is written to a temporary name in the same folder and renamed into place, so a run
-killed at any moment leaves either the old file or the new one, never half of one.
+killed at any moment leaves either the old file or the new one, never half of one. The file then
+gets the mode the user's umask gives (0644 under 022), not mkstemp's private 0600: a deploy/
+folder is handed to other people.
 """
 from __future__ import annotations
 
@@ -9,31 +12,21 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-MANIFEST = "manifest.json"
-REPORT_JSON = "report.json"
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-EXPORT_INFO = "onnx/models.json"
-QUANTIZE_INFO = "onnx/quantize.json"
+from compress.core.roster import MANIFEST
 
 
-
-def checkpoint_path(name: str) -> str:
-    return f"checkpoints/{name}.pt"
-
-
-def training_state_path(name: str) -> str:
-    """Per-epoch training state, kept only while training is unfinished (for resume)."""
-    return f"checkpoints/{name}.training.pt"
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
-def onnx_path(name: str) -> str:
-    return f"onnx/{name}.onnx"
-
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file
 
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
@@ -56,6 +49,7 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, final)
     finally:
         if os.path.exists(tmp):

@@ -8,20 +8,23 @@ a client to do, and `preprocess_image` is that recipe in code.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
-import click
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from pipeline.augment import augment_image, mix_batch
-from pipeline.config import DataConfig
-from pipeline.errors import CompressError
+from compress.core.augment import augment_image, mix_batch
+from compress.core.config import DataConfig
+from compress.core.errors import CompressError
+
+log = logging.getLogger("compress")
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
@@ -140,15 +143,23 @@ def _scan_classes(root: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _stratified_split(files: dict[str, list[Path]], val_fraction: float, seed: int):
+def stratified_holdout(class_sizes: list[int], fraction: float, seed: int) -> list[tuple[list[int], list[int]]]:
+    """Per class, (kept positions, held-out positions): a seeded `fraction` of each class held
+    out, at least one image on each side when the class has two or more."""
     rng = np.random.default_rng(seed)
+    out = []
+    for size in class_sizes:
+        order = rng.permutation(size)
+        n_held = min(max(int(round(size * fraction)), 1 if size > 1 else 0), size - 1) if size else 0
+        out.append((sorted(order[n_held:].tolist()), sorted(order[:n_held].tolist())))
+    return out
+
+
+def _stratified_split(files: dict[str, list[Path]], val_fraction: float, seed: int):
     train, val = {}, {}
-    for cls, paths in files.items():
-        order = rng.permutation(len(paths))
-        n_val = int(round(len(paths) * val_fraction))
-        n_val = min(max(n_val, 1 if len(paths) > 1 else 0), len(paths) - 1)
-        val[cls] = [paths[i] for i in sorted(order[:n_val])]
-        train[cls] = [paths[i] for i in sorted(order[n_val:])]
+    for (cls, paths), (kept, held) in zip(files.items(), stratified_holdout([len(p) for p in files.values()],
+                                                                               val_fraction, seed), strict=True):
+        train[cls], val[cls] = [paths[i] for i in kept], [paths[i] for i in held]
     return train, val
 
 
@@ -176,7 +187,7 @@ def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfi
     for (path, label), img in zip(items, decoded):
         if img is None:
             bad.append(str(path))
-            click.secho(f"WARNING: skipping unreadable image {path}", fg="yellow", err=True)
+            log.warning("skipping unreadable image %s", path)
             continue
         images.append(img)
         labels.append(label)
@@ -223,14 +234,12 @@ def load_digits(cfg: DataConfig, seed: int) -> Dataset:
     pixels = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)
     images = [pil_to_tensor(resize_shorter(Image.fromarray(p).convert("RGB"), cfg.resize)) for p in pixels]
     classes = [str(c) for c in range(10)]
-    by_class = {c: [i for i, t in enumerate(bunch.target) if t == int(c)] for c in classes}
-    rng = np.random.default_rng(seed)
+    by_class = [np.flatnonzero(bunch.target == int(c)) for c in classes]
     train_idx, val_idx = [], []
-    for c in classes:
-        idx = rng.permutation(by_class[c])
-        n_val = int(round(len(idx) * cfg.val_fraction))
-        val_idx += sorted(idx[:n_val].tolist())
-        train_idx += sorted(idx[n_val:].tolist())
+    for members, (kept, held) in zip(by_class, stratified_holdout([len(m) for m in by_class], cfg.val_fraction, seed),
+                                     strict=True):
+        train_idx += members[kept].tolist()
+        val_idx += members[held].tolist()
 
     def subset(idx):
         return ImageSet([images[i] for i in idx], torch.tensor(bunch.target[idx], dtype=torch.long),

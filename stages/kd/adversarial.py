@@ -1,4 +1,5 @@
-"""Adversarial distillation on logits (reference document 001's logits discriminator).
+"""Adversarial distillation on logits: a discriminator trained GAN-style (Goodfellow et al. 2014)
+against the student.
 
 A small MLP discriminator D learns to tell teacher logits ("real") from student logits
 ("fake"); the student is trained to make D call its logits real. They alternate inside each
@@ -17,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.losses import Setup, Step, Term, register
+from compress.stages.kd.registry import register
+from compress.stages.kd.terms import Setup, Step, Term
 
 
 def discriminator_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -31,8 +33,10 @@ def generator_loss(fake: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
 
-@register("adversarial", "logits discriminator, alternating updates (reference 001)")
+@register("adversarial", "a logits discriminator, alternating GAN-style updates")
 class AdversarialTerm(Term):
+    settings = ("adversarial_steps", "adversarial_lr")  # distill.* keys this term reads
+
     def __init__(self, setup: Setup):
         super().__init__()
         classes = setup.student_probe.logits.shape[1]

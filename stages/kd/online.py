@@ -1,4 +1,4 @@
-"""Online and self distillation (reference document 004): students that learn without a fixed,
+"""Online and self distillation: students that learn without a fixed,
 pre-trained teacher.
 
 - `dml`: deep mutual learning (Zhang et al. 2018). A peer network of the student's architecture,
@@ -20,8 +20,10 @@ import copy
 import torch
 from torch import nn
 
-from pipeline.models import build_model
-from stages.losses import Setup, Step, Term, cross_entropy, kl_divergence, register
+from compress.core.models import build_model
+from compress.stages.kd.logit import cross_entropy, kl_divergence
+from compress.stages.kd.registry import register
+from compress.stages.kd.terms import Setup, Step, Term
 
 
 @register("dml", "deep mutual learning (Zhang et al. 2018): a peer student, KL both ways")

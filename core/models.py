@@ -13,7 +13,7 @@ import torch
 import torchvision
 from torch import nn
 
-from pipeline.errors import CompressError
+from compress.core.errors import CompressError
 
 SHAPED_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
 
@@ -60,8 +60,8 @@ def imagenet_weights(arch: str):
 
 class ClassifierHead(nn.Sequential):
     """A classifier head that replaced the network's last nn.Linear: optional hidden FC layers
-    (Linear + ReLU) and dropout before every Linear (reference document 000: a teacher with two
-    hidden FC layers and dropout 0.95, a student with one hidden layer and none). With no hidden
+    (Linear + ReLU) and dropout before every Linear (a heavily regularised teacher, e.g. two hidden
+    FC layers with dropout 0.95, and a student with one hidden layer and none). With no hidden
     layers it is Sequential(Dropout, Linear), the layout of earlier checkpoints."""
 
 

@@ -1,0 +1,74 @@
+"""The models a run produces and every artifact's name: written down once, read by every stage.
+
+    teacher         the big model (ResNet50), fine-tuned or given
+    student         the distilled small model (ResNet18)
+    baseline        the student's CE-only twin (same init and data order), when distill.baseline
+    student_pruned  the student after structured pruning and a fine-tune, when prune.enabled
+    student_int8    the int8 ONNX of the final fp32 student, when quantize.enabled
+
+Which of them ships is decided by measurement in the quantize stage (`deployable`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from compress.core.config import Config
+    from compress.core.rundir import RunDir
+
+TEACHER, STUDENT, BASELINE, PRUNED, INT8 = "teacher", "student", "baseline", "student_pruned", "student_int8"
+
+# ---------------------------------------------------------------- fixed artifact names
+MANIFEST = "manifest.json"
+LOCK = ".compress.lock"
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
+EXPORT_INFO = "onnx/models.json"
+QUANTIZE_INFO = "onnx/quantize.json"
+DEPLOY_ONNX = "deploy/model.onnx"
+DEPLOY_ORT = "deploy/model.ort"
+DEPLOY_OPS = "deploy/model.required_operators.config"
+DEPLOY_LABELS = "deploy/labels.txt"
+DEPLOY_CARD = "deploy/model_card.md"
+
+
+def checkpoint_path(name: str) -> str:
+    return f"checkpoints/{name}.pt"
+
+
+def training_state_path(name: str) -> str:
+    """Per-epoch training state, kept only while training is unfinished (for resume)."""
+    return f"checkpoints/{name}.training.pt"
+
+
+def onnx_path(name: str) -> str:
+    return f"onnx/{name}.onnx"
+
+
+def plot_path(name: str) -> str:
+    return f"plots/{name}.png"
+
+
+# ---------------------------------------------------------------- which models a config makes
+
+def fp32_models(cfg: Config) -> list[str]:
+    """The PyTorch models this config trains, in the order the report lists them."""
+    return [TEACHER, STUDENT] + ([BASELINE] if cfg.distill.baseline else []) + ([PRUNED] if cfg.prune.enabled else [])
+
+
+def final_fp32_student(cfg: Config) -> str:
+    """The student that is quantized and shipped: the pruned one when pruning is on."""
+    return PRUNED if cfg.prune.enabled else STUDENT
+
+
+def all_models(cfg: Config) -> list[str]:
+    """Every model exported to ONNX and benchmarked."""
+    return fp32_models(cfg) + ([INT8] if cfg.quantize.enabled else [])
+
+
+def deployable(cfg: Config, run: RunDir) -> str:
+    """The model an edge team should take: int8 when it won on this CPU, else the fp32 student."""
+    if cfg.quantize.enabled:
+        return run.read_json(QUANTIZE_INFO)["deployable"]
+    return final_fp32_student(cfg)

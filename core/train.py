@@ -1,0 +1,217 @@
+"""The one training loop every stage uses, in the shape of torchvision's reference scripts:
+`train_one_epoch` and `evaluate`, with `fit` running epochs and `TrainingState` saving what a
+resume needs after every epoch.
+
+The caller builds the optimizer, schedule and batches (a `Recipe`) and supplies
+`compute_loss(model, images, targets, index) -> loss` (index: the batch's positions in the
+train set); the loop knows nothing about distillation. Data order and augmentation depend only
+on (seed, epoch), so a run resumed from its last epoch reaches the same weights as one that was
+never interrupted. bf16 autocast and channels_last on CUDA; the loss is summed on the device and
+read once per epoch, so no step waits for the host.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from compress.core.config import DataConfig, TrainConfig
+from compress.core.data import Dataset, TrainBatch, eval_batches
+from compress.core.errors import CompressError
+from compress.core.rundir import atomic_path
+
+log = logging.getLogger("compress")
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def bar_disabled(quiet: bool) -> bool | None:
+    """tqdm's `disable`: off when quiet; None lets tqdm hide bars when stderr is not a terminal."""
+    return True if quiet else None
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CompressError("device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (no loss scaling needed); full fp32 on the CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if device.type == "cuda" else x
+
+
+def prepare(model: nn.Module, device: torch.device) -> nn.Module:
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
+
+
+def make_optimizer(params: Iterable, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def lr_factor(cfg: TrainConfig, epochs: int, epoch: int) -> float:
+    """Multiplier of the base learning rate in `epoch` (0-based): linear warm-up, then the schedule."""
+    warm = min(cfg.warmup_epochs, max(epochs - 1, 0))
+    if epoch < warm:
+        return (epoch + 1) / (warm + 1)
+    if cfg.schedule == "cosine":
+        span = max(epochs - warm, 1)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / span))
+    if cfg.schedule == "step":
+        return cfg.gamma ** ((epoch - warm) // cfg.step_size)
+    return 1.0
+
+
+def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int):
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(cfg, epochs, epoch))
+
+
+def train_mode(model: nn.Module) -> None:
+    """model.train(), except BatchNorm layers whose weights are frozen keep their running stats."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not m.weight.requires_grad:
+            m.eval()
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, batches: Iterable, device: torch.device, quiet: bool = True,
+                   desc: str = "evaluate") -> torch.Tensor:
+    """Logits (float32, on the CPU) for every batch, in eval mode."""
+    model.eval()
+    out = []
+    for x, _ in tqdm(batches, disable=bar_disabled(quiet), desc=desc, leave=False, unit="batch"):
+        with autocast(device):
+            out.append(model(to_device(x, device)).float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(model: nn.Module, data: Dataset, dcfg: DataConfig, device: torch.device, quiet: bool = True) -> float:
+    """Top-1 accuracy on the val split (PyTorch; the benchmark measures through ONNX Runtime)."""
+    logits = predict_logits(model, eval_batches(data, dcfg), device, quiet)
+    return float((logits.argmax(1) == data.val.labels).float().mean())
+
+
+def _cpu(tree):
+    """A state_dict (possibly nested, e.g. an optimizer's) with every tensor moved to the CPU."""
+    if isinstance(tree, torch.Tensor):
+        return tree.cpu()
+    if isinstance(tree, dict):
+        return {k: _cpu(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_cpu(v) for v in tree)
+    return tree
+
+
+@dataclass
+class Recipe:
+    """How one model is trained; built by the caller, run by `fit`."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    epochs: int
+    batches: Callable[[int], Iterable[TrainBatch]]  # epoch -> that epoch's batches
+    steps_per_epoch: int
+    device: torch.device
+    extra_modules: tuple[nn.Module, ...] = ()  # train with the model (a FitNets regressor, a DML peer)
+    on_epoch_end: Callable[[nn.Module], None] | None = None
+
+
+class TrainingState:
+    """Everything a resume needs, saved to `path` after every epoch: weights of the model and its
+    extra modules, optimizer, schedule, the history so far, and `objects` (anything with
+    state_dict/load_state_dict that trains some other way: a discriminator and its optimizer).
+    A file written under another `key` (the stage's cache key) belongs to other settings: ignored."""
+
+    def __init__(self, path: Path, key: str, model: nn.Module, recipe: Recipe, objects: tuple = ()):
+        self.path, self.key, self.model, self.recipe, self.objects = path, key, model, recipe, objects
+
+    def resume(self) -> tuple[int, list[dict]]:
+        """(first epoch to run, history so far), after loading the saved state if it is ours."""
+        if not self.path.is_file():
+            return 0, []
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("key") != self.key:
+            return 0, []
+        self.model.load_state_dict(state["model"])
+        for module, sd in zip(self.recipe.extra_modules, state.get("extra", []), strict=False):
+            module.load_state_dict(sd)
+        for obj, sd in zip(self.objects, state.get("objects", []), strict=False):
+            obj.load_state_dict(sd)
+        self.recipe.optimizer.load_state_dict(state["optimizer"])  # moves its tensors to the parameters' device
+        self.recipe.scheduler.load_state_dict(state["scheduler"])
+        return state["epoch"] + 1, state["history"]
+
+    def save(self, epoch: int, history: list[dict]) -> None:
+        with atomic_path(self.path) as tmp:
+            torch.save({"key": self.key, "epoch": epoch, "history": history,
+                        "model": _cpu(self.model.state_dict()),
+                        "extra": [_cpu(m.state_dict()) for m in self.recipe.extra_modules],
+                        "objects": [_cpu(o.state_dict()) for o in self.objects],
+                        "optimizer": self.recipe.optimizer.state_dict(),
+                        "scheduler": self.recipe.scheduler.state_dict()}, tmp)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def train_one_epoch(model: nn.Module, compute_loss: LossFn, optimizer: torch.optim.Optimizer,
+                    batches: Iterable[TrainBatch], device: torch.device, progress: tqdm) -> float:
+    """One pass over `batches`; returns the mean loss (read from the device once, at the end)."""
+    total = torch.zeros((), device=device)
+    count = 0
+    for x, y, index in batches:
+        x, y = to_device(x, device), y.to(device, non_blocking=True)
+        with autocast(device):
+            loss = compute_loss(model, x, y, index)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.detach().float() * len(y)
+        count += len(y)
+        progress.update()
+    return float(total) / max(count, 1)
+
+
+def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingState, *,
+        validate: Callable[[nn.Module], float], desc: str, quiet: bool = False) -> list[dict]:
+    """Train for `recipe.epochs` (resuming from `state`), validating and saving after every epoch.
+    Returns the per-epoch history: loss, val accuracy, seconds."""
+    start, history = state.resume()
+    if start:
+        log.info("%s: resuming after epoch %d of %d", desc, start, recipe.epochs)
+    for epoch in range(start, recipe.epochs):
+        t0 = time.perf_counter()
+        for module in (model, *recipe.extra_modules):
+            train_mode(module)
+        with tqdm(total=recipe.steps_per_epoch, disable=bar_disabled(quiet), desc=f"{desc} {epoch + 1}/{recipe.epochs}",
+                  leave=False, unit="batch") as progress:
+            loss = train_one_epoch(model, compute_loss, recipe.optimizer, recipe.batches(epoch), recipe.device, progress)
+        recipe.scheduler.step()
+        if recipe.on_epoch_end is not None:
+            recipe.on_epoch_end(model)
+        accuracy = validate(model)
+        history.append({"epoch": epoch + 1, "loss": loss, "val_accuracy": accuracy,
+                        "seconds": round(time.perf_counter() - t0, 3)})
+        log.info("%s epoch %d/%d: loss %.4f, val accuracy %.4f", desc, epoch + 1, recipe.epochs, loss, accuracy)
+        state.save(epoch, history)
+    model.eval()
+    return history

@@ -1,0 +1,73 @@
+"""What a distillation term is and what it sees: the Term base class and its inputs.
+
+The training objective for a student is
+
+    alpha · CE(student, labels) + (1 − alpha) · Σ_i w_i · D_i(student, teacher)  [+ Σ extra_i]
+
+Each D_i is a `Term`: it cites its paper and states its formula once, in its docstring. A term
+may carry trainable parts (a FitNets regressor, a projection, a peer network) that the student's
+optimizer trains with it, or state of its own (a discriminator and its optimizer, a snapshot);
+`extra` is a loss for such a part that is not weighted by alpha (the DML peer's own objective).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Outputs:
+    """What a network produced for a batch: logits, and the features a term asked for."""
+
+    logits: torch.Tensor
+    embedding: torch.Tensor | None = None  # pooled penultimate features, the head's input [N, D]
+    hint: torch.Tensor | None = None  # the intermediate map named in distill.hint_layers [N, C, H, W]
+
+
+@dataclass
+class Step:
+    """One training batch as a term sees it."""
+
+    x: torch.Tensor
+    y: torch.Tensor  # class indices, or soft targets after mixup/cutmix
+    student: Outputs
+    teacher: Outputs | None  # None for terms that need no fixed teacher
+
+
+@dataclass
+class Setup:
+    """What a term factory may look at: settings and the shapes the networks produce."""
+
+    temperature: float
+    alpha: float
+    label_smoothing: float
+    student: nn.Module
+    student_probe: Outputs
+    teacher_probe: Outputs | None
+    options: object  # the DistillConfig, for term-specific keys (hint_layers, rkd_angle_weight, ...)
+    seed: int
+
+
+class Term(nn.Module):
+    """One distillation term. Subclasses set the class attributes that say what they need."""
+
+    needs_teacher = True  # reads the fixed teacher's outputs
+    features: tuple[str, ...] = ()  # "embedding" and/or "hint", from both student and teacher
+    uses_temperature = False
+    settings: tuple[str, ...] = ()  # distill.* keys of this term alone
+
+    def forward(self, step: Step) -> tuple[torch.Tensor, torch.Tensor | None]:  # (D, extra)
+        raise NotImplementedError
+
+    def trainable_modules(self) -> list[nn.Module]:
+        """Trained by the student's optimizer and saved with the training state."""
+        return [self] if any(p.requires_grad for p in self.parameters()) else []
+
+    def state_objects(self) -> list:
+        """Saved with the training state but trained some other way (or not at all)."""
+        return []
+
+    def epoch_end(self, model: nn.Module) -> None:
+        """Called after every training epoch."""
