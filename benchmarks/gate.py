@@ -18,6 +18,13 @@ from compress.core.errors import CompressError
 
 BASELINE_FORMAT = "compress-baseline/1"
 
+# settings that change the figures: a report and a baseline that differ in any of them measure
+# different things, and comparing them would call the difference a regression
+COMPARED_SETTINGS = ("seed", "data.resize", "data.crop", "teacher.arch", "teacher.epochs", "distill.arch",
+                     "distill.epochs", "prune.enabled", "prune.target", "prune.params_ratio", "prune.macs_ratio",
+                     "prune.epochs", "quantize.enabled", "quantize.format", "bench.threads", "bench.batch_sizes",
+                     "bench.warmup", "bench.runs", "bench.calls_per_sample", "bench.processes")
+
 
 @dataclass
 class Limits:
@@ -68,6 +75,7 @@ def make_baseline(report: dict, where: str = "report") -> dict:
     return {"format": BASELINE_FORMAT,
             "reference": report.get("benchmark", {}).get("reference", "teacher"),
             "environment": report.get("environment", {}),
+            "settings": report.get("settings"),
             "models": {n: _figures(m, where, n) for n, m in report["models"].items()}}
 
 
@@ -78,8 +86,9 @@ def median_baseline(reports: list[dict], where: list[str]) -> dict:
     bases = [make_baseline(r, w) for r, w in zip(reports, where)]
     names = list(bases[0]["models"])
     for b, w in zip(bases[1:], where[1:]):
-        if list(b["models"]) != names or b["reference"] != bases[0]["reference"]:
-            raise CompressError(f"{w} has other models or another reference than {where[0]}; "
+        if list(b["models"]) != names or b["reference"] != bases[0]["reference"] \
+                or b["settings"] != bases[0]["settings"]:
+            raise CompressError(f"{w} has other models, settings or another reference than {where[0]}; "
                                 "a baseline is built from reports of one config")
     merged = dict(bases[0], runs=len(bases), models={})
     for name in names:
@@ -114,7 +123,7 @@ def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | No
     if now["reference"] != base["reference"]:
         raise CompressError(f"report measures ratios against {now['reference']!r} but the baseline against "
                             f"{base['reference']!r}; they cannot be compared")
-    warnings = []
+    warnings = _settings_warnings(now.get("settings"), base.get("settings"))
     cpu = lambda env: (env.get("cpu"), tuple(env.get("isa", [])))  # noqa: E731
     if cpu(now["environment"]) != cpu(base["environment"]):
         what = "absolute latency compared" if absolute else "latency ratios compared (int8 speed depends on the ISA)"
@@ -149,6 +158,19 @@ def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | No
                 rows.append(Row(name, label, b[figure][batch], n[figure][batch], f"{growth:+.1%}",
                                 f"+{limit:.0%}" if gated else "not gated", verdict))
     return rows, warnings
+
+
+def _settings_warnings(now: dict | None, base: dict | None) -> list[str]:
+    """Refuse (exit 2) when both sides record their settings and they differ; warn when one does not."""
+    if now is None or base is None:
+        side = "baseline" if base is None else "report"
+        return [f"the {side} records no settings, so it cannot be checked that both come from the same config; "
+                "regenerate it with this compress version"]
+    differ = [f"{k} {base.get(k)!r} vs {now.get(k)!r}" for k in sorted(set(now) | set(base)) if now.get(k) != base.get(k)]
+    if differ:
+        raise CompressError("report and baseline come from different settings (baseline vs report): "
+                            + "; ".join(differ) + "; compare runs of one config, or regenerate the baseline")
+    return []
 
 
 def _macs_rows(name: str, base: int | None, now: int | None, limit: float) -> list[Row]:

@@ -15,6 +15,8 @@ neither imported nor run: the child imports only the installed package.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,7 +38,8 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
     processes = max(1, min(processes, runs // 2))
     shares = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
     out: dict[int, dict[str, list[float]]] = {b: {n: [] for n in paths} for b in batches}
-    with tempfile.TemporaryDirectory(prefix="compress-latency-") as tmp:
+    remove_stale_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         image_file = Path(tmp) / "images.npy"
         np.save(image_file, np.ascontiguousarray(images[:max(batches)], dtype=np.float32))
         for i, share in enumerate(shares):
@@ -54,6 +57,27 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
                 for n in paths:
                     out[b][n].extend(result[str(b)][n])
     return out
+
+
+TEMP_PREFIX = "compress-latency-"
+
+
+def remove_stale_folders() -> None:
+    """Remove temp folders of timing runs whose process is gone (killed before it cleaned up)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{TEMP_PREFIX}*-*"):
+        pid = folder.name[len(TEMP_PREFIX):].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 def main(argv: list[str]) -> None:

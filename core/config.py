@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,6 +261,8 @@ def load_config(path: str | None = None, overrides: tuple[str, ...] = ()) -> Con
     cfg = Config()
     if path:
         p = Path(path)
+        if p.is_dir():
+            raise CompressError(f"config file {path} is a directory; give a TOML file, e.g. configs/hymenoptera-cpu.toml")
         if not p.is_file():
             raise CompressError(f"config file {path} does not exist")
         try:
@@ -277,6 +280,10 @@ def load_config(path: str | None = None, overrides: tuple[str, ...] = ()) -> Con
     return cfg
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
     checks = [
@@ -284,6 +291,16 @@ def validate(cfg: Config) -> None:
         (cfg.data.crop >= 8 and cfg.data.resize >= cfg.data.crop, "data.resize must be >= data.crop >= 8"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean and data.std need 3 values (RGB)"),
+        (all(_number(v) and math.isfinite(v) for v in cfg.data.mean + cfg.data.std)
+         and all(v > 0 for v in cfg.data.std if _number(v)),
+         f"data.mean and data.std must be finite numbers and data.std > 0 (it divides), got {cfg.data.std}"),
+        *[(math.isfinite(value) and value > 0, f"{key} must be a positive finite number, got {value}")
+          for key, value in (("teacher.lr", cfg.teacher.lr), ("distill.lr", cfg.distill.lr), ("prune.lr", cfg.prune.lr),
+                             ("distill.adversarial_lr", cfg.distill.adversarial_lr))],
+        (math.isfinite(cfg.train.weight_decay) and cfg.train.weight_decay >= 0, "train.weight_decay must be >= 0"),
+        (cfg.teacher.epochs >= 1 or bool(cfg.teacher.checkpoint),
+         "teacher.epochs must be >= 1 (0 would ship an untrained teacher); give teacher.checkpoint to skip training"),
+        (cfg.distill.epochs >= 1, "distill.epochs must be >= 1 (0 would ship an untrained student)"),
         (0.0 <= cfg.distill.alpha <= 1.0, "distill.alpha must be between 0 and 1"),
         (cfg.distill.temperature > 0, "distill.temperature must be > 0"),
         (cfg.distill.teacher_folds in (0, 1) or 2 <= cfg.distill.teacher_folds <= 10,
@@ -303,7 +320,7 @@ def validate(cfg: Config) -> None:
          "prune.target = latency needs prune.target_latency_ms > 0 (batch-1 ONNX Runtime p50 on this CPU)"),
         (cfg.prune.max_rounds >= 1 and cfg.prune.round_epochs >= 0, "prune.max_rounds >= 1 and prune.round_epochs >= 0"),
         (cfg.prune.round_to >= 1, "prune.round_to must be >= 1"),
-        (min(cfg.teacher.epochs, cfg.distill.epochs, cfg.prune.epochs) >= 0, "epochs must be >= 0"),
+        (min(cfg.teacher.epochs, cfg.prune.epochs) >= 0, "teacher.epochs and prune.epochs must be >= 0"),
         (cfg.quantize.calibration_samples >= 1, "quantize.calibration_samples must be >= 1"),
         (bool(cfg.quantize.candidates) and all(c in choices("quantize.format")[1:] for c in cfg.quantize.candidates),
          f"quantize.candidates must be a non-empty list of {', '.join(choices('quantize.format')[1:])}"),

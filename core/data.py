@@ -133,6 +133,8 @@ def _scan_classes(root: Path) -> dict[str, list[Path]]:
     classes = _class_dirs(root)
     if not classes:
         raise CompressError(f"{root}: no class folders found; expected {root}/<class>/<image files>")
+    if len(classes) < 2:
+        raise CompressError(f"{root}: only one class folder ({classes[0].name}); a classifier needs at least two")
     found = {}
     for cls in classes:
         files = sorted(p for p in cls.rglob("*") if _is_image(p))
@@ -222,6 +224,10 @@ def load_folder(root: Path, cfg: DataConfig, seed: int) -> Dataset:
     for split, name in ((train, "train"), (val, "val")):
         if len(split) == 0:
             raise CompressError(f"{root}: the {name} split has no readable images")
+    empty = [c for i, c in enumerate(classes) if not bool((train.labels == i).any())]
+    if empty:
+        raise CompressError(f"{root}: class {empty[0]!r} has no readable training images"
+                            f"{' after skipping bad ones' if bad else ''}; every class needs some")
     fingerprint = _fingerprint([listing, has_split, cfg.val_fraction if not has_split else None,
                                 seed if not has_split else None, cfg.resize, bad])
     return Dataset(classes, train, val, fingerprint, root.name, bad)

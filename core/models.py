@@ -7,6 +7,7 @@ counts stored in its meta ("shapes"), then its state_dict is loaded.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
 import torch
@@ -185,9 +186,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
         raise CompressError(f"checkpoint {path} does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CompressError(f"checkpoint {path} holds Python objects or code, which compress does not unpickle "
+                            "(that could run code); save the model's state_dict instead: "
+                            "torch.save(model.state_dict(), PATH)") from None
     except Exception as exc:
-        raise CompressError(f"checkpoint {path} cannot be loaded safely (weights_only=True): "
-                            f"{str(exc).splitlines()[0][:200]}") from None
+        raise CompressError(f"checkpoint {path} cannot be read as a PyTorch file ({type(exc).__name__}); "
+                            "is it truncated or another format?") from None
     if isinstance(obj, dict) and "state_dict" in obj:
         return obj["state_dict"], obj.get("meta", {})
     if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):

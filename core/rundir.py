@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -86,9 +87,16 @@ class RunDir:
         return sha256_file(self.path(rel))
 
     def load_manifest(self) -> dict:
+        """The manifest, or {} when it is missing, unreadable or not an object (that only costs
+        a full rerun, which rewrites it)."""
         if not self.exists(MANIFEST):
             return {}
         try:
-            return self.read_json(MANIFEST)
-        except json.JSONDecodeError:
-            return {}  # an unreadable manifest only costs a full rerun
+            manifest = self.read_json(MANIFEST)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            manifest = None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("stages", {}), dict):
+            logging.getLogger("compress").warning("%s is not a compress manifest; every stage will run again",
+                                                  self.path(MANIFEST))
+            return {}
+        return manifest

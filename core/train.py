@@ -148,8 +148,12 @@ class TrainingState:
         """(first epoch to run, history so far), after loading the saved state if it is ours."""
         if not self.path.is_file():
             return 0, []
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
-        if state.get("key") != self.key:
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # truncated, corrupt or not ours: unpickling refused or failed
+            log.warning("%s cannot be read (%s); training this stage from the start", self.path, type(exc).__name__)
+            return 0, []
+        if not isinstance(state, dict) or state.get("key") != self.key:
             return 0, []
         self.model.load_state_dict(state["model"])
         for module, sd in zip(self.recipe.extra_modules, state.get("extra", []), strict=False):

@@ -34,8 +34,17 @@ class ClientModel:
         meta = read_metadata(path)
         if (meta["color"], meta["layout"], meta["scale"]) != ("RGB", "NCHW", "1/255"):
             raise CompressError(f"{path}: unsupported preprocessing {meta['color']}/{meta['layout']}/{meta['scale']}")
-        return cls(Path(path), json.loads(meta["labels"]), int(meta["resize"]), int(meta["crop"]),
-                   json.loads(meta["mean"]), json.loads(meta["std"]))
+        try:
+            labels, mean, std = (json.loads(meta[k]) for k in ("labels", "mean", "std"))
+            resize, crop = int(meta["resize"]), int(meta["crop"])
+        except (ValueError, TypeError) as exc:
+            raise CompressError(f"{path}: metadata labels/mean/std/resize/crop are not valid ({exc})") from None
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            raise CompressError(f"{path}: metadata `labels` must be a JSON list of class names")
+        width = cpu_session(path).get_outputs()[0].shape[-1]
+        if isinstance(width, int) and width != len(labels):
+            raise CompressError(f"{path}: the model outputs {width} classes but its metadata names {len(labels)}")
+        return cls(Path(path), labels, resize, crop, mean, std)
 
     def preprocess(self, image: Path) -> np.ndarray:
         try:

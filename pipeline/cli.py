@@ -5,6 +5,7 @@ stderr, through tqdm so progress bars stay intact, at INFO (WARNING with --quiet
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -34,6 +35,9 @@ def configure_logging(quiet: bool) -> None:
     logger.propagate = False
 
 
+FILESYSTEM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 class Group(click.Group):
     """Turns CompressError into `error: <message>` and exit 2 for every subcommand, no traceback."""
 
@@ -42,6 +46,13 @@ class Group(click.Group):
             return super().invoke(ctx)
         except CompressError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(2)
+        except OSError as exc:
+            if exc.errno not in FILESYSTEM_ERRORS:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            what = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
+            click.secho(f"error: {what}{where}; earlier finished stages are kept, rerun to resume", fg="red", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted; rerun the same command to resume from the last finished epoch", err=True)
@@ -217,18 +228,21 @@ def bench(models, data_path, out, reference, overrides) -> None:
     report["warnings"] = []
     click.echo(markdown_table(report))
     if out:
+        from compress.core.lock import RunLock
         from compress.core.roster import REPORT_JSON, REPORT_MD
         from compress.core.rundir import RunDir
         run = RunDir(out)
-        run.write_json(REPORT_JSON, report)
-        run.write_text(REPORT_MD, markdown_report(report))
+        with RunLock(out):
+            run.write_json(REPORT_JSON, report)
+            run.write_text(REPORT_MD, markdown_report(report))
         click.echo(f"wrote {Path(out) / REPORT_JSON} and {Path(out) / REPORT_MD}")
 
 
 @main.command()
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path())
-@click.option("--top-k", default=3, show_default=True, help="How many classes to print per image.")
+@click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
+              help="How many classes to print per image.")
 def predict(model, images, top_k) -> None:
     """Print the top-k classes for each image, using only MODEL.onnx and its metadata."""
     from compress.exports.client import predict as run_predict

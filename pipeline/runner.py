@@ -8,13 +8,17 @@ changes its outputs changes the keys downstream, so a rerun starts from the firs
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 
 from compress.core.config import Config
 from compress.core.data import Dataset, load_dataset
 from compress.core.errors import CompressError
+from compress.core.lock import RunLock, remove_debris
 from compress.core.provenance import git_commit, library_versions
 from compress.core.roster import MANIFEST
 from compress.core.rundir import RunDir, sha256_file, sha256_json
@@ -68,17 +72,46 @@ def _up_to_date(record: dict | None, key: str, run: RunDir) -> bool:
     return all(run.exists(rel) and run.sha256(rel) == digest for rel, digest in outputs.items())
 
 
+def check_writable(out: Path) -> None:
+    """`out` can be created and written: checked before any data is decoded, by making and removing
+    a probe folder in the nearest existing ancestor, so a rejected run leaves nothing behind."""
+    existing = out.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise CompressError(f"output directory {out}: {existing} is a file, not a folder; choose another --out")
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".compress-probe-", dir=existing))
+    except OSError as exc:
+        raise CompressError(f"output directory {out}: cannot write in {existing} ({exc.strerror or exc}); "
+                            "choose a writable --out") from None
+
+
 def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequence[Stage] = STAGES,
                  data: Dataset | None = None, shared_cache: Path | None = None) -> dict:
-    """Run (or skip) every enabled stage in order; returns the manifest.
-
-    A sweep passes its already-decoded `data`, a subset of `stages` and one `shared_cache`.
+    """Run (or skip) every enabled stage in order, holding the run directory's lock; returns the
+    manifest. A sweep passes its already-decoded `data`, a subset of `stages` and one `shared_cache`.
     """
     t_start = time.perf_counter()
-    data = preflight(cfg, data, stages)
+    check_writable(Path(out))
+    with ExitStack() as held:
+        # an existing run directory is locked at once, so a second run fails before decoding
+        # anything; a new one is created only after every check passed (nothing left if one fails)
+        early = Path(out).is_dir()
+        if early:
+            held.enter_context(RunLock(out))
+        data = preflight(cfg, data, stages)
+        if not early:
+            held.enter_context(RunLock(out))
+        removed = remove_debris(Path(out))
+        if removed:
+            log.info("removed what an interrupted run left: %s", ", ".join(removed))
+        return _run_locked(cfg, RunDir(out), quiet, stages, data, shared_cache, t_start)
+
+
+def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], data: Dataset,
+                shared_cache: Path | None, t_start: float) -> dict:
     device = resolve_device(cfg.device)
-    run = RunDir(out)
-    run.root.mkdir(parents=True, exist_ok=True)
     previous = run.load_manifest()
     records = dict(previous.get("stages", {}))
     manifest = {

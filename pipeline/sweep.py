@@ -28,6 +28,7 @@ from typing import Any
 
 from compress.core.config import Config, config_from_dict, set_key, valid_keys
 from compress.core.errors import CompressError
+from compress.core.lock import RunLock
 from compress.core.roster import TEACHER, checkpoint_path
 from compress.core.rundir import atomic_path, sha256_json
 
@@ -200,31 +201,32 @@ def run_task(task: Task, quiet: bool = True, data=None) -> str:
 
 def run_sweep(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, jobs: int = 1,
               quiet: bool = False) -> dict:
-    """Plan, run (skipping what is finished) and aggregate; writes sweep.json / .md / .png."""
+    """Check and plan (nothing written if that fails), then run what is not finished, holding the
+    sweep directory's lock, and aggregate; writes sweep.json / .md / .png."""
     import time
 
     from compress.pipeline.runner import preflight
     from compress.pipeline.sweep_report import aggregate, write_outputs
-
     t0 = time.perf_counter()
     if jobs < 1:
         raise CompressError("--jobs must be >= 1")
     data = preflight(cfg)
     teacher, tasks, records = plan(cfg, grid, seeds, out, jobs)
-    log.info(f"sweep: {len(records) // len(seeds)} cells x {len(seeds)} seeds, {sum(t.kind == 'baseline' for t in tasks)} "
-         f"baseline runs, jobs={jobs}; teacher in {teacher.out}")
-    run_task(teacher, quiet, data)
-    if jobs == 1:
-        for i, task in enumerate(tasks, 1):
-            run_task(task, True, data)
-            log.info(f"[{i}/{len(tasks)}] {task.kind} {task.out}")
-    else:
-        import multiprocessing
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-            for i, done in enumerate(pool.map(run_task, tasks), 1):
-                log.info(f"[{i}/{len(tasks)}] {done}")
-    summary = aggregate(records, seeds, teacher)
-    summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    summary["grid"], summary["jobs"] = grid, jobs
-    write_outputs(summary, out)
+    with RunLock(out):
+        log.info("sweep: %d cells x %d seeds, %d baseline runs, jobs=%d; teacher in %s", len(records) // len(seeds),
+                 len(seeds), sum(t.kind == "baseline" for t in tasks), jobs, teacher.out)
+        run_task(teacher, quiet, data)
+        if jobs == 1:
+            for i, task in enumerate(tasks, 1):
+                run_task(task, True, data)
+                log.info("[%d/%d] %s %s", i, len(tasks), task.kind, task.out)
+        else:
+            import multiprocessing
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                for i, done in enumerate(pool.map(run_task, tasks), 1):
+                    log.info("[%d/%d] %s", i, len(tasks), done)
+        summary = aggregate(records, seeds, teacher)
+        summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        summary["grid"], summary["jobs"] = grid, jobs
+        write_outputs(summary, out)
     return summary

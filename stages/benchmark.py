@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from compress.benchmarks.gate import COMPARED_SETTINGS
 from compress.benchmarks.measure import cuda_latency_ms
 from compress.benchmarks.report import markdown_report
 from compress.benchmarks.suite import benchmark_onnx
@@ -28,7 +29,7 @@ class BenchmarkStage(Stage):
     name = "benchmark"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled")
+        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled", *COMPARED_SETTINGS)
 
     def inputs(self, cfg: Config) -> list[str]:
         return ([onnx_path(n) for n in all_models(cfg)] + [EXPORT_INFO]
@@ -58,6 +59,7 @@ class BenchmarkStage(Stage):
             "dataset": {"name": data.name, "classes": data.classes, "train_size": len(data.train),
                         "val_size": len(data.val)},
             **measured,
+            "settings": {k: _value(cfg, k) for k in COMPARED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
             "quantization": ctx.run.read_json(QUANTIZE_INFO) if cfg.quantize.enabled else None,
             "warnings": [w for rec in ctx.run.load_manifest().get("stages", {}).values()
@@ -66,3 +68,8 @@ class BenchmarkStage(Stage):
         ctx.run.write_json(REPORT_JSON, report)
         ctx.run.write_text(REPORT_MD, markdown_report(report))
         return {n: {"accuracy": m["accuracy"], "p50_ms": m["latency_ms"]["p50"]} for n, m in report["models"].items()}
+
+
+def _value(cfg, key: str):
+    *section, name = key.split(".")
+    return getattr(getattr(cfg, section[0]) if section else cfg, name)

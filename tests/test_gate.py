@@ -205,3 +205,20 @@ def test_injected_regression_adds_compute_and_keeps_predictions(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), heavy(x), atol=1e-5)
+
+
+def test_a_baseline_of_other_settings_is_refused_naming_them(tmp_path):
+    settings = {"teacher.epochs": 1, "bench.runs": 600, "data.crop": 32}
+    base = dict(copy.deepcopy(REPORT), settings=settings)
+    now = dict(copy.deepcopy(REPORT), settings=dict(settings, **{"teacher.epochs": 3, "data.crop": 64}))
+    result = gate(tmp_path, now, base)
+    assert result.exit_code == 2 and "different settings" in result.output
+    assert "teacher.epochs 1 vs 3" in result.output and "data.crop 32 vs 64" in result.output
+    assert "bench.runs" not in result.output
+    same = gate(tmp_path, dict(copy.deepcopy(REPORT), settings=settings), base)
+    assert same.exit_code == 0 and "records no settings" not in same.output
+
+
+def test_a_baseline_without_settings_is_compared_with_a_warning(tmp_path):
+    result = gate(tmp_path, dict(copy.deepcopy(REPORT), settings={"seed": 0}), REPORT)
+    assert result.exit_code == 0 and "records no settings" in result.output

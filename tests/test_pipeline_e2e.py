@@ -36,6 +36,7 @@ def test_run_directory_contract(full_run):
     out, _ = full_run
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert files == sorted([
+        ".compress.lock",  # the run directory's lock file (held only while a run is in progress)
         "manifest.json", "report.json", "report.md", "report.html", "onnx/models.json", "onnx/quantize.json",
         *[f"plots/{p}.png" for p in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")],
         *[f"onnx/{m}.onnx" for m in MODELS],
