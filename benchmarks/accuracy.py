@@ -1,9 +1,11 @@
-"""Accuracy figures from logits: top-1, top-5, per-class accuracy, confusion matrix, agreement
-with the teacher, and expected calibration error (Guo et al. 2017, 15 equal-width bins)."""
+"""Accuracy figures from logits: top-1 with its 95% Wilson interval, top-5, per-class accuracy,
+confusion matrix, agreement with the teacher, and expected calibration error (Guo et al. 2017,
+15 equal-width bins)."""
 from __future__ import annotations
 
 import numpy as np
 
+from compress.benchmarks.stats import accuracy_with_interval
 from compress.exports.session import softmax
 
 
@@ -32,8 +34,10 @@ def accuracy_figures(logits: np.ndarray, labels: np.ndarray, classes: list[str],
     predicted = logits.argmax(axis=1)
     cm = confusion_matrix(labels, predicted, len(classes))
     per_class = {c: float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None for i, c in enumerate(classes)}
+    interval = accuracy_with_interval(predicted == labels)
     figures = {
         "accuracy": float((predicted == labels).mean()),
+        "accuracy_interval": {"low": interval["low"], "high": interval["high"], "n": interval["n"]},
         "per_class_accuracy": per_class,
         "confusion_matrix": cm.tolist(),
         "ece": expected_calibration_error(softmax(logits), labels),

@@ -20,25 +20,40 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from compress.benchmarks.contention import Probe
 from compress.benchmarks.measure import interleaved_latency
 from compress.exports.session import cpu_session
 
 
+@dataclass
+class Timings:
+    """samples[batch][model]: interleaved timings (ms); contention: was the machine busy meanwhile
+    (compress.benchmarks.contention)."""
+
+    samples: dict[int, dict[str, list[float]]]
+    contention: dict
+
+
 def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches: list[int], threads: int,
-                            warmup: int, runs: int, calls: int = 1, processes: int = 1) -> dict[int, dict[str, list[float]]]:
+                            warmup: int, runs: int, calls: int = 1, processes: int = 1) -> Timings:
     """Per batch size, per model: `runs` interleaved timings (ms), split over `processes` children.
 
     Rounds from different children are concatenated in order, so sample i of every model still
-    comes from the same round and paired ratios stay paired.
+    comes from the same round and paired ratios stay paired. Each child's median ratio of every
+    model to the first one feeds the contention figures (how far fresh processes disagree).
     """
     processes = max(1, min(processes, runs // 2))
     shares = [runs // processes + (1 if i < runs % processes else 0) for i in range(processes)]
     out: dict[int, dict[str, list[float]]] = {b: {n: [] for n in paths} for b in batches}
+    first = next(iter(paths))
+    per_process: dict[str, list[float]] = {f"{n}@{b}": [] for b in batches for n in paths if n != first}
     remove_stale_folders()
+    probe = Probe.start()
     with tempfile.TemporaryDirectory(prefix=f"{TEMP_PREFIX}{os.getpid()}-") as tmp:
         image_file = Path(tmp) / "images.npy"
         np.save(image_file, np.ascontiguousarray(images[:max(batches)], dtype=np.float32))
@@ -56,7 +71,10 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
             for b in batches:
                 for n in paths:
                     out[b][n].extend(result[str(b)][n])
-    return out
+                    if n != first:
+                        per_process[f"{n}@{b}"].append(
+                            float(np.median(np.asarray(result[str(b)][n]) / np.asarray(result[str(b)][first]))))
+    return Timings(out, probe.finish(per_process))
 
 
 TEMP_PREFIX = "compress-latency-"

@@ -19,17 +19,30 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _accuracy_axis(ax, values: list[float], min_span: float = 10.0) -> None:
+    """A y range of at least `min_span` points, so a 0.8-point gap does not fill half the plot."""
+    lo, hi = min(values), max(values)
+    pad = max(0.0, (min_span - (hi - lo)) / 2) + 1.0
+    ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
+
+
 def accuracy_vs_latency(models: dict, deployable: str) -> bytes:
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, m in models.items():
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    ys = []
+    for i, (name, m) in enumerate(sorted(models.items(), key=lambda kv: kv[1]["latency_ms"]["p50"])):
         x, y = m["latency_ms"]["p50"], 100 * m["accuracy"]
-        ax.scatter(x, y, s=120 if name == deployable else 50, marker="*" if name == deployable else "o",
+        ys.append(y)
+        ci = m.get("accuracy_interval")
+        if ci:
+            ax.errorbar(x, y, yerr=[[y - 100 * ci["low"]], [100 * ci["high"] - y]], color="lightgray", zorder=1)
+        ax.scatter(x, y, s=120 if name == deployable else 50, marker="*" if name == deployable else "o", zorder=2,
                    color="tab:red" if name == deployable else ("tab:gray" if name == "teacher" else "tab:blue"))
         ax.annotate(name + (" (deployable)" if name == deployable else ""), (x, y), textcoords="offset points",
-                    xytext=(5, 5), fontsize=8)
+                    xytext=(6, 8 if i % 2 == 0 else -12), fontsize=8)  # alternate above/below: no overlap
     ax.set_xlabel("p50 latency, batch 1 (ms, ONNX Runtime CPU)")
-    ax.set_ylabel("top-1 accuracy on val (%)")
+    ax.set_ylabel("top-1 accuracy (%) with 95% interval")
     ax.set_xscale("log")
+    _accuracy_axis(ax, ys)
     ax.grid(alpha=0.3)
     return _png(fig)
 
@@ -43,20 +56,30 @@ def sizes(models: dict) -> bytes:
     return _png(fig)
 
 
+FINE_TUNES = ("student_pruned",)  # start from a trained model: drawn apart, from their own epoch 1
+
+
 def training_curves(training: dict) -> bytes:
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for name, history in training.items():
-        if not history:
-            continue
-        epochs = [h["epoch"] for h in history]
-        a.plot(epochs, [h["loss"] for h in history], marker="o", label=name)
-        b.plot(epochs, [100 * h["val_accuracy"] for h in history], marker="o", label=name)
-    a.set_title("training loss")
-    b.set_title("val accuracy (%)")
-    for ax in (a, b):
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    b.legend(fontsize=8)
+    groups = [("trained from scratch", {n: h for n, h in training.items() if n not in FINE_TUNES and h}),
+              ("fine-tuned after pruning", {n: h for n, h in training.items() if n in FINE_TUNES and h})]
+    groups = [g for g in groups if g[1]] or [("training", {})]
+    fig, axes = plt.subplots(len(groups), 2, figsize=(9, 3.3 * len(groups)), squeeze=False)
+    for (title, histories), (a, b) in zip(groups, axes, strict=True):
+        accuracies = []
+        for name, history in histories.items():
+            epochs = [h["epoch"] for h in history]
+            a.plot(epochs, [h["loss"] for h in history], marker="o", label=name)
+            b.plot(epochs, [100 * h["val_accuracy"] for h in history], marker="o", label=name)
+            accuracies += [100 * h["val_accuracy"] for h in history]
+        a.set_title(f"training loss ({title})", fontsize=9)
+        b.set_title(f"val accuracy % ({title})", fontsize=9)
+        if accuracies:
+            _accuracy_axis(b, accuracies)
+        for ax in (a, b):
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        if histories:
+            b.legend(fontsize=8)
     return _png(fig)
 
 
@@ -78,9 +101,18 @@ def confusion(matrix: list, classes: list[str], title: str) -> bytes:
 
 
 def gradcam_panels(images: np.ndarray, teacher_cams: np.ndarray, student_cams: np.ndarray,
-                   student_name: str) -> bytes:
-    """Rows: image, teacher CAM, student CAM. images: uint8 [N, 3, H, W]."""
+                   student_name: str, spatial: bool = True) -> bytes:
+    """Rows: image, teacher CAM, student CAM. images: uint8 [N, 3, H, W]. Without spatial feature
+    maps (1×1 at small inputs) only the images are drawn, with a note instead of flat overlays."""
     n = len(images)
+    if not spatial:
+        fig, axes = plt.subplots(1, n, figsize=(1.8 * n, 2.4), squeeze=False)
+        for i in range(n):
+            axes[0][i].imshow(images[i].transpose(1, 2, 0))
+            axes[0][i].set_xticks([])
+            axes[0][i].set_yticks([])
+        fig.suptitle("feature maps are 1×1 at this input size: Grad-CAM has no location to show", fontsize=9)
+        return _png(fig)
     fig, axes = plt.subplots(3, n, figsize=(1.8 * n, 5.6), squeeze=False)
     for i in range(n):
         rgb = images[i].transpose(1, 2, 0)

@@ -12,8 +12,9 @@ import numpy as np
 
 from compress.benchmarks.accuracy import accuracy_figures
 from compress.benchmarks.environment import environment
-from compress.benchmarks.latency_worker import time_in_fresh_processes
+from compress.benchmarks.latency_worker import Timings, time_in_fresh_processes
 from compress.benchmarks.measure import paired_ratio, percentiles
+from compress.benchmarks.stats import mcnemar
 from compress.core.config import BenchConfig
 from compress.exports.session import cpu_session, run_logits
 
@@ -26,14 +27,17 @@ def _int_or_none(meta: dict, key: str) -> int | None:
 
 
 def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarray, classes: list[str],
-                   cfg: BenchConfig, reference: str | None = "teacher", root: Path | None = None) -> dict:
-    """Measure every model in `paths` (name -> file). `root` makes the reported paths relative."""
+                   cfg: BenchConfig, reference: str | None = "teacher", root: Path | None = None,
+                   pairs: tuple[tuple[str, str], ...] = ()) -> dict:
+    """Measure every model in `paths` (name -> file). `root` makes the reported paths relative.
+    `pairs` (a, b): compare a with b on the same images (McNemar's exact test)."""
     sessions = {n: cpu_session(p, threads=cfg.threads) for n, p in paths.items()}
     reference = reference if reference in paths else next(iter(paths))
     logits = {n: run_logits(s, images) for n, s in sessions.items()}
     ref_predicted = logits[reference].argmax(1)
     batches = sorted(set(cfg.batch_sizes))
-    timings = time_latency(paths, images, batches, cfg)
+    measured = time_latency(paths, images, batches, cfg)
+    timings = measured.samples
     models = {}
     for name, path in paths.items():
         meta = sessions[name].get_modelmeta().custom_metadata_map
@@ -53,16 +57,19 @@ def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarra
         if reference != "teacher":
             models[name]["agreement_with_reference"] = models[name].pop("agreement_with_teacher")
     add_ratios(models, reference)
-    return {"environment": environment(cfg.threads),
+    correct = {n: logits[n].argmax(1) == labels for n in paths}
+    comparisons = [{"model": a, "against": b, **mcnemar(correct[a], correct[b])}
+                   for a, b in pairs if a in paths and b in paths]
+    return {"environment": environment(cfg.threads), "comparisons": comparisons,
             "benchmark": {"device": "cpu", "threads": cfg.threads, "batch_sizes": batches, "warmup": cfg.warmup,
                           "runs": cfg.runs, "calls_per_sample": cfg.calls_per_sample, "processes": cfg.processes,
                           "reference": reference, "interleaved": True, "ort_spinning": False,
+                          "contention": measured.contention,
                           "input": [None, *images.shape[1:]]},
             "models": models}
 
 
-def time_latency(paths: dict[str, Path], images: np.ndarray, batches: list[int],
-                 cfg: BenchConfig) -> dict[int, dict[str, list[float]]]:
+def time_latency(paths: dict[str, Path], images: np.ndarray, batches: list[int], cfg: BenchConfig) -> Timings:
     """Interleaved timings of every model at every batch size, as bench.* says, in fresh processes."""
     return time_in_fresh_processes(paths, images, batches, cfg.threads, cfg.warmup, cfg.runs,
                                    cfg.calls_per_sample, cfg.processes)

@@ -33,6 +33,8 @@ def opt_list(factory, why: str) -> Any:
 class DataConfig:
     path: str = opt("digits", "embedded default: needs no network and no files")
     val_fraction: float = opt(0.2, "only for trees without train/ and val/: held-out share per class")
+    test_fraction: float = opt(0.2, "share of each class's training images held out as the test split when the "
+                                    "data has no test/ and every class has >= 25 training images; 0 = no test split")
     resize: int = opt(36, "shorter side after decoding; images are kept in memory at this size")
     crop: int = opt(32, "network input side; small so the default run fits 10 minutes on 2 CPU cores")
     batch_size: int = opt(32, "fits every stage in a few GB of CPU memory")
@@ -134,6 +136,13 @@ class QuantizeConfig:
 
 
 @dataclass
+class DeployConfig:
+    target: Literal["portable", "onnxruntime"] = opt(
+        "portable", "portable: the deployable uses standard ONNX operators only, so it loads in any ONNX runtime; "
+                    "onnxruntime also allows ONNX Runtime's own (com.microsoft) int8 operators")
+
+
+@dataclass
 class BenchConfig:
     threads: int = opt(2, "fixed ONNX Runtime intra-op threads so figures compare across runs")
     batch_sizes: list = opt_list(lambda: [1, 8], "edge latency (1) and throughput (8)")
@@ -148,6 +157,8 @@ class BenchConfig:
 class Config:
     seed: int = opt(0, "one seed drives init, data order, augmentation and splits")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", "the GPU when torch sees one, else the CPU")
+    track: Literal["none", "mlflow"] = opt("none", "experiment tracking is opt-in (pip install 'compress-distill[mlflow]')")
+    tracking_uri: str = opt("", "MLflow store; empty = ./mlruns (or MLFLOW_TRACKING_URI)")
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -155,6 +166,7 @@ class Config:
     prune: PruneConfig = field(default_factory=PruneConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     quantize: QuantizeConfig = field(default_factory=QuantizeConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)
 
     def to_dict(self) -> dict:
@@ -288,6 +300,7 @@ def validate(cfg: Config) -> None:
     """Range checks that types alone cannot express."""
     checks = [
         (0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction must be between 0 and 1"),
+        (0.0 <= cfg.data.test_fraction < 1.0, "data.test_fraction must be in [0, 1) (0 = no test split)"),
         (cfg.data.crop >= 8 and cfg.data.resize >= cfg.data.crop, "data.resize must be >= data.crop >= 8"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean and data.std need 3 values (RGB)"),

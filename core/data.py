@@ -23,10 +23,10 @@ from PIL import Image, UnidentifiedImageError
 from compress.core.augment import augment_image, mix_batch
 from compress.core.config import DataConfig
 from compress.core.errors import CompressError
+from compress.core.preprocess import IMAGE_EXTENSIONS, crop_offsets, decode, resize_shorter, rgb_array
 
 log = logging.getLogger("compress")
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 @dataclass
@@ -43,74 +43,61 @@ class ImageSet:
 
 @dataclass
 class Dataset:
+    """train (fitting), val (every choice: epochs, int8 layout, prune rounds, sweep cells) and, when
+    the data has enough images, test (the figures the report states, used for nothing else)."""
+
     classes: list[str]
     train: ImageSet
     val: ImageSet
     fingerprint: str  # changes whenever the files, their split or the decode settings change
     name: str
     bad_images: list[str] = field(default_factory=list)
-    _val_crops: torch.Tensor | None = None
+    test: ImageSet | None = None
+    _crops: dict = field(default_factory=dict)
+
+    @property
+    def report_split(self) -> str:
+        """Where reported figures come from: test when there is one, else val (also used to select)."""
+        return "test" if self.test is not None else "val"
+
+    def split(self, name: str) -> ImageSet:
+        images = getattr(self, name)
+        if images is None:
+            raise ValueError(f"dataset {self.name} has no {name} split")
+        return images
+
+    def crops(self, split: str, crop: int) -> torch.Tensor:
+        """Centre crops of every image of `split` as one uint8 tensor [N, 3, crop, crop], built once."""
+        if (split, crop) not in self._crops:
+            self._crops[(split, crop)] = torch.stack([center_crop(img, crop) for img in self.split(split).images])
+        return self._crops[(split, crop)]
+
+    def inputs(self, split: str, cfg: DataConfig) -> torch.Tensor:
+        """Every image of `split` as the network sees it: centre-cropped, normalised, float NCHW."""
+        return normalize(self.crops(split, cfg.crop), cfg.mean, cfg.std)
 
     def val_crops(self, crop: int) -> torch.Tensor:
-        """Centre crops of every val image as one uint8 tensor [N, 3, crop, crop], built once."""
-        if self._val_crops is None or self._val_crops.shape[-1] != crop:
-            self._val_crops = torch.stack([center_crop(img, crop) for img in self.val.images])
-        return self._val_crops
+        return self.crops("val", crop)
 
     def val_inputs(self, cfg: DataConfig) -> torch.Tensor:
-        """Every val image as the network sees it: centre-cropped and normalised, float [N, 3, crop, crop]."""
-        return normalize(self.val_crops(cfg.crop), cfg.mean, cfg.std)
+        return self.inputs("val", cfg)
 
 
 # ---------------------------------------------------------------- image decoding
 
-def resize_shorter(img: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is `size`, keeping the aspect ratio (torchvision's Resize(int))."""
-    w, h = img.size
-    if w <= h:
-        new_w, new_h = size, int(size * h / w)
-    else:
-        new_w, new_h = int(size * w / h), size
-    if (new_w, new_h) == (w, h):
-        return img
-    return img.resize((new_w, new_h), Image.BILINEAR)
-
-
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
-    _, h, w = img.shape
-    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    top, left = crop_offsets(img.shape[1], img.shape[2], size)
     return img[:, top:top + size, left:left + size]
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Grayscale, RGBA, palette, CMYK and 16-bit images all become 8-bit RGB."""
-    if img.mode == "RGB":
-        return img
-    if img.mode in ("P", "PA") and "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode.startswith("I;16") or img.mode == "I":
-        arr = np.asarray(img, dtype=np.float64)
-        img = Image.fromarray((arr / max(arr.max(), 1) * 255).astype(np.uint8))
-    return img.convert("RGB")
 
 
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1).contiguous()
 
 
-def decode_file(path: Path, resize: int) -> torch.Tensor:
-    """Decode one image file to uint8 CHW RGB with the shorter side = `resize`."""
-    with Image.open(path) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (resize, resize))  # let libjpeg decode at a reduced scale: much faster
-        img.load()
-        return pil_to_tensor(resize_shorter(to_rgb(img), resize))
-
-
-def preprocess_image(path: Path, resize: int, crop: int, mean, std) -> np.ndarray:
-    """The client recipe from the ONNX metadata: RGB, resize shorter side, centre crop, /255, normalise."""
-    x = center_crop(decode_file(path, resize), crop)[None]
-    return normalize(x, mean, std).numpy()
+def decode_file(path: Path, resize: int, draft: bool = False) -> torch.Tensor:
+    """Decode one image file to uint8 CHW RGB with the shorter side = `resize` (the documented
+    recipe; `draft` = libjpeg's reduced-scale JPEG decode, used for training images only)."""
+    return torch.from_numpy(decode(path, resize, draft))
 
 
 def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
@@ -165,17 +152,33 @@ def _stratified_split(files: dict[str, list[Path]], val_fraction: float, seed: i
     return train, val
 
 
+MIN_TRAIN_PER_CLASS_FOR_TEST = 25  # fewer training images in any class: no test split (too few to fit and test)
+
+
+def carve_test(train_files: dict[str, list], fraction: float, seed: int) -> tuple[dict, dict | None]:
+    """(train, test): `fraction` of each class's training images held out as the test split, or
+    (train, None) when the fraction is 0 or a class has fewer than MIN_TRAIN_PER_CLASS_FOR_TEST."""
+    if fraction <= 0 or min(len(v) for v in train_files.values()) < MIN_TRAIN_PER_CLASS_FOR_TEST:
+        return train_files, None
+    kept, held = {}, {}
+    for (cls, items), (k, h) in zip(train_files.items(), stratified_holdout(
+            [len(v) for v in train_files.values()], fraction, seed + 7919), strict=True):
+        kept[cls], held[cls] = [items[i] for i in k], [items[i] for i in h]
+    return kept, held
+
+
 def _fingerprint(parts: list) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()
 
 
-def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig, bad: list[str]) -> ImageSet:
+def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig, bad: list[str],
+                draft: bool = False) -> ImageSet:
     items = [(path, classes.index(cls)) for cls, paths in files.items() for path in paths]
 
     def work(item):
         path, _ = item
         try:
-            return decode_file(path, cfg.resize)
+            return decode_file(path, cfg.resize, draft)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
             if not cfg.skip_bad_images:
                 raise CompressError(
@@ -203,34 +206,42 @@ def load_folder(root: Path, cfg: DataConfig, seed: int) -> Dataset:
     if not root.is_dir():
         raise CompressError(f"data path {root} is not a directory")
     has_split = (root / "train").is_dir() and (root / "val").is_dir()
+    test_files = None
     if has_split:
         train_files, val_files = _scan_classes(root / "train"), _scan_classes(root / "val")
-        if set(train_files) != set(val_files):
-            only_train = sorted(set(train_files) - set(val_files))
-            only_val = sorted(set(val_files) - set(train_files))
-            raise CompressError(
-                f"{root}: train and val class folders differ (only in train: {only_train or '-'}; "
-                f"only in val: {only_val or '-'})")
+        if (root / "test").is_dir():
+            test_files = _scan_classes(root / "test")
+        for name, other in (("val", val_files), ("test", test_files)):
+            if other is not None and set(train_files) != set(other):
+                only_train = sorted(set(train_files) - set(other))
+                only_other = sorted(set(other) - set(train_files))
+                raise CompressError(
+                    f"{root}: train and {name} class folders differ (only in train: {only_train or '-'}; "
+                    f"only in {name}: {only_other or '-'})")
         classes = sorted(train_files)
     else:
         all_files = _scan_classes(root)
         classes = sorted(all_files)
         train_files, val_files = _stratified_split(all_files, cfg.val_fraction, seed)
+    given_test = test_files is not None
+    if not given_test:
+        train_files, test_files = carve_test(train_files, cfg.test_fraction, seed)
     listing = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-               for files in (train_files, val_files) for paths in files.values() for p in paths]
+               for files in (train_files, val_files, test_files or {}) for paths in files.values() for p in paths]
     bad: list[str] = []
-    train = _decode_all(train_files, classes, cfg, bad)
+    train = _decode_all(train_files, classes, cfg, bad, draft=True)  # training crops are augmented anyway
     val = _decode_all(val_files, classes, cfg, bad)
-    for split, name in ((train, "train"), (val, "val")):
-        if len(split) == 0:
+    test = _decode_all(test_files, classes, cfg, bad) if test_files is not None else None
+    for split, name in ((train, "train"), (val, "val"), (test, "test")):
+        if split is not None and len(split) == 0:
             raise CompressError(f"{root}: the {name} split has no readable images")
     empty = [c for i, c in enumerate(classes) if not bool((train.labels == i).any())]
     if empty:
         raise CompressError(f"{root}: class {empty[0]!r} has no readable training images"
                             f"{' after skipping bad ones' if bad else ''}; every class needs some")
     fingerprint = _fingerprint([listing, has_split, cfg.val_fraction if not has_split else None,
-                                seed if not has_split else None, cfg.resize, bad])
-    return Dataset(classes, train, val, fingerprint, root.name, bad)
+                                seed if not has_split else None, cfg.resize, bad, "eval decoded without draft"])
+    return Dataset(classes, train, val, fingerprint, root.name, bad, test)
 
 
 def load_digits(cfg: DataConfig, seed: int) -> Dataset:
@@ -241,19 +252,33 @@ def load_digits(cfg: DataConfig, seed: int) -> Dataset:
     images = [pil_to_tensor(resize_shorter(Image.fromarray(p).convert("RGB"), cfg.resize)) for p in pixels]
     classes = [str(c) for c in range(10)]
     by_class = [np.flatnonzero(bunch.target == int(c)) for c in classes]
-    train_idx, val_idx = [], []
-    for members, (kept, held) in zip(by_class, stratified_holdout([len(m) for m in by_class], cfg.val_fraction, seed),
-                                     strict=True):
-        train_idx += members[kept].tolist()
+    train_by_class, val_idx = {}, []
+    for c, members, (kept, held) in zip(classes, by_class, stratified_holdout([len(m) for m in by_class],
+                                                                               cfg.val_fraction, seed), strict=True):
+        train_by_class[c] = members[kept].tolist()
         val_idx += members[held].tolist()
+    train_by_class, test_by_class = carve_test(train_by_class, cfg.test_fraction, seed)
+    train_idx = [i for c in classes for i in train_by_class[c]]
+    test_idx = [i for c in classes for i in test_by_class[c]] if test_by_class else None
 
     def subset(idx):
         return ImageSet([images[i] for i in idx], torch.tensor(bunch.target[idx], dtype=torch.long),
                         [f"digits[{i}]" for i in idx])
 
     fingerprint = _fingerprint(["sklearn-digits", hashlib.sha256(pixels.tobytes()).hexdigest(), cfg.val_fraction,
-                                seed, cfg.resize])
-    return Dataset(classes, subset(train_idx), subset(val_idx), fingerprint, "digits")
+                                seed, cfg.resize, cfg.test_fraction])
+    return Dataset(classes, subset(train_idx), subset(val_idx), fingerprint, "digits",
+                   test=subset(test_idx) if test_idx is not None else None)
+
+
+def raw_rgb(source: str) -> np.ndarray:
+    """The decoded, not yet resized, uint8 HWC RGB image an ImageSet source names (a file, or
+    `digits[i]` of the embedded set): what an edge client starts from."""
+    if source.startswith("digits["):
+        from sklearn.datasets import load_digits as sk_digits
+        pixels = (sk_digits().images[int(source[7:-1])] * (255.0 / 16.0)).round().astype(np.uint8)
+        return np.asarray(Image.fromarray(pixels).convert("RGB"), dtype=np.uint8)
+    return rgb_array(source)
 
 
 def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
@@ -288,12 +313,12 @@ def train_batches(data: ImageSet, cfg: DataConfig, seed: int, epoch: int, shuffl
         yield TrainBatch(x, y, idx)
 
 
-def eval_batches(dataset: Dataset, cfg: DataConfig, batch_size: int | None = None
+def eval_batches(dataset: Dataset, cfg: DataConfig, batch_size: int | None = None, split: str = "val"
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    crops = dataset.val_crops(cfg.crop)
+    crops, labels = dataset.crops(split, cfg.crop), dataset.split(split).labels
     size = batch_size or max(cfg.batch_size, 64)
     for start in range(0, len(crops), size):
-        yield normalize(crops[start:start + size], cfg.mean, cfg.std), dataset.val.labels[start:start + size]
+        yield normalize(crops[start:start + size], cfg.mean, cfg.std), labels[start:start + size]
 
 
 def calibration_indices(dataset: Dataset, count: int, seed: int) -> list[int]:

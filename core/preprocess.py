@@ -45,9 +45,23 @@ def crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:
     return int(round((height - size) / 2.0)), int(round((width - size) / 2.0))
 
 
-def decode(path: str | Path, resize: int, draft: bool = True) -> np.ndarray:
+def rgb_array(path: str | Path) -> np.ndarray:
+    """An image file decoded in full as uint8 HWC RGB (what a client holds before preprocessing)."""
+    with Image.open(path) as img:
+        img.load()
+        return np.asarray(to_rgb(img), dtype=np.uint8)
+
+
+def preprocess_array(rgb: np.ndarray, resize: int, crop: int, mean, std) -> np.ndarray:
+    """Decoded uint8 HWC RGB pixels as the network input [1, 3, crop, crop] float32."""
+    resized = np.asarray(resize_shorter(Image.fromarray(rgb), resize), dtype=np.uint8).transpose(2, 0, 1)
+    return normalize(center_crop(resized, crop)[None], mean, std)
+
+
+def decode(path: str | Path, resize: int, draft: bool = False) -> np.ndarray:
     """An image file as uint8 CHW RGB with the shorter side = `resize`. `draft` lets libjpeg
-    decode a JPEG at a reduced scale first (much faster on large photos)."""
+    decode a JPEG at a reduced scale first (much faster on large photos, but not the documented
+    recipe: compress uses it for training images only)."""
     with Image.open(path) as img:
         if draft and img.format == "JPEG":
             img.draft("RGB", (resize, resize))

@@ -27,6 +27,7 @@ REPORT_HTML = "report.html"
 EXPORT_INFO = "onnx/models.json"
 QUANTIZE_INFO = "onnx/quantize.json"
 DEPLOY_ONNX = "deploy/model.onnx"
+DEPLOY_WITH_PREPROCESSING = "deploy/model_with_preprocessing.onnx"
 DEPLOY_ORT = "deploy/model.ort"
 DEPLOY_OPS = "deploy/model.required_operators.config"
 DEPLOY_LABELS = "deploy/labels.txt"
@@ -72,3 +73,16 @@ def deployable(cfg: Config, run: RunDir) -> str:
     if cfg.quantize.enabled:
         return run.read_json(QUANTIZE_INFO)["deployable"]
     return final_fp32_student(cfg)
+
+
+def comparisons(cfg: Config) -> tuple[tuple[str, str], ...]:
+    """Which model is judged against which, on the same images: what the teacher added (student vs
+    its CE twin and vs the teacher), and what each compression step cost (variant vs its source)."""
+    pairs = [(STUDENT, TEACHER)]
+    if cfg.distill.baseline:
+        pairs.append((STUDENT, BASELINE))
+    if cfg.prune.enabled:
+        pairs.append((PRUNED, STUDENT))
+    if cfg.quantize.enabled:
+        pairs.append((INT8, final_fp32_student(cfg)))
+    return tuple(pairs)

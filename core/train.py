@@ -94,11 +94,11 @@ def train_mode(model: nn.Module) -> None:
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, batches: Iterable, device: torch.device, quiet: bool = True,
-                   desc: str = "evaluate") -> torch.Tensor:
+                   desc: str = "evaluate", total: int | None = None) -> torch.Tensor:
     """Logits (float32, on the CPU) for every batch, in eval mode."""
     model.eval()
     out = []
-    for x, _ in tqdm(batches, disable=bar_disabled(quiet), desc=desc, leave=False, unit="batch"):
+    for x, _ in tqdm(batches, disable=bar_disabled(quiet), desc=desc, leave=False, unit="batch", total=total):
         with autocast(device):
             out.append(model(to_device(x, device)).float().cpu())
     return torch.cat(out)
@@ -106,7 +106,8 @@ def predict_logits(model: nn.Module, batches: Iterable, device: torch.device, qu
 
 def evaluate(model: nn.Module, data: Dataset, dcfg: DataConfig, device: torch.device, quiet: bool = True) -> float:
     """Top-1 accuracy on the val split (PyTorch; the benchmark measures through ONNX Runtime)."""
-    logits = predict_logits(model, eval_batches(data, dcfg), device, quiet)
+    size = max(dcfg.batch_size, 64)
+    logits = predict_logits(model, eval_batches(data, dcfg, size), device, quiet, total=-(-len(data.val) // size))
     return float((logits.argmax(1) == data.val.labels).float().mean())
 
 

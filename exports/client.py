@@ -1,7 +1,8 @@
 """Using an exported model the way an edge team would: only the .onnx file and its metadata.
 
 `predict` names the top-k classes of image files; `evaluate` measures accuracy on a labelled
-folder. Preprocessing is read from the file's metadata_props, never from compress's config.
+folder (or the embedded digits). Preprocessing is read from the file's metadata_props, never
+from compress's config, and runs in PIL and NumPy: nothing here imports torch.
 """
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
-from compress.core.data import IMAGE_EXTENSIONS, preprocess_image
 from compress.core.errors import CompressError
-from compress.exports.onnx import read_metadata
+from compress.core.preprocess import IMAGE_EXTENSIONS, preprocess
+from compress.exports.metadata import read_metadata
 from compress.exports.session import cpu_session, run_logits, softmax
 
 
@@ -48,7 +49,7 @@ class ClientModel:
 
     def preprocess(self, image: Path) -> np.ndarray:
         try:
-            return preprocess_image(image, self.resize, self.crop, self.mean, self.std)
+            return preprocess(image, self.resize, self.crop, self.mean, self.std)
         except FileNotFoundError:
             raise CompressError(f"image {image} does not exist") from None
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as exc:
@@ -68,10 +69,10 @@ def predict(model_path: str | Path, images: list[str], top_k: int = 3) -> list[l
 
 
 def labelled_images(root: Path, labels: list[str]) -> list[tuple[Path, int]]:
-    """(image, class index) from `root/val/<class>/` if there is a val split, else `root/<class>/`."""
+    """(image, class index) from `root/test/<class>/`, else `root/val/<class>/`, else `root/<class>/`."""
     if not root.is_dir():
         raise CompressError(f"data path {root} is not a directory")
-    folder = root / "val" if (root / "val").is_dir() else root
+    folder = next((root / s for s in ("test", "val") if (root / s).is_dir()), root)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     unknown = [c for c in classes if c not in labels]
     if not classes or unknown:
@@ -80,12 +81,29 @@ def labelled_images(root: Path, labels: list[str]) -> list[tuple[Path, int]]:
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
 
 
+def _digits(model: ClientModel) -> tuple[np.ndarray, np.ndarray]:
+    """The embedded digits' report split (test when it has one), preprocessed as the model says."""
+    from compress.core.config import DataConfig
+    from compress.core.data import load_dataset
+    cfg = DataConfig(resize=model.resize, crop=model.crop, mean=model.mean, std=model.std)
+    data = load_dataset(cfg, seed=0)
+    split = data.report_split
+    if data.classes != model.labels:
+        raise CompressError(f"{model.path}: labels {model.labels} are not the digits' classes {data.classes}")
+    return data.inputs(split, cfg).numpy(), data.split(split).labels.numpy()
+
+
 def evaluate(model_path: str | Path, data: str | Path, batch_size: int = 64) -> dict:
     model = ClientModel.load(model_path)
-    items = labelled_images(Path(data), model.labels)
-    predicted = np.concatenate([model.logits([p for p, _ in items[i:i + batch_size]]).argmax(1)
-                                for i in range(0, len(items), batch_size)])
-    truth = np.array([y for _, y in items])
+    session = cpu_session(model.path)
+    if str(data) == "digits":
+        inputs, truth = _digits(model)
+        predicted = run_logits(session, inputs).argmax(1)
+    else:
+        items = labelled_images(Path(data), model.labels)
+        predicted = np.concatenate([run_logits(session, np.concatenate(
+            [model.preprocess(p) for p, _ in items[i:i + batch_size]])).argmax(1) for i in range(0, len(items), batch_size)])
+        truth = np.array([y for _, y in items])
     return {"images": len(items), "accuracy": float((predicted == truth).mean()),
             "per_class": {model.labels[c]: float((predicted[truth == c] == c).mean())
                           for c in sorted(set(truth.tolist()))}}

@@ -43,17 +43,27 @@ class CardFacts:
     student_loss: str
     git_commit: str | None
     pruning: dict | None = None
+    in_graph: dict | None = None  # agreement of model_with_preprocessing.onnx with the documented recipe
 
 
 def _files(f: CardFacts, env: dict) -> str:
-    files = (f"- `model.onnx`: the model (ONNX, opset {f.config['export']['opset']}), labels and preprocessing "
-             "embedded as metadata_props\n")
+    vendor = (f.report.get("quantization") or {}).get("vendor_ops") if f.name.endswith("int8") else None
+    ops = (f"needs {', '.join(vendor)} operators: loads in ONNX Runtime only" if vendor
+           else "standard ONNX operators only: loads in any ONNX runtime")
+    files = (f"- `model.onnx`: the model (ONNX, opset {f.config['export']['opset']}; {ops}), labels and "
+             "preprocessing embedded as metadata_props\n")
     if f.ort_file:
         files += (f"- `model.ort`: the same model in ONNX Runtime format for mobile/minimal builds "
                   f"(basic optimisations applied by onnxruntime {env['onnxruntime']}, portable across CPUs; "
                   "load it with that version or newer)\n"
                   "- `model.required_operators.config`: operators a minimal ORT build must include "
                   "(`build.sh --minimal_build --include_ops_by_config model.required_operators.config`)\n")
+    if f.in_graph:
+        files += ("- `model_with_preprocessing.onnx`: the same model taking decoded pixels, uint8 RGB `[1, H, W, 3]` "
+                  "of any size, with the preprocessing below inside the graph (standard ONNX, opset 18); it agreed "
+                  f"with the recipe on {f.in_graph['top1_agreement']:.1%} of {f.in_graph['images']} images (max "
+                  f"|logit difference| {f.in_graph['max_abs_logit_diff']:.3g}: PIL's and ONNX's resamplers round a "
+                  "few pixels differently)\n")
     return files + "- `labels.txt`: class names, one per line, line i+1 = output index i\n"
 
 
@@ -68,8 +78,10 @@ def _interface(f: CardFacts) -> str:
 
 ## Preprocessing (exactly this, in this order)
 1. Decode the image and convert it to 8-bit RGB (drop alpha; grayscale → 3 equal channels).
-2. Resize so the **shorter** side is {resize} px, keeping the aspect ratio (bilinear).
-3. Centre-crop {crop}×{crop} px.
+2. Resize so the **shorter** side is {resize} px, keeping the aspect ratio (bilinear, as PIL's
+   `Image.resize(..., BILINEAR)`); the longer side becomes `int({resize} * long / short)` (truncated).
+3. Centre-crop {crop}×{crop} px: top = `round((H - {crop}) / 2)`, left = `round((W - {crop}) / 2)`, with
+   Python's `round` (halves to even).
 4. Scale to [0, 1] (divide by 255).
 5. Per channel (R, G, B): subtract mean {mean}, divide by std {std}.
 6. Lay out as [1, 3, {crop}, {crop}] float32 (channels first).
@@ -80,13 +92,26 @@ def _interface(f: CardFacts) -> str:
 """
 
 
+def _interval(m: dict) -> str:
+    ci = m.get("accuracy_interval")
+    return f" (95% interval {ci['low']:.4f}–{ci['high']:.4f}, n = {ci['n']})" if ci else ""
+
+
 def _quality(f: CardFacts, m: dict) -> str:
     report, ratios = f.report, m.get("vs_reference", {})
     reference = report["models"][report["benchmark"]["reference"]]
+    d = report["dataset"]
+    split = d.get("figures_from", "val")
+    size = d.get("test_size") if split == "test" else d["val_size"]
+    caveat = ("held out: it chose nothing" if split == "test"
+              else "also used to choose the int8 layout and prune rounds (too few images for a test split), so optimistic")
     top5 = f"\n- top-5 accuracy: {m['top5_accuracy']:.4f}" if m.get("top5_accuracy") is not None else ""
     per_class = "\n".join(f"| {c} | {a:.3f} |" for c, a in m["per_class_accuracy"].items())
-    return f"""## Quality (val split, {report['dataset']['val_size']} images of {report['dataset']['name']}, through ONNX Runtime)
-- top-1 accuracy: {m['accuracy']:.4f} (teacher: {reference['accuracy']:.4f}, Δ {100 * ratios.get('accuracy_delta', 0):+.2f} points){top5}
+    compared = "".join(f"\n- {c['model']} vs {c['against']}: {c['verdict']} at 95% (Δ {100 * c['delta']:+.2f} points, "
+                       f"McNemar exact p = {c['p_value']:.3g})" for c in report.get("comparisons", [])
+                       if f.name in (c["model"], c["against"]) or c["against"] == "baseline")
+    return f"""## Quality ({split} split, {size} images of {d['name']}, through ONNX Runtime; {caveat})
+- top-1 accuracy: {m['accuracy']:.4f}{_interval(m)} (teacher: {reference['accuracy']:.4f}, Δ {100 * ratios.get('accuracy_delta', 0):+.2f} points){top5}{compared}
 - agreement with the teacher's top-1: {m['agreement_with_teacher']:.4f}
 - expected calibration error: {m['ece']:.4f}
 
@@ -96,15 +121,19 @@ def _quality(f: CardFacts, m: dict) -> str:
 """
 
 
-def _speed(m: dict, env: dict) -> str:
+def _speed(m: dict, env: dict, contention: dict | None) -> str:
     ratios = m.get("vs_reference", {})
+    busy = ""
+    if contention and contention.get("busy"):
+        busy = (" — ⚠ measured on a busy machine (" + "; ".join(contention["reasons"]) + "): not a trustworthy "
+                "figure, re-measure on a quiet one")
     rows = "\n".join(
         f"| {b} | {v['p50']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {int(b) * 1000 / v['p50']:.0f} |"
         for b, v in sorted(m["latency_ms_by_batch"].items(), key=lambda kv: int(kv[0])))
     return f"""## Size and speed (measured in this run)
 - file: {m['onnx_bytes'] / 1e6:.2f} MB ({ratios.get('size_x', float('nan')):.1f}× smaller than the teacher); {m['params'] / 1e6:.2f} M parameters, {m['macs'] / 1e6:.1f} M MACs per image
 - CPU: {env['cpu']}, ISA flags {', '.join(env['isa']) or 'none detected'}, {env['threads']} ONNX Runtime threads of {env['cores']} cores; onnxruntime {env['onnxruntime']}, {env['os']}
-- speed-up over the teacher at batch 1, same process, interleaved: {ratios.get('speed_x', float('nan')):.2f}×
+- speed-up over the teacher at batch 1, same process, interleaved: {ratios.get('speed_x', float('nan')):.2f}×{busy}
 
 | batch | p50 ms | p90 ms | p99 ms | images/s at p50 |
 |---:|---:|---:|---:|---:|
@@ -128,7 +157,7 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 {_files(f, env)}
 {_interface(f)}
 {_quality(f, m)}
-{_speed(m, env)}
+{_speed(m, env, f.report['benchmark'].get('contention'))}
 ## How it was made
 - teacher: {f.teacher['arch']}, val accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} ({f.teacher.get('source', '')})
 - student: {f.config['distill']['arch']}, loss {f.student_loss}

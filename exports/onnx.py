@@ -1,5 +1,6 @@
-"""ONNX export with everything a client needs inside the file, and two checks that fail loudly:
-`onnx.checker`, and parity of ONNX Runtime's logits against PyTorch's on real images.
+"""ONNX export with everything a client needs inside the file (compress.exports.metadata), and
+two checks that fail loudly: `onnx.checker`, and parity of ONNX Runtime's logits against
+PyTorch's on real images.
 
 Metadata (all strings, as ONNX requires): labels (JSON list in class-index order), mean and std
 (JSON lists), resize and crop (shorter side resized to `resize`, then centre-cropped to `crop`),
@@ -8,52 +9,16 @@ image and name the class.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
 
 from compress.core.errors import CompressError
+from compress.exports.metadata import INPUT_NAME, OUTPUT_NAME, client_metadata, read_metadata, set_metadata
 from compress.exports.session import cpu_session, run_logits
-
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
-REQUIRED_METADATA = ("labels", "mean", "std", "resize", "crop", "color", "layout", "scale")
-
-
-def client_metadata(classes: list[str], mean, std, resize: int, crop: int, **extra) -> dict[str, str]:
-    meta = {"labels": json.dumps(list(classes)), "mean": json.dumps(list(mean)), "std": json.dumps(list(std)),
-            "resize": str(resize), "crop": str(crop), "color": "RGB", "layout": "NCHW", "scale": "1/255"}
-    meta.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in extra.items()})
-    return meta
-
-
-def set_metadata(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
-    existing = {p.key: p for p in model.metadata_props}
-    for key, value in metadata.items():
-        if key in existing:
-            existing[key].value = value
-        else:
-            model.metadata_props.add(key=key, value=value)
-
-
-def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata_props of an ONNX file, checked for the keys a client needs."""
-    path = Path(path)
-    if not path.is_file():
-        raise CompressError(f"model file {path} does not exist")
-    try:
-        meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
-    except Exception as exc:
-        raise CompressError(f"{path} is not a loadable ONNX model: {str(exc).splitlines()[0][:200]}") from None
-    missing = [k for k in REQUIRED_METADATA if k not in meta]
-    if missing:
-        raise CompressError(f"{path} lacks metadata {missing}; export it with compress to embed labels and preprocessing")
-    return meta
 
 
 def export_onnx(model: torch.nn.Module, path: Path, crop: int, opset: int, metadata: dict[str, str]) -> None:
@@ -97,3 +62,7 @@ def fix_batch(path: Path, batch: int) -> None:
     del proto.graph.value_info[:]
     onnx.save(proto, str(path))
     onnx.checker.check_model(str(path))
+
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "client_metadata", "export_onnx", "fix_batch", "parity", "read_metadata",
+           "set_metadata"]

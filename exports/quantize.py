@@ -18,7 +18,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -128,12 +128,23 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: Quan
                    f"{', per-channel' if cfg.per_channel else ''}{', reduce_range' if reduce_range else ''}")
 
 
+STANDARD_DOMAINS = ("", "ai.onnx")  # the ONNX standard operator set; anything else is a vendor's
+
+
+def vendor_domains(path: Path) -> list[str]:
+    """Operator domains outside the ONNX standard that the model needs (e.g. com.microsoft for
+    ONNX Runtime's QLinearAdd): such a file loads only in that vendor's runtime."""
+    model = onnx.load(str(path), load_external_data=False)
+    return sorted({n.domain for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
+
+
 @dataclass
 class Measured:
     name: str
     p50_ms: float
     accuracy: float
     onnx_bytes: int
+    vendor_ops: list[str] = field(default_factory=list)  # non-standard operator domains the file needs
 
 
 def choose(candidates: list[Measured], fp32: Measured, max_accuracy_drop: float) -> tuple[str, str]:

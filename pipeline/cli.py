@@ -75,31 +75,41 @@ def main() -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Training device.")
 @click.option("--seed", type=int, default=None, help="Seed for init, splits, data order and augmentation.")
 @click.option("--skip-bad-images", is_flag=True, help="Skip unreadable images with a warning instead of failing.")
+@click.option("--track", type=click.Choice(["none", "mlflow"]), default=None,
+              help="Log params, curves, figures and artifacts to MLflow (./mlruns unless tracking_uri is set).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-stage messages.")
-def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, quiet) -> None:
+def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, track, quiet) -> None:
     """Teacher -> distilled student (+ CE baseline) -> pruned -> ONNX -> int8 -> benchmark report."""
-    from compress.benchmarks.report import markdown_table
+    from compress.benchmarks.report import busy, headline, markdown_table
     from compress.pipeline.runner import run_pipeline
 
     configure_logging(quiet)
     cfg = load_config(config_file, overrides)
-    for key, value in (("data.path", data_path), ("device", device), ("seed", seed)):
+    for key, value in (("data.path", data_path), ("device", device), ("seed", seed), ("track", track)):
         if value is not None:
             set_key(cfg, key, value)
     if skip_bad_images:
         cfg.data.skip_bad_images = True
+    from compress.pipeline import tracking
+    tracking.check_available(cfg.track)
     out = out or str(Path("runs") / (Path(cfg.data.path).name or "run"))
     manifest = run_pipeline(cfg, out, quiet=quiet)
+    if cfg.track == "mlflow":
+        run_id = tracking.log_run(Path(out), cfg.tracking_uri)
+        click.echo(f"MLflow run {run_id} logged", err=True)
     report = Path(out) / "report.json"
     if report.is_file():
         data = json.loads(report.read_text())
         click.echo(markdown_table(data))
+        for line in headline(data):
+            click.echo(line.replace("**", ""))
         chosen = manifest["stages"].get("report", {}).get("summary", {}).get("deployable")
         if chosen in data["models"]:
             r = data["models"][chosen]["vs_reference"]
-            click.secho(f"deployable: {chosen}: {r['size_x']:.1f}x smaller, {r['speed_x']:.2f}x faster, "
-                        f"{100 * r['accuracy_delta']:+.1f} accuracy points vs the teacher "
-                        f"(report: {Path(out) / 'report.html'})", bold=True)
+            flag = " (timed on a busy machine: re-measure)" if busy(data) else ""
+            click.secho(f"deployable: {chosen}: {r['size_x']:.1f}x smaller, {r['speed_x']:.2f}x faster{flag}, "
+                        f"{100 * r['accuracy_delta']:+.1f} accuracy points vs the teacher on "
+                        f"{data['dataset'].get('figures_from', 'val')} (report: {Path(out) / 'report.html'})", bold=True)
     ran = ", ".join(manifest["executed"]) or "nothing (all stages up to date)"
     click.echo(f"ran: {ran}; run directory: {out} ({manifest['seconds_total_this_invocation']:.0f} s)")
 
@@ -107,15 +117,13 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, q
 @main.command("losses")
 def show_losses() -> None:
     """The distillation terms `distill.loss` can name and combine, e.g. "kl + 0.5*hint"."""
-    import compress.stages.kd  # noqa: F401  (registers every term)
-    from compress.stages.kd.registry import DESCRIPTIONS, TERMS
-    for name in sorted(TERMS):
-        kind = TERMS[name]
-        needs = "teacher " + ("logits+" + "+".join(kind.features) if kind.features else "logits") \
-            if kind.needs_teacher else "no teacher"
-        temp = ", uses T" if kind.uses_temperature else ""
-        settings = "".join(f", distill.{k}" for k in kind.settings)
-        click.echo(f"{name:12s} {DESCRIPTIONS[name]}  [{needs}{temp}{settings}]")
+    from compress.stages.loss_catalog import CATALOG  # plain data: no torch import
+    for name, info in sorted(CATALOG.items()):
+        needs = "teacher " + ("logits+" + "+".join(info.features) if info.features else "logits") \
+            if info.needs_teacher else "no teacher"
+        temp = ", uses T" if info.uses_temperature else ""
+        settings = "".join(f", distill.{k}" for k in info.settings)
+        click.echo(f"{name:12s} {info.description}  [{needs}{temp}{settings}]")
 
 
 @main.command()
@@ -129,21 +137,25 @@ def show_losses() -> None:
               help="Sweep directory; rerunning with the same one skips finished cells.")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Cells run in this many processes at once.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=None, help="Training device.")
+@click.option("--track", type=click.Choice(["none", "mlflow"]), default=None,
+              help="Log one MLflow run per cell and seed under one experiment.")
 @click.option("--quiet", is_flag=True, help="Only the final table.")
-def sweep(data_path, config_file, overrides, grid_items, seeds, out, jobs, device, quiet) -> None:
+def sweep(data_path, config_file, overrides, grid_items, seeds, out, jobs, device, track, quiet) -> None:
     """Grid x seeds of students against one teacher, each paired with the CE baseline at its seed."""
     from compress.pipeline.sweep import parse_grid, parse_seeds, run_sweep
     from compress.pipeline.sweep_report import markdown
 
     cfg = load_config(config_file, overrides)
-    for key, value in (("data.path", data_path), ("device", device)):
+    for key, value in (("data.path", data_path), ("device", device), ("track", track)):
         if value is not None:
             set_key(cfg, key, value)
+    from compress.pipeline import tracking
+    tracking.check_available(cfg.track)
     grid = parse_grid(grid_items)
     configure_logging(quiet)
     summary = run_sweep(cfg, grid, parse_seeds(seeds), Path(out), jobs=jobs, quiet=quiet)
     click.echo(markdown(summary))
-    click.echo(f"best cell: {summary['best']}; files: {Path(out) / 'sweep.md'}, sweep.json, sweep.png")
+    click.echo(f"best cell: {summary['best_note']}; files: {Path(out) / 'sweep.md'}, sweep.json, sweep.png")
 
 
 @main.command()
@@ -220,11 +232,13 @@ def bench(models, data_path, out, reference, overrides) -> None:
     data = load_dataset(dcfg, cfg.seed)
     if data.classes != json.loads(first["labels"]):
         raise CompressError(f"{data_path} has classes {data.classes}, the models {json.loads(first['labels'])}")
-    images = data.val_inputs(dcfg).numpy()
-    report = benchmark_onnx(paths, images, data.val.labels.numpy(), data.classes, cfg.bench,
+    split = data.report_split
+    images = data.inputs(split, dcfg).numpy()
+    report = benchmark_onnx(paths, images, data.split(split).labels.numpy(), data.classes, cfg.bench,
                             reference=reference or next(iter(paths)))
     report["dataset"] = {"name": data.name, "classes": data.classes, "train_size": len(data.train),
-                         "val_size": len(data.val)}
+                         "val_size": len(data.val), "test_size": len(data.test) if data.test is not None else 0,
+                         "figures_from": split}
     report["warnings"] = []
     click.echo(markdown_table(report))
     if out:

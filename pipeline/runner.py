@@ -112,6 +112,10 @@ def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequ
 def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], data: Dataset,
                 shared_cache: Path | None, t_start: float) -> dict:
     device = resolve_device(cfg.device)
+    sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test is not None
+                                                               else " (no test split: too few images per class)")
+    log.info("dataset %s: %d classes, %s images; output folder %s; device %s", data.name, len(data.classes), sizes,
+             run.root, device)
     previous = run.load_manifest()
     records = dict(previous.get("stages", {}))
     manifest = {

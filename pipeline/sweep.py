@@ -34,7 +34,7 @@ from compress.core.rundir import atomic_path, sha256_json
 
 log = logging.getLogger("compress")
 
-FIXED_PREFIXES = ("data.", "teacher.", "seed", "distill.seed", "device", "prune.", "export.", "quantize.", "bench.")
+FIXED_PREFIXES = ("data.", "teacher.", "seed", "distill.seed", "device", "track", "prune.", "export.", "quantize.", "bench.")
 
 
 @dataclass
@@ -229,4 +229,7 @@ def run_sweep(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Pa
         summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
         summary["grid"], summary["jobs"] = grid, jobs
         write_outputs(summary, out)
+        if cfg.track == "mlflow":
+            from compress.pipeline.tracking import log_sweep
+            log_sweep(summary, records, out, cfg.tracking_uri)
     return summary

@@ -1,11 +1,15 @@
-"""Aggregate a sweep: per cell, mean ± std accuracy over seeds and the paired difference to the
-CE-only baseline at the same seeds; written as sweep.json, sweep.md and sweep.png."""
+"""Aggregate a sweep: per cell, mean ± std val accuracy over seeds, its 95% interval, and the
+paired difference to the CE-only baseline at the same seeds with its 95% interval (Student's t
+over seeds); the best cell is named only when it is distinguishable from the runner-up, else
+they tie. Written as sweep.json, sweep.md and sweep.png. All figures are val figures: a sweep
+chooses, so it uses the selection split."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
 
+from compress.benchmarks.stats import mean_interval
 from compress.core.rundir import RunDir, atomic_path
 
 
@@ -42,11 +46,31 @@ def aggregate(records: list[dict], seeds: list[int], teacher) -> dict:
         se = cell["diff_std"] / math.sqrt(n) if n > 1 else 0.0
         cell["t"] = cell["diff_mean"] / se if se > 0 else None
         cell["verdict"] = verdict(cell["diff_mean"], cell["wins"], n, cell["t"])
+        cell["interval"] = mean_interval(cell["accuracy"])[1:]
+        cell["diff_interval"] = mean_interval(diffs)[1:]
     teacher_manifest = RunDir(teacher.out).load_manifest()
-    best = max(cells, key=lambda c: cells[c]["mean"]) if cells else None
-    return {"seeds": seeds, "teacher": {"run": teacher.out,
-                                        "val_accuracy": teacher_manifest["stages"]["teacher"]["summary"]["val_accuracy"]},
-            "cells": cells, "best": best}
+    val_images = teacher_manifest.get("dataset", {}).get("val_size")
+    return {"seeds": seeds, "val_images": val_images,
+            "teacher": {"run": teacher.out,
+                        "val_accuracy": teacher_manifest["stages"]["teacher"]["summary"]["val_accuracy"]},
+            "cells": cells, **best_cell(cells)}
+
+
+def best_cell(cells: dict[str, dict]) -> dict:
+    """{"best": name or None, "ranking": ..., "best_note": words}: the top cell is named only when
+    its per-seed advantage over the runner-up has a 95% interval that excludes 0."""
+    ranked = sorted(cells, key=lambda c: -cells[c]["mean"])
+    if len(ranked) < 2:
+        return {"best": ranked[0] if ranked else None, "best_note": "one cell"}
+    top, runner = ranked[0], ranked[1]
+    gaps = [a - b for a, b in zip(cells[top]["accuracy"], cells[runner]["accuracy"])]
+    mean, low, high = mean_interval(gaps)
+    if len(gaps) >= 2 and (low > 0 or high < 0):
+        return {"best": top, "best_note": f"{top} beats the runner-up {runner} by {100 * mean:+.2f} points "
+                                          f"(95% interval {100 * low:+.2f} to {100 * high:+.2f}, paired over seeds)"}
+    return {"best": None, "tied": [top, runner],
+            "best_note": f"{top} and {runner} tie: the paired gap {100 * mean:+.2f} points has a 95% interval of "
+                         f"{100 * low:+.2f} to {100 * high:+.2f} over {len(gaps)} seeds, which includes 0"}
 
 
 def verdict(diff: float, wins: int, n: int, t: float | None) -> str:
@@ -58,15 +82,22 @@ def verdict(diff: float, wins: int, n: int, t: float | None) -> str:
 
 def markdown(summary: dict) -> str:
     keys = sorted({k for c in summary["cells"].values() for k in c["settings"]})
-    head = "| " + " | ".join(k.split(".")[-1] for k in keys) + " | accuracy % (mean ± std) | baseline % | Δ vs baseline (points) | seeds better | note |"
+    head = ("| " + " | ".join(k.split(".")[-1] for k in keys) + " | val accuracy % (mean ± std) [95% CI] | "
+            "baseline % | Δ vs baseline (points) [95% CI] | seeds better | note |")
     lines = [f"Teacher val accuracy {100 * summary['teacher']['val_accuracy']:.2f}%; seeds {summary['seeds']}; "
+             f"{summary.get('val_images')} val images per seed; intervals: Student's t over seeds; "
              f"wall time {summary.get('wall_seconds', 0):.0f} s (jobs={summary.get('jobs', 1)}).", "",
+             f"**Best cell:** {summary.get('best_note', summary.get('best'))}.", "",
              head, "|" + "---|" * (len(keys) + 5)]
     for c in sorted(summary["cells"].values(), key=lambda cell: -cell["mean"]):
         values = [str(c["settings"].get(k, "—")) for k in keys]
-        lines.append("| " + " | ".join(values) + f" | {100 * c['mean']:.2f} ± {100 * c['std']:.2f} | "
+        lo, hi = c["interval"]
+        dlo, dhi = c["diff_interval"]
+        lines.append("| " + " | ".join(values) + f" | {100 * c['mean']:.2f} ± {100 * c['std']:.2f} "
+                     f"[{100 * lo:.1f}, {100 * hi:.1f}] | "
                      f"{100 * c['baseline_mean']:.2f} ± {100 * c['baseline_std']:.2f} | "
-                     f"{100 * c['diff_mean']:+.2f} ± {100 * c['diff_std']:.2f} | {c['wins']}/{len(c['seeds'])} | "
+                     f"{100 * c['diff_mean']:+.2f} ± {100 * c['diff_std']:.2f} [{100 * dlo:+.1f}, {100 * dhi:+.1f}] | "
+                     f"{c['wins']}/{len(c['seeds'])} | "
                      f"{c['verdict']} |")
     return "\n".join(lines) + "\n"
 

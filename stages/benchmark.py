@@ -19,6 +19,7 @@ from compress.core.roster import (
     TEACHER,
     all_models,
     checkpoint_path,
+    comparisons,
     fp32_models,
     onnx_path,
 )
@@ -41,10 +42,11 @@ class BenchmarkStage(Stage):
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
-        images = data.val_inputs(cfg.data).numpy()
+        split = data.report_split  # test when there is one: val chose epochs, int8 layout and prune rounds
+        images = data.inputs(split, cfg.data).numpy()
         paths = {n: ctx.run.path(onnx_path(n)) for n in all_models(cfg)}
-        measured = benchmark_onnx(paths, images, data.val.labels.numpy(), data.classes, cfg.bench,
-                                  reference=TEACHER, root=ctx.run.root)
+        measured = benchmark_onnx(paths, images, data.split(split).labels.numpy(), data.classes, cfg.bench,
+                                  reference=TEACHER, root=ctx.run.root, pairs=comparisons(cfg))
         info = ctx.run.read_json(EXPORT_INFO)
         if torch.cuda.is_available():
             for name in fp32_models(cfg):
@@ -57,7 +59,10 @@ class BenchmarkStage(Stage):
                     "throughput_ips": int(largest) * 1000.0 / by_batch[largest]["p50"]}
         report = {
             "dataset": {"name": data.name, "classes": data.classes, "train_size": len(data.train),
-                        "val_size": len(data.val)},
+                        "val_size": len(data.val), "test_size": len(data.test) if data.test is not None else 0,
+                        "figures_from": split,
+                        "selection_split": "val" + ("" if split == "test" else " (also the reported figures: "
+                                                    "too few images for a separate test split)")},
             **measured,
             "settings": {k: _value(cfg, k) for k in COMPARED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},

@@ -1,6 +1,8 @@
 """Stage `package`: the deployable model as an edge team receives it, in `deploy/`:
-model.onnx, model.ort + model.required_operators.config (ORT format for mobile/minimal builds),
-labels.txt and model_card.md. Which model is deployable was decided by measurement in the
+model.onnx, model_with_preprocessing.onnx (uint8 pixels in, the documented preprocessing inside
+the graph; its agreement with the recipe is measured here), model.ort +
+model.required_operators.config (ORT format for mobile/minimal builds), labels.txt and
+model_card.md. Which model is deployable was decided by measurement in the
 quantize stage (int8 when it is faster within the accuracy budget, else the fp32 student)."""
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import shutil
 
 from compress.core.config import Config, section_names
+from compress.core.data import raw_rgb
 from compress.core.provenance import git_commit
 from compress.core.roster import (
     DEPLOY_CARD,
@@ -15,6 +18,7 @@ from compress.core.roster import (
     DEPLOY_ONNX,
     DEPLOY_OPS,
     DEPLOY_ORT,
+    DEPLOY_WITH_PREPROCESSING,
     EXPORT_INFO,
     PRUNED,
     QUANTIZE_INFO,
@@ -29,7 +33,10 @@ from compress.core.stage import Context, Stage
 from compress.exports.model_card import CardFacts, render
 from compress.exports.onnx import fix_batch, read_metadata
 from compress.exports.ort_format import convert_to_ort
+from compress.exports.with_preprocessing import agreement, with_preprocessing
 from compress.stages.student_recipe import describe_loss
+
+AGREEMENT_IMAGES = 64  # report-split images on which the in-graph preprocessing is checked
 
 
 class PackageStage(Stage):
@@ -43,7 +50,8 @@ class PackageStage(Stage):
                 + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [DEPLOY_ONNX, DEPLOY_LABELS, DEPLOY_CARD] + ([DEPLOY_ORT, DEPLOY_OPS] if cfg.export.ort else [])
+        return ([DEPLOY_ONNX, DEPLOY_WITH_PREPROCESSING, DEPLOY_LABELS, DEPLOY_CARD]
+                + ([DEPLOY_ORT, DEPLOY_OPS] if cfg.export.ort else []))
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, run = ctx.cfg, ctx.run
@@ -54,6 +62,17 @@ class PackageStage(Stage):
             if not cfg.export.dynamic_batch:
                 fix_batch(tmp, cfg.export.batch_size)
         deploy = run.path(DEPLOY_ONNX)
+        with run.atomic(DEPLOY_WITH_PREPROCESSING) as tmp:
+            with_preprocessing(deploy, tmp)
+        split = ctx.data.split(ctx.data.report_split)
+        in_graph = agreement(deploy, run.path(DEPLOY_WITH_PREPROCESSING),
+                             [raw_rgb(src) for src in split.sources[:AGREEMENT_IMAGES]])
+        ctx.log(f"package: model_with_preprocessing.onnx agrees with the documented recipe on "
+                f"{in_graph['top1_agreement']:.1%} of {in_graph['images']} images "
+                f"(max |logit diff| {in_graph['max_abs_logit_diff']:.3g})")
+        if in_graph["top1_agreement"] < 0.99:
+            ctx.warn(f"model_with_preprocessing.onnx agrees with the documented recipe on only "
+                     f"{in_graph['top1_agreement']:.1%} of {in_graph['images']} images")
         metadata = read_metadata(source)
         labels = json.loads(metadata["labels"])
         run.write_text(DEPLOY_LABELS, "\n".join(labels) + "\n")
@@ -67,7 +86,7 @@ class PackageStage(Stage):
                                 metadata=metadata, report=report, config=cfg.to_dict(),
                                 config_hash=sha256_json(cfg.to_dict())[:16], teacher=teacher,
                                 student_loss=describe_loss(cfg), git_commit=git_commit(),
-                                pruning=(info.get(PRUNED) or {}).get("pruning")))
+                                pruning=(info.get(PRUNED) or {}).get("pruning"), in_graph=in_graph))
         run.write_text(DEPLOY_CARD, card)
         ctx.log(f"package: {name} -> deploy/ ({', '.join(p.split('/')[-1] for p in self.outputs(cfg))})")
-        return {"deployable": name, "files": self.outputs(cfg)}
+        return {"deployable": name, "files": self.outputs(cfg), "preprocessing_in_graph": in_graph}

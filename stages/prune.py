@@ -101,7 +101,7 @@ def onnx_p50_ms(model: torch.nn.Module, cfg: Config, images) -> float:
         path = Path(tmp) / "probe.onnx"
         export_onnx(model, path, cfg.data.crop, cfg.export.opset, client_metadata([], cfg.data.mean, cfg.data.std,
                                                                                   cfg.data.resize, cfg.data.crop))
-        return percentiles(time_latency({"m": path}, images, [1], cfg.bench)[1]["m"])["p50"]
+        return percentiles(time_latency({"m": path}, images, [1], cfg.bench).samples[1]["m"])["p50"]
 
 
 def fine_tune_spec(spec: str) -> str:

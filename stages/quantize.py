@@ -3,7 +3,10 @@ pruning is on), calibrated on real training images.
 
 With quantize.format = "auto" every candidate layout is built, timed interleaved with its fp32
 source at batch 1 on this CPU, and scored on val through ONNX Runtime; the fastest within
-quantize.max_accuracy_drop becomes onnx/student_int8.onnx. onnx/quantize.json lists every
+quantize.max_accuracy_drop becomes onnx/student_int8.onnx. With deploy.target = portable (the
+default) only layouts made of standard ONNX operators can win (QDQ); QOperator layouts need ONNX
+Runtime's com.microsoft operators and so load nowhere else: they are measured and listed, and
+win only with deploy.target = onnxruntime (or when named in quantize.format). onnx/quantize.json lists every
 candidate and why the winner won; when no int8 candidate beats fp32 it says so and names the
 fp32 model as the deployable one (student_int8.onnx is then the best int8 candidate, for reference).
 `dynamic` and `fp16` are measured and listed for the record but chosen only when named in
@@ -24,7 +27,7 @@ from compress.core.config import Config
 from compress.core.data import calibration_batch
 from compress.core.roster import INT8, QUANTIZE_INFO, final_fp32_student, onnx_path
 from compress.core.stage import Context, Stage
-from compress.exports.quantize import Measured, build_candidate, choose, preprocessed
+from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, vendor_domains
 from compress.exports.session import cpu_session
 
 REFERENCE_ONLY = ("dynamic", "fp16")
@@ -34,7 +37,7 @@ class QuantizeStage(Stage):
     name = "quantize"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        return ("data", "quantize", "bench", "prune.enabled")
+        return ("data", "quantize", "bench", "prune.enabled", "deploy.target")
 
     def enabled(self, cfg: Config) -> bool:
         return cfg.quantize.enabled
@@ -61,20 +64,27 @@ class QuantizeStage(Stage):
             sessions = {"fp32": cpu_session(source, cfg.bench.threads),
                         **{n: cpu_session(p, cfg.bench.threads) for n, p in files.items()}}
             preds = {n: predictions(s, val) for n, s in sessions.items()}
-            times = time_latency({"fp32": source, **files}, val, [1], cfg.bench)[1]
+            times = time_latency({"fp32": source, **files}, val, [1], cfg.bench).samples[1]
 
             def measured(n: str, path: Path) -> Measured:
                 return Measured(n, percentiles(times[n])["p50"], float((preds[n] == labels).mean()),
-                                path.stat().st_size)
+                                path.stat().st_size, vendor_domains(path))
             fp32 = measured("fp32", source)
             candidates = [measured(n, p) for n, p in files.items()]
-            eligible = [c for c in candidates if c.name not in REFERENCE_ONLY or q.format == c.name] or candidates
+            eligible = [c for c in candidates if q.format == c.name or (
+                c.name not in REFERENCE_ONLY and (not c.vendor_ops or cfg.deploy.target == "onnxruntime"))]
+            eligible = eligible or candidates
             winner, reason = choose(eligible, fp32, q.max_accuracy_drop if q.format == "auto" else 100.0)
             keep = winner if winner != "fp32" else max(eligible, key=lambda c: (c.accuracy, -c.p50_ms)).name
             with ctx.run.atomic(onnx_path(INT8)) as out:
                 shutil.copyfile(files[keep], out)
         agreement = float(np.mean(preds[keep] == preds["fp32"]))
+        chosen_ops = next((c.vendor_ops for c in candidates if c.name == keep), [])
+        if chosen_ops and cfg.deploy.target != "onnxruntime":
+            ctx.warn(f"quantize.format = {keep} needs {', '.join(chosen_ops)} operators: the int8 file loads only in "
+                     "ONNX Runtime (deploy.target = portable asks for standard ONNX operators)")
         info = {"source": source_name, "format": q.format, "chosen": winner, "int8_file_holds": keep,
+                "deploy_target": cfg.deploy.target, "vendor_ops": chosen_ops,
                 "deployable": INT8 if winner != "fp32" else source_name, "reason": reason,
                 "fp32": vars(fp32), "candidates": [dict(vars(c), agreement_with_source=float(
                     np.mean(preds[c.name] == preds["fp32"]))) for c in candidates]}

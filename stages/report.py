@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 import torch
 
 from compress.benchmarks import plots
 from compress.benchmarks.gradcam import gradcam, top_region_iou
-from compress.benchmarks.report import markdown_table
+from compress.benchmarks.report import busy as report_busy
+from compress.benchmarks.report import markdown_report
 from compress.core.config import Config
 from compress.core.models import load_model
 from compress.core.roster import (
@@ -46,8 +48,9 @@ class ReportStage(Stage):
         cfg, data = ctx.cfg, ctx.data
         report = ctx.run.read_json(REPORT_JSON)
         chosen, source = deployable(cfg, ctx.run), final_fp32_student(cfg)
-        crops = data.val_crops(cfg.data.crop)[:GRADCAM_MAX_IMAGES]
-        images = data.val_inputs(cfg.data)[:GRADCAM_MAX_IMAGES]
+        order = spread_over_classes(data.val.labels)[:GRADCAM_MAX_IMAGES]  # panels show several classes
+        crops = data.val_crops(cfg.data.crop)[order]
+        images = data.val_inputs(cfg.data)[order]
         teacher, _ = load_model(ctx.run.path(checkpoint_path(TEACHER)))
         student, _ = load_model(ctx.run.path(checkpoint_path(source)))
         with torch.no_grad():
@@ -60,9 +63,9 @@ class ReportStage(Stage):
             "size": plots.sizes(report["models"]),
             "training": plots.training_curves(report.get("training", {})),
             "confusion": plots.confusion(report["models"][chosen]["confusion_matrix"], data.classes,
-                                         f"{chosen} on val"),
+                                         f"{chosen} on {report['dataset'].get('figures_from', 'val')}"),
             "gradcam": plots.gradcam_panels(crops[:GRADCAM_PANELS].numpy(), t_cam[:GRADCAM_PANELS].numpy(),
-                                            s_cam[:GRADCAM_PANELS].numpy(), source),
+                                            s_cam[:GRADCAM_PANELS].numpy(), source, spatial),
         }
         for name, png in pngs.items():
             with ctx.run.atomic(plot_path(name)) as tmp:
@@ -75,12 +78,40 @@ class ReportStage(Stage):
         return summary
 
 
-def _table_html(markdown: str) -> str:
-    rows = [r.strip().strip("|").split("|") for r in markdown.strip().splitlines() if r.strip()]
-    head, body = rows[0], rows[2:]
-    out = ["<table><tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head) + "</tr>"]
-    out += ["<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in body]
-    return "\n".join(out) + "</table>"
+def spread_over_classes(labels: torch.Tensor) -> torch.Tensor:
+    """Indices of `labels` taken round-robin over the classes (first image of each class, then the
+    second, ...), so the first few show several classes."""
+    per_class = [torch.nonzero(labels == c).flatten().tolist() for c in torch.unique(labels).tolist()]
+    order = [idx[i] for i in range(max(map(len, per_class), default=0)) for idx in per_class if i < len(idx)]
+    return torch.tensor(order, dtype=torch.long)
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def markdown_html(markdown: str) -> str:
+    """report.md as HTML: headings, paragraphs and tables (the only markdown the report writes)."""
+    out = []
+    for block in re.split(r"\n\s*\n", markdown.strip()):
+        lines = [ln for ln in block.splitlines() if ln.strip()]
+        if lines[0].startswith("#"):
+            level = len(lines[0]) - len(lines[0].lstrip("#"))
+            out.append(f"<h{level + 1}>{_inline(lines[0].lstrip('#').strip())}</h{level + 1}>")
+            lines = lines[1:]
+        tables = [ln for ln in lines if ln.startswith("|")]
+        text = [ln for ln in lines if not ln.startswith("|")]
+        if text:
+            out.append("<p>" + "<br>".join(_inline(t) for t in text) + "</p>")
+        if tables:
+            rows = [r.strip().strip("|").split("|") for r in tables]
+            body = [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
+            out.append("<table><tr>" + "".join(f"<th>{_inline(c.strip())}</th>" for c in rows[0]) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{_inline(c.strip())}</td>" for c in r) + "</tr>" for r in body)
+                       + "</table>")
+    return "\n".join(out)
 
 
 def _overlap_sentence(summary: dict) -> str:
@@ -98,20 +129,16 @@ def render_html(report: dict, pngs: dict[str, bytes], summary: dict) -> str:
         data = base64.b64encode(pngs[name]).decode()
         return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt} ' \
                f'(<a href="{plot_path(name)}">{plot_path(name)}</a>)</figcaption></figure>'
-    d, env, b = report["dataset"], report["environment"], report["benchmark"]
+    d = report["dataset"]
     chosen = report["models"][summary["deployable"]]["vs_reference"]
-    warnings = "".join(f"<p class=warn>Warning: {html.escape(w)}</p>" for w in report.get("warnings", []))
+    busy = " (⚠ timed on a busy machine: not trustworthy)" if report_busy(report) else ""
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>compress report: {html.escape(d['name'])}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
 figure{{display:inline-block;margin:1em}}img{{max-width:100%}}.warn{{color:#a40}}</style></head><body>
-<h1>compress report: {html.escape(d['name'])}</h1>
-<p><b>Deployable: {summary['deployable']}</b> — {chosen['size_x']:.1f}× smaller, {chosen['speed_x']:.2f}× faster,
+<p><b>Deployable: {summary['deployable']}</b> — {chosen['size_x']:.1f}× smaller, {chosen['speed_x']:.2f}× faster{busy},
 {100 * chosen['accuracy_delta']:+.1f} accuracy points vs the teacher.</p>
-<p>{len(d['classes'])} classes, {d['train_size']} train / {d['val_size']} val images. ONNX Runtime {env['onnxruntime']}
-on {html.escape(str(env['cpu']))} ({', '.join(env['isa'])}), {b['threads']} threads, batch sizes {b['batch_sizes']},
-{b['runs']} interleaved rounds.</p>{warnings}
-{_table_html(markdown_table(report))}
+{markdown_html(markdown_report(report))}
 <h2>Accuracy, latency and size</h2>{img('accuracy_vs_latency', 'accuracy vs latency')}{img('size', 'ONNX size per model')}
 <h2>Training</h2>{img('training', 'training loss and val accuracy per epoch')}
 <h2>Deployable model</h2>{img('confusion', 'confusion matrix of ' + summary['deployable'])}

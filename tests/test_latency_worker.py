@@ -23,8 +23,10 @@ def relu_model(path, channels=3):
 def test_rounds_are_split_over_processes_and_all_come_back(tmp_path):
     paths = {"a": relu_model(tmp_path / "a.onnx"), "b": relu_model(tmp_path / "b.onnx")}
     images = np.random.default_rng(0).random((8, 3, 4, 4), dtype=np.float32)
-    timings = time_in_fresh_processes(paths, images, [1, 8], threads=1, warmup=1, runs=7, calls=2, processes=3)
+    measured = time_in_fresh_processes(paths, images, [1, 8], threads=1, warmup=1, runs=7, calls=2, processes=3)
+    timings = measured.samples
     assert sorted(timings) == [1, 8]
+    assert len(measured.contention) and measured.contention["process_spread"] >= 0  # one ratio per process
     for per_model in timings.values():
         assert sorted(per_model) == ["a", "b"]
         assert all(len(t) == 7 and min(t) > 0 for t in per_model.values())
@@ -33,11 +35,11 @@ def test_rounds_are_split_over_processes_and_all_come_back(tmp_path):
 def test_more_processes_than_rounds_is_capped(tmp_path):
     paths = {"a": relu_model(tmp_path / "a.onnx")}
     timings = time_in_fresh_processes(paths, np.zeros((1, 3, 4, 4), np.float32), [1], 1, 0, runs=2, processes=5)
-    assert len(timings[1]["a"]) == 2
+    assert len(timings.samples[1]["a"]) == 2
 
 
 def test_the_worker_never_imports_torch():
-    code = "import sys, benchmarks.latency_worker; print('torch' in sys.modules)"
+    code = "import sys, compress.benchmarks.latency_worker; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
 
@@ -47,3 +49,20 @@ def test_a_failing_child_names_its_error(tmp_path):
     bad.write_text("not a model")
     with pytest.raises(RuntimeError, match="latency worker failed"):
         time_in_fresh_processes({"bad": bad}, np.zeros((1, 3, 4, 4), np.float32), [1], 1, 0, 2)
+
+
+def test_a_cpu_hog_beside_the_timing_is_reported_as_a_busy_machine(tmp_path):
+    """Other processes' CPU time during the timing is measured, not guessed: with a busy loop
+    on every core for the whole timing, the run is flagged busy."""
+    import os
+    paths = {"a": relu_model(tmp_path / "a.onnx"), "b": relu_model(tmp_path / "b.onnx")}
+    hog = "import time\nt = time.time()\nwhile time.time() - t < 20: pass"
+    hogs = [subprocess.Popen([sys.executable, "-c", hog]) for _ in range(os.cpu_count() or 1)]
+    try:
+        measured = time_in_fresh_processes(paths, np.zeros((1, 3, 4, 4), np.float32), [1], 1, 2, runs=400,
+                                           processes=2)
+    finally:
+        for h in hogs:
+            h.kill()
+    c = measured.contention
+    assert c["busy"] and c["other_cpu_share"] > 0.3, c

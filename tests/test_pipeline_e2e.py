@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow  # whole pipeline runs; `-m 'not slow'` skips them
 MODELS = ["teacher", "student", "baseline", "student_pruned", "student_int8"]
 STAGES = ["teacher", "distill", "baseline", "prune", "export", "quantize", "benchmark", "package",
           "report"]
-DEPLOY = ["deploy/model.onnx", "deploy/model.ort", "deploy/model.required_operators.config", "deploy/labels.txt",
+DEPLOY = ["deploy/model_with_preprocessing.onnx", "deploy/model.onnx", "deploy/model.ort", "deploy/model.required_operators.config", "deploy/labels.txt",
           "deploy/model_card.md"]
 
 
@@ -48,7 +48,15 @@ def test_report_json_has_every_model_and_figure(full_run, digits_folder):
     out, result = full_run
     report = json.loads((out / "report.json").read_text())
     assert report["dataset"] == {"name": digits_folder.name, "classes": ["digit0", "digit1", "digit2"],
-                                 "train_size": 36, "val_size": 18}
+                                 "train_size": 36, "val_size": 18, "test_size": 0, "figures_from": "val",
+                                 "selection_split": "val (also the reported figures: too few images for a "
+                                                    "separate test split)"}
+    assert all(m["accuracy_interval"]["n"] == 18 and m["accuracy_interval"]["low"] <= m["accuracy"]
+               <= m["accuracy_interval"]["high"] for m in report["models"].values())
+    assert {(c["model"], c["against"]) for c in report["comparisons"]} == {
+        ("student", "teacher"), ("student", "baseline"), ("student_pruned", "student"),
+        ("student_int8", "student_pruned")}
+    assert "also used for selection" in (out / "report.md").read_text()
     assert list(report["models"]) == MODELS
     for name, m in report["models"].items():
         assert m["onnx"] == f"onnx/{name}.onnx"
@@ -99,7 +107,7 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
         assert manifest["stages"][stage]["seconds"] >= 0
     for rel, digest in manifest["artifacts"].items():
         assert sha256_file(out / rel) == digest
-    assert len(manifest["artifacts"]) == 24  # 4 checkpoints, 5 ONNX, 2 ONNX infos, 3 reports, 5 plots, 5 deploy
+    assert len(manifest["artifacts"]) == 25  # 4 checkpoints, 5 ONNX, 2 ONNX infos, 3 reports, 5 plots, 6 deploy
 
 
 def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch):

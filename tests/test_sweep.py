@@ -41,6 +41,7 @@ def test_tiny_sweep_pairs_baselines_and_resumes(digits_folder, tmp_path, monkeyp
     teacher = out / "teacher" / "checkpoints" / "teacher.pt"
     assert (out / "cells" / "loss-mse" / "seed-1" / "checkpoints" / "teacher.pt").read_bytes() == teacher.read_bytes()
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG" and "| loss |" in (out / "sweep.md").read_text()
+    assert "**Best cell:**" in (out / "sweep.md").read_text() and "[" in (out / "sweep.md").read_text()
 
     calls = []
     real = run_pipeline
@@ -79,3 +80,13 @@ def test_statistics_by_hand():
     assert verdict(0.02, 3, 3, 4.0) == "better in every seed"
     assert "not conclusive" in verdict(0.02, 2, 3, 1.0)
     assert sweep_mod.cell_name({"distill.loss": "kl + 0.5*hint", "distill.alpha": 0.5}) == "loss-klplus0.5xhint_alpha-0.5"
+
+
+def test_best_cell_is_named_only_when_it_beats_the_runner_up():
+    from compress.pipeline.sweep_report import best_cell
+    noisy = {"a": {"mean": 0.80, "accuracy": [0.78, 0.83, 0.79]}, "b": {"mean": 0.79, "accuracy": [0.80, 0.77, 0.80]}}
+    tie = best_cell(noisy)
+    assert tie["best"] is None and tie["tied"] == ["a", "b"] and "tie" in tie["best_note"]
+    clear = {"a": {"mean": 0.90, "accuracy": [0.90, 0.91, 0.89]}, "b": {"mean": 0.80, "accuracy": [0.80, 0.80, 0.80]}}
+    won = best_cell(clear)
+    assert won["best"] == "a" and "beats the runner-up b" in won["best_note"]

@@ -33,9 +33,8 @@ def generator_loss(fake: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(fake, torch.ones_like(fake))
 
 
-@register("adversarial", "a logits discriminator, alternating GAN-style updates")
+@register("adversarial")
 class AdversarialTerm(Term):
-    settings = ("adversarial_steps", "adversarial_lr")  # distill.* keys this term reads
 
     def __init__(self, setup: Setup):
         super().__init__()

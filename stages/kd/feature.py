@@ -51,14 +51,12 @@ def rkd_angle(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.smooth_l1_loss(_angles(student.float()), _angles(teacher.float()))
 
 
-@register("hint", "FitNets (Romero et al. 2015): MSE(regressor(student map), teacher map)")
+@register("hint")
 class HintTerm(Term):
     """A trainable 3×3 conv regressor (as in PyTorch's KD tutorial) maps the student's map at
     `distill.hint_layers` (student side) to the teacher's map's channel count."""
 
-    features = ("hint",)
 
-    settings = ("hint_layers",)  # distill.* keys this term reads
 
     def __init__(self, setup: Setup):
         super().__init__()
@@ -70,11 +68,10 @@ class HintTerm(Term):
         return hint_mse(self.regressor(step.student.hint), step.teacher.hint), None
 
 
-@register("cosine", "PyTorch KD tutorial: 1 − cos(projected student embedding, teacher embedding)")
+@register("cosine")
 class CosineTerm(Term):
     """Pooled penultimate features; a linear projection lifts the student's width to the teacher's."""
 
-    features = ("embedding",)
 
     def __init__(self, setup: Setup):
         super().__init__()
@@ -86,14 +83,12 @@ class CosineTerm(Term):
         return cosine_distance(self.projection(step.student.embedding), step.teacher.embedding), None
 
 
-@register("rkd", "Park et al. 2019: RKD distance + w·angle on penultimate embeddings")
+@register("rkd")
 class RKDTerm(Term):
     """Relations between samples need no common width, so there is nothing to train here.
     D = rkd_distance + distill.rkd_angle_weight · rkd_angle."""
 
-    features = ("embedding",)
 
-    settings = ("rkd_angle_weight",)  # distill.* keys this term reads
 
     def __init__(self, setup: Setup):
         super().__init__()

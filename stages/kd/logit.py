@@ -30,9 +30,8 @@ def logit_mse(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(student.float(), teacher.float())
 
 
-@register("kl", "Hinton et al. 2015: T²·KL(softmax(t/T) ‖ softmax(s/T))")
+@register("kl")
 class KLTerm(Term):
-    uses_temperature = True
 
     def __init__(self, setup: Setup):
         super().__init__()
@@ -42,7 +41,7 @@ class KLTerm(Term):
         return kl_divergence(step.student.logits, step.teacher.logits, self.temperature), None
 
 
-@register("mse", "Ba & Caruana 2014: mean((s − t)²) on raw logits")
+@register("mse")
 class MSETerm(Term):
     def __init__(self, setup: Setup):
         super().__init__()

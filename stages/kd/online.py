@@ -26,10 +26,8 @@ from compress.stages.kd.registry import register
 from compress.stages.kd.terms import Setup, Step, Term
 
 
-@register("dml", "deep mutual learning (Zhang et al. 2018): a peer student, KL both ways")
+@register("dml")
 class MutualTerm(Term):
-    needs_teacher = False
-    uses_temperature = True
 
     def __init__(self, setup: Setup):
         super().__init__()
@@ -49,10 +47,8 @@ class MutualTerm(Term):
         return to_student, peer_loss
 
 
-@register("self", "self distillation from the student's own previous-epoch snapshot")
+@register("self")
 class SelfTerm(Term):
-    needs_teacher = False
-    uses_temperature = True
 
     def __init__(self, setup: Setup):
         super().__init__()

@@ -1,4 +1,5 @@
-"""What each distillation term is, in plain data (no torch): its description and what it needs.
+"""What each distillation term (compress.stages.kd) is, in plain data: its description and what it
+needs. Outside the kd package so that reading it imports no torch.
 
 `compress losses` lists this without importing torch; `registry.register` copies these
 attributes onto the term's class, so the table and the code cannot disagree.

@@ -1,0 +1,67 @@
+"""Regenerate the README's "Results" section from runs, so anyone can reproduce its tables.
+
+Runs (or reuses, when up to date: the stages are cached) the hymenoptera config, then writes the
+section between the README's `<!-- results:start -->` and `<!-- results:end -->` markers: the
+benchmark table with 95% intervals on the held-out test split, the paired verdicts, the machine
+and how busy it was, and the exact command behind each table.
+
+    python benchmarks/readme_results.py --data ../shared/data/hymenoptera_data [--dry-run]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from compress.benchmarks.report import busy, figures_note, headline, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def run(command: list[str]) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(command, check=True)
+    return time.perf_counter() - t0
+
+
+def section(report: dict, command: str, seconds: float) -> str:
+    env, c = report["environment"], report["benchmark"].get("contention") or {}
+    load = (f"other processes used {c['other_cpu_share']:.0%} of the cores while timing"
+            if c.get("other_cpu_share") is not None else "contention not measured")
+    lines = [f"Made by `{command}` ({seconds:.0f} s of this invocation; stages already up to date are reused) on "
+             f"{env['cpu']} ({env['cores']} cores, {', '.join(env['isa'])}), {platform.system()}; {load}"
+             f"{' — ⚠ busy machine, speed figures not trustworthy' if busy(report) else ''}.", "",
+             figures_note(report), "", markdown_table(report).rstrip(), ""]
+    lines += [h for h in headline(report)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="../shared/data/hymenoptera_data")
+    parser.add_argument("--out", default="runs/readme-hymenoptera")
+    parser.add_argument("--dry-run", action="store_true", help="print the section instead of writing README.md")
+    args = parser.parse_args()
+    command = ["compress", "run", "--config", "configs/hymenoptera-cpu.toml", "--data", args.data, "--out", args.out,
+               "--quiet"]
+    seconds = run(command)
+    report = json.loads((Path(args.out) / "report.json").read_text())
+    text = section(report, " ".join(command), seconds)
+    if args.dry_run:
+        print(text)
+        return
+    readme = ROOT / "README.md"
+    body = readme.read_text()
+    if START not in body or END not in body:
+        raise SystemExit(f"README.md has no {START} ... {END} markers")
+    head, rest = body.split(START, 1)
+    readme.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+    print(f"README.md results section rewritten from {args.out}/report.json")
+
+
+if __name__ == "__main__":
+    main()
