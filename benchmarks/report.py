@@ -116,6 +116,12 @@ def markdown_report(report: dict) -> str:
         lines += [f"| {c['name']} | {c['p50_ms']:.2f} | {c['accuracy']:.4f} | {c['agreement_with_source']:.4f} | "
                   f"{c['onnx_bytes'] / 1e6:.2f} | {', '.join(c.get('vendor_ops') or []) or 'standard ONNX'} |"
                   for c in q["candidates"]]
+        mixed = q.get("mixed")
+        if mixed:
+            lines += ["", f"No plain int8 layout met the accuracy budget, so the {mixed['k']} most sensitive layers "
+                      f"(onnx/sensitivity.json) were kept in float: {mixed['name']} reached val accuracy "
+                      f"{mixed['accuracy']:.4f} (search: " + ", ".join(f"k={t['k']}: {t['accuracy']:.4f}"
+                                                                       for t in mixed["search"]) + ")."]
     gpu = {n: m["gpu"] for n, m in report["models"].items() if "gpu" in m}
     if gpu:
         first = next(iter(gpu.values()))

@@ -65,11 +65,14 @@ def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset) -> str:
     })
 
 
-def _up_to_date(record: dict | None, key: str, run: RunDir) -> bool:
+def _up_to_date(record: dict | None, key: str, run: RunDir, expected: list[str]) -> bool:
+    """Same key, every output the stage now declares recorded (a newer compress may write more),
+    and every recorded output still on disk with its recorded hash."""
     if not record or record.get("key") != key:
         return False
     outputs = record.get("outputs", {})
-    return all(run.exists(rel) and run.sha256(rel) == digest for rel, digest in outputs.items())
+    return set(expected) <= set(outputs) and all(run.exists(rel) and run.sha256(rel) == digest
+                                                 for rel, digest in outputs.items())
 
 
 def check_writable(out: Path) -> None:
@@ -132,7 +135,7 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
                 run.path(rel).unlink(missing_ok=True)  # a stage turned off leaves nothing stale behind
             continue
         key = stage_key(stage, cfg, run, data)
-        if _up_to_date(records.get(stage.name), key, run):
+        if _up_to_date(records.get(stage.name), key, run, stage.outputs(cfg)):
             manifest["skipped"].append(stage.name)
             log.info("stage %d/%d: %s up to date, skipped", number, len(stages), stage.name)
             continue

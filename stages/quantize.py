@@ -25,12 +25,14 @@ from compress.benchmarks.measure import percentiles, predictions
 from compress.benchmarks.suite import time_latency
 from compress.core.config import Config
 from compress.core.data import calibration_batch
-from compress.core.roster import INT8, QUANTIZE_INFO, final_fp32_student, onnx_path
+from compress.core.roster import INT8, QUANTIZE_INFO, SENSITIVITY, final_fp32_student, onnx_path
 from compress.core.stage import Context, Stage
-from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, vendor_domains
+from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, quantize_int8, vendor_domains
+from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session
 
 REFERENCE_ONLY = ("dynamic", "fp16")
+SENSITIVITY_IMAGES = 32  # calibration images the per-layer debugger runs on
 
 
 class QuantizeStage(Stage):
@@ -46,7 +48,7 @@ class QuantizeStage(Stage):
         return [onnx_path(final_fp32_student(cfg))]
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(INT8), QUANTIZE_INFO]
+        return [onnx_path(INT8), QUANTIZE_INFO, SENSITIVITY]
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data, q = ctx.cfg, ctx.data, ctx.cfg.quantize
@@ -56,19 +58,31 @@ class QuantizeStage(Stage):
         val = data.val_inputs(cfg.data).numpy()
         labels = data.val.labels.numpy()
         names = q.candidates if q.format == "auto" else [q.format]
-        with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp:
+        fp32_preds = predictions(cpu_session(source, cfg.bench.threads), val)
+        fp32_accuracy = float((fp32_preds == labels).mean())
+        with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp, preprocessed(source) as prepped:
             files = {n: Path(tmp) / f"{n}.onnx" for n in names}
-            with preprocessed(source) as prepped:  # once for every candidate
-                for name, path in files.items():
-                    build_candidate(source, path, calibration, q, name, prepped)
-            sessions = {"fp32": cpu_session(source, cfg.bench.threads),
-                        **{n: cpu_session(p, cfg.bench.threads) for n, p in files.items()}}
-            preds = {n: predictions(s, val) for n, s in sessions.items()}
+            for name, path in files.items():  # pre-processing once for every candidate
+                build_candidate(source, path, calibration, q, name, prepped)
+            preds = {"fp32": fp32_preds, **{n: predictions(cpu_session(p, cfg.bench.threads), val)
+                                            for n, p in files.items()}}
+            accuracy = {n: float((preds[n] == labels).mean()) for n in preds}
+            static = [n for n in names if n not in REFERENCE_ONLY]
+            analysed = max(static, key=lambda n: accuracy[n]) if static else None
+            ranking = self._sensitivity(ctx, source, prepped, Path(tmp), calibration, analysed)
+            mixed = None
+            within = [n for n in static if 100 * (fp32_accuracy - accuracy[n]) <= q.max_accuracy_drop]
+            if ranking and not within:  # plain PTQ misses the budget: keep the most sensitive layers in float
+                mixed = self._mixed(ctx, source, prepped, Path(tmp), calibration, analysed, ranking, val, labels,
+                                    fp32_accuracy)
+                if mixed:
+                    files[mixed["name"]], preds[mixed["name"]] = mixed.pop("path"), mixed.pop("predictions")
+                    accuracy[mixed["name"]] = mixed["accuracy"]
             times = time_latency({"fp32": source, **files}, val, [1], cfg.bench).samples[1]
 
             def measured(n: str, path: Path) -> Measured:
-                return Measured(n, percentiles(times[n])["p50"], float((preds[n] == labels).mean()),
-                                path.stat().st_size, vendor_domains(path))
+                return Measured(n, percentiles(times[n])["p50"], accuracy[n], path.stat().st_size,
+                                vendor_domains(path))
             fp32 = measured("fp32", source)
             candidates = [measured(n, p) for n, p in files.items()]
             eligible = [c for c in candidates if q.format == c.name or (
@@ -84,11 +98,14 @@ class QuantizeStage(Stage):
             ctx.warn(f"quantize.format = {keep} needs {', '.join(chosen_ops)} operators: the int8 file loads only in "
                      "ONNX Runtime (deploy.target = portable asks for standard ONNX operators)")
         info = {"source": source_name, "format": q.format, "chosen": winner, "int8_file_holds": keep,
-                "deploy_target": cfg.deploy.target, "vendor_ops": chosen_ops,
+                "deploy_target": cfg.deploy.target, "vendor_ops": chosen_ops, "mixed": mixed,
                 "deployable": INT8 if winner != "fp32" else source_name, "reason": reason,
                 "fp32": vars(fp32), "candidates": [dict(vars(c), agreement_with_source=float(
                     np.mean(preds[c.name] == preds["fp32"]))) for c in candidates]}
         ctx.run.write_json(QUANTIZE_INFO, info)
+        ctx.run.write_json(SENSITIVITY, {"layout": analysed, "measure": "SQNR (dB) lost in each layer, "
+                                         "onnxruntime.quantization.qdq_loss_debug on calibration images",
+                                         "layers": ranking})
         ctx.log(f"int8: chose {winner} ({reason})")
         if winner == "fp32":
             ctx.warn(f"no int8 layout was faster than fp32 on this CPU within the accuracy budget; "
@@ -98,3 +115,37 @@ class QuantizeStage(Stage):
                      f"(required {q.min_agreement:.0%})")
         return {"chosen": winner, "deployable": info["deployable"], "agreement_with_source": agreement,
                 "reason": reason}
+
+    @staticmethod
+    def _sensitivity(ctx: Context, source: Path, prepped: Path, tmp: Path, calibration, layout: str | None) -> list:
+        """Per-layer ranking for `layout`, measured on its QDQ form (the debugger reads QDQ graphs)."""
+        if layout is None:
+            return []
+        qdq = tmp / "sensitivity-qdq.onnx"
+        quantize_int8(source, qdq, calibration, ctx.cfg.quantize, "qdq_" + layout.split("_")[1], prepped)
+        return layer_sensitivity(prepped, qdq, calibration[:SENSITIVITY_IMAGES])
+
+    @staticmethod
+    def _mixed(ctx: Context, source: Path, prepped: Path, tmp: Path, calibration, layout: str, ranking: list,
+               val, labels, fp32_accuracy: float) -> dict | None:
+        """The `layout` with the k most sensitive layers in float, k the smallest (1, 2, 4, ...) that
+        meets quantize.max_accuracy_drop on val; None when even all ranked layers do not."""
+        q, threads = ctx.cfg.quantize, ctx.cfg.bench.threads
+        layers = list(dict.fromkeys(r["node"] for r in ranking))
+        tried = []
+        k = 1
+        while True:
+            k = min(k, len(layers))
+            path = tmp / f"mixed-{k}.onnx"
+            quantize_int8(source, path, calibration, q, layout, prepped, keep_float=layers[:k])
+            preds = predictions(cpu_session(path, threads), val)
+            acc = float((preds == labels).mean())
+            tried.append({"k": k, "accuracy": acc})
+            if 100 * (fp32_accuracy - acc) <= q.max_accuracy_drop:
+                return {"name": f"mixed_{layout}", "path": path, "predictions": preds, "accuracy": acc, "k": k,
+                        "float_layers": layers[:k], "search": tried}
+            if k == len(layers):
+                ctx.warn(f"no mixed-precision {layout} met quantize.max_accuracy_drop = {q.max_accuracy_drop} "
+                         f"(tried {tried})")
+                return None
+            k *= 2

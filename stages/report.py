@@ -18,6 +18,7 @@ from compress.core.roster import (
     QUANTIZE_INFO,
     REPORT_HTML,
     REPORT_JSON,
+    SENSITIVITY,
     TEACHER,
     checkpoint_path,
     deployable,
@@ -29,6 +30,7 @@ from compress.core.stage import Context, Stage
 GRADCAM_PANELS = 6  # val images shown side by side
 GRADCAM_MAX_IMAGES = 256  # val images averaged for the overlap figure (bounded for big val sets)
 PLOTS = ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")
+QUANTIZE_PLOTS = ("sensitivity",)
 
 
 class ReportStage(Stage):
@@ -39,10 +41,10 @@ class ReportStage(Stage):
 
     def inputs(self, cfg: Config) -> list[str]:
         return ([REPORT_JSON, checkpoint_path(TEACHER), checkpoint_path(final_fp32_student(cfg))]
-                + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
+                + ([QUANTIZE_INFO, SENSITIVITY] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [REPORT_HTML] + [plot_path(p) for p in PLOTS]
+        return [REPORT_HTML] + [plot_path(p) for p in PLOTS + (QUANTIZE_PLOTS if cfg.quantize.enabled else ())]
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
@@ -67,6 +69,9 @@ class ReportStage(Stage):
             "gradcam": plots.gradcam_panels(crops[:GRADCAM_PANELS].numpy(), t_cam[:GRADCAM_PANELS].numpy(),
                                             s_cam[:GRADCAM_PANELS].numpy(), source, spatial),
         }
+        if cfg.quantize.enabled:
+            ranking = ctx.run.read_json(SENSITIVITY)
+            pngs["sensitivity"] = plots.sensitivity(ranking["layers"], ranking["layout"])
         for name, png in pngs.items():
             with ctx.run.atomic(plot_path(name)) as tmp:
                 tmp.write_bytes(png)
@@ -142,6 +147,7 @@ figure{{display:inline-block;margin:1em}}img{{max-width:100%}}.warn{{color:#a40}
 <h2>Accuracy, latency and size</h2>{img('accuracy_vs_latency', 'accuracy vs latency')}{img('size', 'ONNX size per model')}
 <h2>Training</h2>{img('training', 'training loss and val accuracy per epoch')}
 <h2>Deployable model</h2>{img('confusion', 'confusion matrix of ' + summary['deployable'])}
+{img('sensitivity', 'per-layer int8 sensitivity') if 'sensitivity' in pngs else ''}
 <h2>Where teacher and student look (Grad-CAM)</h2>
 <p>{_overlap_sentence(summary)}</p>{img('gradcam', 'Grad-CAM: image, teacher, student')}
 </body></html>

@@ -38,7 +38,8 @@ def test_run_directory_contract(full_run):
     assert files == sorted([
         ".compress.lock",  # the run directory's lock file (held only while a run is in progress)
         "manifest.json", "report.json", "report.md", "report.html", "onnx/models.json", "onnx/quantize.json",
-        *[f"plots/{p}.png" for p in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")],
+        "onnx/sensitivity.json",
+        *[f"plots/{p}.png" for p in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam", "sensitivity")],
         *[f"onnx/{m}.onnx" for m in MODELS],
         *[f"checkpoints/{m}.pt" for m in MODELS if m != "student_int8"], *DEPLOY,
     ])
@@ -107,7 +108,7 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
         assert manifest["stages"][stage]["seconds"] >= 0
     for rel, digest in manifest["artifacts"].items():
         assert sha256_file(out / rel) == digest
-    assert len(manifest["artifacts"]) == 25  # 4 checkpoints, 5 ONNX, 2 ONNX infos, 3 reports, 5 plots, 6 deploy
+    assert len(manifest["artifacts"]) == 27  # 4 checkpoints, 5 ONNX, 3 ONNX infos, 3 reports, 6 plots, 6 deploy
 
 
 def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch):
@@ -139,10 +140,12 @@ def test_changed_setting_reruns_from_first_affected_stage(digits_folder, tmp_pat
 def test_report_html_embeds_and_references_the_plots(full_run):
     out, result = full_run
     page = (out / "report.html").read_text()
-    for name in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam"):
+    for name in ("accuracy_vs_latency", "size", "training", "confusion", "gradcam", "sensitivity"):
         assert f'href="plots/{name}.png"' in page
         assert (out / f"plots/{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert page.count("data:image/png;base64,") == 5
+    assert page.count("data:image/png;base64,") == 6
+    # what report.md explains is in the page too: the ⚠ legend, the batch table, the int8 candidates
+    assert "⚠ marks a noisy" in page and "p50 ms @ batch 8" in page and "int8 layouts measured" in page
     chosen = json.loads((out / "onnx/quantize.json").read_text())["deployable"]
     assert chosen in ("student_int8", "student_pruned")
     assert f"Deployable: {chosen}" in page

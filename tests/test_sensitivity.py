@@ -1,0 +1,59 @@
+"""Per-layer int8 sensitivity (ONNX Runtime's quantization debugger) and the mixed-precision
+candidate that keeps the most sensitive layers in float."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from compress.core.config import Config
+from compress.exports.onnx import client_metadata, export_onnx
+from compress.exports.quantize import preprocessed, quantize_int8
+from compress.exports.sensitivity import layer_sensitivity
+from compress.exports.session import cpu_session, run_logits
+from compress.stages.quantize import QuantizeStage
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("sens") / "m.onnx"
+    export_onnx(torchvision.models.resnet18(num_classes=4).eval(), path, 32, 17,
+                client_metadata(list("abcd"), [0.5] * 3, [0.25] * 3, 36, 32))
+    return path
+
+
+def test_every_conv_is_ranked_by_the_sqnr_it_loses(model_file, tmp_path):
+    images = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    with preprocessed(model_file) as prepped:
+        qdq = tmp_path / "q.onnx"
+        quantize_int8(model_file, qdq, images, Config().quantize, "qdq_u8s8", prepped)
+        rows = layer_sensitivity(prepped, qdq, images)
+    convs = {r["node"] for r in rows if r["op"] == "Conv"}
+    assert len(convs) >= 15  # ResNet18's convolutions (BatchNorm folded in)
+    lost = [r["sqnr_lost_db"] for r in rows if r["sqnr_lost_db"] is not None]
+    assert lost == sorted(lost, reverse=True) and all(np.isfinite(r["sqnr_db"]) for r in rows)
+
+
+def test_mixed_candidate_keeps_the_smallest_number_of_layers_in_float(model_file, tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    val = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
+    labels = run_logits(cpu_session(model_file), val).argmax(1)  # fp32 is right on every image
+    warnings = []
+    cfg = Config()
+    with preprocessed(model_file) as prepped:
+        ranking = QuantizeStage._sensitivity(SimpleNamespace(cfg=cfg), model_file, prepped, tmp_path, images,
+                                             "qdq_u8s8")
+        ctx = SimpleNamespace(cfg=cfg, warn=warnings.append)
+        cfg.quantize.max_accuracy_drop = 100.0  # any accuracy will do: one layer in float is enough
+        easy = QuantizeStage._mixed(ctx, model_file, prepped, tmp_path, images, "qdq_u8s8", ranking, val, labels, 1.0)
+        cfg.quantize.max_accuracy_drop = -1.0  # nothing can meet this: the search ends with a warning
+        impossible = QuantizeStage._mixed(ctx, model_file, prepped, tmp_path, images, "qdq_u8s8", ranking, val,
+                                          labels, 1.0)
+    assert easy["k"] == 1 and easy["float_layers"] == [ranking[0]["node"]] and easy["name"] == "mixed_qdq_u8s8"
+    assert impossible is None and "no mixed-precision" in warnings[0]
