@@ -128,13 +128,18 @@ def gradcam_panels(images: np.ndarray, teacher_cams: np.ndarray, student_cams: n
     return _png(fig)
 
 
+def _layer_label(row: dict) -> str:
+    """"/layer2/layer2.0/downsample/downsample.0/Conv" -> "layer2.0.downsample.0 (Conv)"."""
+    parts = row["node"].strip("/").split("/")[:-1]
+    return ".".join(p.split(".")[-1] for p in parts) + f" ({row['op']})" if parts else row["node"]
+
+
 def sensitivity(layers: list[dict], layout: str | None, top: int = 20) -> bytes:
     """The layers that lose the most SQNR to int8 (most sensitive at the top)."""
     rows = [r for r in layers if r.get("sqnr_lost_db") is not None][:top][::-1]
     fig, ax = plt.subplots(figsize=(7, 0.28 * max(len(rows), 4) + 1.2))
     if rows:
-        ax.barh([r["node"].strip("/").replace("/", " ")[-42:] for r in rows], [r["sqnr_lost_db"] for r in rows],
-                color="tab:orange")
+        ax.barh([_layer_label(r) for r in rows], [r["sqnr_lost_db"] for r in rows], color="tab:orange")
     ax.set_xlabel(f"SQNR lost in the layer (dB), {layout or 'no static int8 layout'}")
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title("per-layer int8 sensitivity (higher = keeps more in float)", fontsize=9)

@@ -68,7 +68,8 @@ class QuantizeStage(Stage):
                                             for n, p in files.items()}}
             accuracy = {n: float((preds[n] == labels).mean()) for n in preds}
             static = [n for n in names if n not in REFERENCE_ONLY]
-            analysed = max(static, key=lambda n: accuracy[n]) if static else None
+            # the layout most likely to ship: best val accuracy, a standard-ONNX one on ties
+            analysed = max(static, key=lambda n: (accuracy[n], n.startswith("qdq"))) if static else None
             ranking = self._sensitivity(ctx, source, prepped, Path(tmp), calibration, analysed)
             mixed = None
             within = [n for n in static if 100 * (fp32_accuracy - accuracy[n]) <= q.max_accuracy_drop]
