@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compress.core.errors import CompressError
+from compress.core.roster import TEACHER
 
 BASELINE_FORMAT = "compress-baseline/1"
 
@@ -73,7 +74,7 @@ def _figures(model: dict, where: str, name: str) -> dict:
 def make_baseline(report: dict, where: str = "report") -> dict:
     """The figures the gate compares, with the environment they were measured in."""
     return {"format": BASELINE_FORMAT,
-            "reference": report.get("benchmark", {}).get("reference", "teacher"),
+            "reference": report.get("benchmark", {}).get("reference", TEACHER),
             "environment": report.get("environment", {}),
             "settings": report.get("settings"),
             "models": {n: _figures(m, where, n) for n, m in report["models"].items()}}

@@ -6,6 +6,8 @@ import io
 
 import matplotlib
 
+from compress.core.roster import PRUNED, TEACHER
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
@@ -36,7 +38,7 @@ def accuracy_vs_latency(models: dict, deployable: str) -> bytes:
         if ci:
             ax.errorbar(x, y, yerr=[[y - 100 * ci["low"]], [100 * ci["high"] - y]], color="lightgray", zorder=1)
         ax.scatter(x, y, s=120 if name == deployable else 50, marker="*" if name == deployable else "o", zorder=2,
-                   color="tab:red" if name == deployable else ("tab:gray" if name == "teacher" else "tab:blue"))
+                   color="tab:red" if name == deployable else ("tab:gray" if name == TEACHER else "tab:blue"))
         ax.annotate(name + (" (deployable)" if name == deployable else ""), (x, y), textcoords="offset points",
                     xytext=(6, 8 if i % 2 == 0 else -12), fontsize=8)  # alternate above/below: no overlap
     ax.set_xlabel("p50 latency, batch 1 (ms, ONNX Runtime CPU)")
@@ -56,7 +58,7 @@ def sizes(models: dict) -> bytes:
     return _png(fig)
 
 
-FINE_TUNES = ("student_pruned",)  # start from a trained model: drawn apart, from their own epoch 1
+FINE_TUNES = (PRUNED,)  # start from a trained model: drawn apart, from their own epoch 1
 
 
 def training_curves(training: dict) -> bytes:
@@ -116,7 +118,7 @@ def gradcam_panels(images: np.ndarray, teacher_cams: np.ndarray, student_cams: n
     fig, axes = plt.subplots(3, n, figsize=(1.8 * n, 5.6), squeeze=False)
     for i in range(n):
         rgb = images[i].transpose(1, 2, 0)
-        for row, cams, label in ((0, None, "image"), (1, teacher_cams, "teacher"), (2, student_cams, student_name)):
+        for row, cams, label in ((0, None, "image"), (1, teacher_cams, TEACHER), (2, student_cams, student_name)):
             ax = axes[row][i]
             ax.imshow(rgb)
             if cams is not None:

@@ -3,6 +3,8 @@ accuracy with its 95% interval, paired verdicts in words, and a warning when the
 a busy machine."""
 from __future__ import annotations
 
+from compress.core.roster import BASELINE, TEACHER
+
 
 def _num(value, fmt: str) -> str:
     return "–" if value is None else format(value, fmt)
@@ -20,7 +22,7 @@ def busy(report: dict) -> dict | None:
 
 
 def markdown_table(report: dict) -> str:
-    ref = report["benchmark"].get("reference", "teacher")
+    ref = report["benchmark"].get("reference", TEACHER)
     flag = " ⚠busy" if busy(report) else ""
     head = (f"| model | params (M) | MACs (M) | ONNX MB | accuracy [95% CI] | agree w/ {ref} | p50 ms | p90 ms "
             "| size × | MACs × | speed × | Δ acc (pts) |\n"
@@ -50,12 +52,12 @@ def headline(report: dict) -> list[str]:
     """Plain-words findings: did distillation beat the CE baseline, what did each step cost."""
     lines = []
     for c in report.get("comparisons", []):
-        if c["against"] == "baseline":
+        if c["against"] == BASELINE:
             words = {"better": "Distillation **beat** the CE-only baseline",
                      "worse": "Distillation did **worse** than the CE-only baseline",
                      "not distinguishable": "Distillation **did not measurably beat** the CE-only baseline"}
             lines.append(f"{words[c['verdict']]}: {comparison_sentence(c)}.")
-    lines += [f"{comparison_sentence(c)}." for c in report.get("comparisons", []) if c["against"] != "baseline"]
+    lines += [f"{comparison_sentence(c)}." for c in report.get("comparisons", []) if c["against"] != BASELINE]
     return lines
 
 

@@ -16,6 +16,7 @@ from compress.benchmarks.latency_worker import Timings, time_in_fresh_processes
 from compress.benchmarks.measure import paired_ratio, percentiles
 from compress.benchmarks.stats import mcnemar
 from compress.core.config import BenchConfig
+from compress.core.roster import TEACHER
 from compress.exports.session import cpu_session, run_logits
 
 
@@ -27,7 +28,7 @@ def _int_or_none(meta: dict, key: str) -> int | None:
 
 
 def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarray, classes: list[str],
-                   cfg: BenchConfig, reference: str | None = "teacher", root: Path | None = None,
+                   cfg: BenchConfig, reference: str | None = TEACHER, root: Path | None = None,
                    pairs: tuple[tuple[str, str], ...] = ()) -> dict:
     """Measure every model in `paths` (name -> file). `root` makes the reported paths relative.
     `pairs` (a, b): compare a with b on the same images (McNemar's exact test)."""
@@ -54,7 +55,7 @@ def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarra
             "latency_ratio_to_reference": {str(b): paired_ratio(timings[b][name], timings[b][reference])
                                            for b in batches},
         }
-        if reference != "teacher":
+        if reference != TEACHER:
             models[name]["agreement_with_reference"] = models[name].pop("agreement_with_teacher")
     add_ratios(models, reference)
     correct = {n: logits[n].argmax(1) == labels for n in paths}

@@ -104,6 +104,6 @@ def evaluate(model_path: str | Path, data: str | Path, batch_size: int = 64) -> 
         predicted = np.concatenate([run_logits(session, np.concatenate(
             [model.preprocess(p) for p, _ in items[i:i + batch_size]])).argmax(1) for i in range(0, len(items), batch_size)])
         truth = np.array([y for _, y in items])
-    return {"images": len(items), "accuracy": float((predicted == truth).mean()),
+    return {"images": len(truth), "accuracy": float((predicted == truth).mean()),
             "per_class": {model.labels[c]: float((predicted[truth == c] == c).mean())
                           for c in sorted(set(truth.tolist()))}}

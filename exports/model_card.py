@@ -8,6 +8,8 @@ from pathlib import Path
 
 import onnx
 
+from compress.core.roster import BASELINE
+
 
 def _io(path) -> tuple[str, list, str, str, list]:
     model = onnx.load(str(path), load_external_data=False)
@@ -109,7 +111,7 @@ def _quality(f: CardFacts, m: dict) -> str:
     per_class = "\n".join(f"| {c} | {a:.3f} |" for c, a in m["per_class_accuracy"].items())
     compared = "".join(f"\n- {c['model']} vs {c['against']}: {c['verdict']} at 95% (Δ {100 * c['delta']:+.2f} points, "
                        f"McNemar exact p = {c['p_value']:.3g})" for c in report.get("comparisons", [])
-                       if f.name in (c["model"], c["against"]) or c["against"] == "baseline")
+                       if f.name in (c["model"], c["against"]) or c["against"] == BASELINE)
     return f"""## Quality ({split} split, {size} images of {d['name']}, through ONNX Runtime; {caveat})
 - top-1 accuracy: {m['accuracy']:.4f}{_interval(m)} (teacher: {reference['accuracy']:.4f}, Δ {100 * ratios.get('accuracy_delta', 0):+.2f} points){top5}{compared}
 - agreement with the teacher's top-1: {m['agreement_with_teacher']:.4f}

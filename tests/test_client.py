@@ -67,3 +67,27 @@ def test_bench_measures_exported_files_outside_a_run(tmp_path, digits_folder):
                 metadata=client_metadata(["a", "b", "c"], [0.5] * 3, [0.25] * 3, 20, 16))
     result = CliRunner().invoke(main, ["bench", str(big), str(mismatch), "--data", str(digits_folder)])
     assert result.exit_code == 2 and "other preprocessing or labels" in result.output
+
+
+def test_evaluate_takes_the_embedded_digits_like_run_and_bench(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "digits.onnx"
+    export_onnx(torchvision.models.resnet18(num_classes=10).eval(), path, crop=16, opset=17,
+                metadata=client_metadata([str(i) for i in range(10)], [0.5] * 3, [0.25] * 3, 20, 16))
+    result = CliRunner().invoke(main, ["evaluate", str(path), "--data", "digits"])
+    assert result.exit_code == 0, result.output
+    assert "on 287 images" in result.output  # the digits' test split
+
+
+def test_predict_and_losses_never_import_torch(tmp_path, digits_folder):
+    """What ONNX Runtime alone does must not wait for torch to load."""
+    import subprocess
+    import sys
+    model = tiny_model(tmp_path)
+    image = next((digits_folder / "val/digit1").glob("*.png"))
+    code = ("import sys; from click.testing import CliRunner; from compress.pipeline.cli import main; "
+            f"r1 = CliRunner().invoke(main, ['predict', {str(model)!r}, {str(image)!r}]); "
+            "r2 = CliRunner().invoke(main, ['losses']); "
+            "print(r1.exit_code, r2.exit_code, 'kl' in r2.output, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["0", "0", "True", "False"]
