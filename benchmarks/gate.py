@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress.benchmarks.runtimes import MIN_AGREEMENT
 from compress.core.errors import CompressError
 from compress.core.roster import TEACHER
 
@@ -144,6 +145,10 @@ def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | No
         rows.append(Row(name, "onnx_bytes", b["onnx_bytes"], n["onnx_bytes"], f"{growth:+.1%}",
                         f"+{limits.max_size_growth:.0%}", "FAIL" if growth > limits.max_size_growth else "PASS"))
         rows += _macs_rows(name, b.get("macs"), n.get("macs"), limits.max_compute_growth)
+        rows += [Row(name, f"agreement@{runtime}", None, agreement, "-" if agreement is None else f"{agreement:.4f}",
+                     f">= {MIN_AGREEMENT}", "INFO" if agreement is None else
+                     ("PASS" if agreement >= MIN_AGREEMENT else "FAIL"))
+                 for runtime, agreement in _runtime_agreement(report, name).items()]
         checks = [("latency_ratio", limits.max_latency_regression)] if name != base["reference"] else []
         if absolute:
             checks.append(("latency_p50_ms", limits.max_absolute_latency_regression))
@@ -172,6 +177,15 @@ def _settings_warnings(now: dict | None, base: dict | None) -> list[str]:
         raise CompressError("report and baseline come from different settings (baseline vs report): "
                             + "; ".join(differ) + "; compare runs of one config, or regenerate the baseline")
     return []
+
+
+def _runtime_agreement(report: dict, name: str) -> dict[str, float | None]:
+    """Top-1 agreement with ONNX Runtime of `name` in every other runtime the report measured;
+    None (shown, not gated) when that runtime cannot load the file, e.g. a QOperator int8 file
+    made for ONNX Runtime on purpose."""
+    return {runtime: (m["agreement_with_onnxruntime"] if m.get("loads") else None)
+            for runtime, r in (report.get("runtimes") or {}).items()
+            for model, m in r["models"].items() if model == name}
 
 
 def _macs_rows(name: str, base: int | None, now: int | None, limit: float) -> list[Row]:

@@ -124,6 +124,17 @@ def markdown_report(report: dict) -> str:
                       f"(onnx/sensitivity.json) were kept in float: {mixed['name']} reached val accuracy "
                       f"{mixed['accuracy']:.4f} (search: " + ", ".join(f"k={t['k']}: {t['accuracy']:.4f}"
                                                                        for t in mixed["search"]) + ")."]
+    for runtime, r in (report.get("runtimes") or {}).items():
+        lines += ["", f"The same files in {runtime} {r['version']} on this CPU (batch-1 latency timed in-process):", "",
+                  "| model | loads | accuracy | top-1 agreement with ONNX Runtime | p50 ms @ batch 1 |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        for name, m in r["models"].items():
+            if m["loads"]:
+                flag = " ⚠" if m["agreement_with_onnxruntime"] < 0.99 else ""
+                lines.append(f"| {name} | yes | {m['accuracy']:.4f} | {m['agreement_with_onnxruntime']:.4f}{flag} | "
+                             f"{m['latency_ms']['p50']:.2f} |")
+            else:
+                lines.append(f"| {name} | no: {m['error']} | – | – | – |")
     gpu = {n: m["gpu"] for n, m in report["models"].items() if "gpu" in m}
     if gpu:
         first = next(iter(gpu.values()))

@@ -14,6 +14,7 @@ from compress.benchmarks.accuracy import accuracy_figures
 from compress.benchmarks.environment import environment
 from compress.benchmarks.latency_worker import Timings, time_in_fresh_processes
 from compress.benchmarks.measure import paired_ratio, percentiles
+from compress.benchmarks.runtimes import compare as compare_runtimes
 from compress.benchmarks.stats import mcnemar
 from compress.core.config import BenchConfig
 from compress.core.roster import TEACHER
@@ -25,6 +26,9 @@ def _int_or_none(meta: dict, key: str) -> int | None:
         return int(json.loads(meta[key]))
     except (KeyError, ValueError, TypeError):
         return None
+
+
+OTHER_RUNTIME_RUNS = 200  # batch-1 timings per model in each other runtime (in this process)
 
 
 def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarray, classes: list[str],
@@ -61,7 +65,8 @@ def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarra
     correct = {n: logits[n].argmax(1) == labels for n in paths}
     comparisons = [{"model": a, "against": b, **mcnemar(correct[a], correct[b])}
                    for a, b in pairs if a in paths and b in paths]
-    return {"environment": environment(cfg.threads), "comparisons": comparisons,
+    runtimes = compare_runtimes(paths, images, labels, logits, cfg.threads, cfg.warmup, min(cfg.runs, OTHER_RUNTIME_RUNS))
+    return {"environment": environment(cfg.threads), "comparisons": comparisons, "runtimes": runtimes,
             "benchmark": {"device": "cpu", "threads": cfg.threads, "batch_sizes": batches, "warmup": cfg.warmup,
                           "runs": cfg.runs, "calls_per_sample": cfg.calls_per_sample, "processes": cfg.processes,
                           "reference": reference, "interleaved": True, "ort_spinning": False,

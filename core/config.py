@@ -137,9 +137,10 @@ class QuantizeConfig:
 
 @dataclass
 class DeployConfig:
-    target: Literal["portable", "onnxruntime"] = opt(
+    target: Literal["portable", "onnxruntime", "openvino"] = opt(
         "portable", "portable: the deployable uses standard ONNX operators only, so it loads in any ONNX runtime; "
-                    "onnxruntime also allows ONNX Runtime's own (com.microsoft) int8 operators")
+                    "onnxruntime also allows ONNX Runtime's own (com.microsoft) int8 operators; openvino times "
+                    "the int8 choice in OpenVINO and writes its IR (needs the openvino extra)")
 
 
 @dataclass

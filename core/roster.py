@@ -30,6 +30,7 @@ SENSITIVITY = "onnx/sensitivity.json"
 DEPLOY_ONNX = "deploy/model.onnx"
 DEPLOY_WITH_PREPROCESSING = "deploy/model_with_preprocessing.onnx"
 DEPLOY_ORT = "deploy/model.ort"
+DEPLOY_OPENVINO = ("deploy/openvino/model.xml", "deploy/openvino/model.bin")
 DEPLOY_OPS = "deploy/model.required_operators.config"
 DEPLOY_LABELS = "deploy/labels.txt"
 DEPLOY_CARD = "deploy/model_card.md"

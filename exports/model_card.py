@@ -146,6 +146,22 @@ device with `compress bench model.onnx --data DIR`.
 """
 
 
+def _runtimes(f: CardFacts) -> str:
+    """Other runtimes the same file was run in, beside ONNX Runtime (empty when none installed)."""
+    rows = []
+    for runtime, r in (f.report.get("runtimes") or {}).items():
+        m = r["models"].get(f.name)
+        if m is None:
+            continue
+        rows.append(f"| {runtime} {r['version'].split('-')[0]} | " + (
+            f"yes | {m['accuracy']:.4f} | {m['agreement_with_onnxruntime']:.4f} | {m['latency_ms']['p50']:.2f} |"
+            if m["loads"] else f"no ({m['error']}) | – | – | – |"))
+    if not rows:
+        return ""
+    return ("## Runtimes checked (same file, same images)\n\n| runtime | loads | accuracy | top-1 agreement with "
+            "ONNX Runtime | p50 ms @ batch 1 (in-process) |\n|---|---|---:|---:|---:|\n" + "\n".join(rows) + "\n\n")
+
+
 def render(f: CardFacts) -> str:
     m, env = f.report["models"][f.name], f.report["environment"]
     quant = f.report.get("quantization") or {}
@@ -160,7 +176,7 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 {_interface(f)}
 {_quality(f, m)}
 {_speed(m, env, f.report['benchmark'].get('contention'))}
-## How it was made
+{_runtimes(f)}## How it was made
 - teacher: {f.teacher['arch']}, val accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} ({f.teacher.get('source', '')})
 - student: {f.config['distill']['arch']}, loss {f.student_loss}
 - pruning: {_pruning_line(f.config, f.pruning)}

@@ -8,6 +8,7 @@ import torch
 from compress.benchmarks.gate import COMPARED_SETTINGS
 from compress.benchmarks.measure import cuda_latency_ms
 from compress.benchmarks.report import markdown_report
+from compress.benchmarks.runtimes import warnings as runtime_warnings
 from compress.benchmarks.suite import benchmark_onnx
 from compress.core.config import Config
 from compress.core.models import load_model
@@ -68,7 +69,7 @@ class BenchmarkStage(Stage):
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
             "quantization": ctx.run.read_json(QUANTIZE_INFO) if cfg.quantize.enabled else None,
             "warnings": [w for rec in ctx.run.load_manifest().get("stages", {}).values()
-                         for w in rec.get("warnings", [])],
+                         for w in rec.get("warnings", [])] + runtime_warnings(measured.get("runtimes", {})),
         }
         ctx.run.write_json(REPORT_JSON, report)
         ctx.run.write_text(REPORT_MD, markdown_report(report))

@@ -16,6 +16,7 @@ from compress.core.roster import (
     DEPLOY_CARD,
     DEPLOY_LABELS,
     DEPLOY_ONNX,
+    DEPLOY_OPENVINO,
     DEPLOY_OPS,
     DEPLOY_ORT,
     DEPLOY_WITH_PREPROCESSING,
@@ -33,6 +34,7 @@ from compress.core.stage import Context, Stage
 from compress.exports.model_card import CardFacts, render
 from compress.exports.onnx import fix_batch, read_metadata
 from compress.exports.ort_format import convert_to_ort
+from compress.exports.runtimes import write_openvino_ir
 from compress.exports.with_preprocessing import agreement, with_preprocessing
 from compress.stages.student_recipe import describe_loss
 
@@ -51,7 +53,8 @@ class PackageStage(Stage):
 
     def outputs(self, cfg: Config) -> list[str]:
         return ([DEPLOY_ONNX, DEPLOY_WITH_PREPROCESSING, DEPLOY_LABELS, DEPLOY_CARD]
-                + ([DEPLOY_ORT, DEPLOY_OPS] if cfg.export.ort else []))
+                + ([DEPLOY_ORT, DEPLOY_OPS] if cfg.export.ort else [])
+                + (list(DEPLOY_OPENVINO) if cfg.deploy.target == "openvino" else []))
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, run = ctx.cfg, ctx.run
@@ -79,6 +82,10 @@ class PackageStage(Stage):
         if cfg.export.ort:
             with run.atomic(DEPLOY_ORT) as tmp_ort, run.atomic(DEPLOY_OPS) as tmp_ops:
                 convert_to_ort(deploy, tmp_ort, tmp_ops)
+        if cfg.deploy.target == "openvino":
+            with run.atomic(DEPLOY_OPENVINO[0]) as tmp_xml, run.atomic(DEPLOY_OPENVINO[1]) as tmp_bin:
+                write_openvino_ir(deploy, tmp_xml)  # writes tmp_xml and the .bin beside it
+                tmp_xml.with_suffix(".bin").replace(tmp_bin)
         report, info = run.read_json(REPORT_JSON), run.read_json(EXPORT_INFO)
         teacher = {"arch": info[TEACHER]["arch"], "val_accuracy": report["models"][TEACHER]["accuracy"],
                    "source": "through ONNX Runtime"}

@@ -28,6 +28,7 @@ from compress.core.data import calibration_batch
 from compress.core.roster import INT8, QUANTIZE_INFO, SENSITIVITY, final_fp32_student, onnx_path
 from compress.core.stage import Context, Stage
 from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, quantize_int8, vendor_domains
+from compress.exports.runtimes import EXTRAS, load, require
 from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session
 
@@ -79,15 +80,16 @@ class QuantizeStage(Stage):
                 if mixed:
                     files[mixed["name"]], preds[mixed["name"]] = mixed.pop("path"), mixed.pop("predictions")
                     accuracy[mixed["name"]] = mixed["accuracy"]
-            times = time_latency({"fp32": source, **files}, val, [1], cfg.bench).samples[1]
+            times = self._times(ctx, {"fp32": source, **files}, val)
 
             def measured(n: str, path: Path) -> Measured:
-                return Measured(n, percentiles(times[n])["p50"], accuracy[n], path.stat().st_size,
-                                vendor_domains(path))
+                p50 = percentiles(times[n])["p50"] if times[n] else float("inf")  # inf: does not load there
+                return Measured(n, p50, accuracy[n], path.stat().st_size, vendor_domains(path))
             fp32 = measured("fp32", source)
             candidates = [measured(n, p) for n, p in files.items()]
             eligible = [c for c in candidates if q.format == c.name or (
-                c.name not in REFERENCE_ONLY and (not c.vendor_ops or cfg.deploy.target == "onnxruntime"))]
+                c.name not in REFERENCE_ONLY and c.p50_ms != float("inf")
+                and (not c.vendor_ops or cfg.deploy.target == "onnxruntime"))]
             eligible = eligible or candidates
             winner, reason = choose(eligible, fp32, q.max_accuracy_drop if q.format == "auto" else 100.0)
             keep = winner if winner != "fp32" else max(eligible, key=lambda c: (c.accuracy, -c.p50_ms)).name
@@ -116,6 +118,25 @@ class QuantizeStage(Stage):
                      f"(required {q.min_agreement:.0%})")
         return {"chosen": winner, "deployable": info["deployable"], "agreement_with_source": agreement,
                 "reason": reason}
+
+    def check(self, cfg: Config, data) -> None:
+        if cfg.deploy.target in EXTRAS:
+            require(cfg.deploy.target)
+
+    @staticmethod
+    def _times(ctx: Context, files: dict[str, Path], val) -> dict[str, list[float]]:
+        """Batch-1 timings of every candidate in the runtime the edge team will use: ONNX Runtime in
+        fresh processes, or OpenVINO (deploy.target = openvino; a file it cannot load never wins)."""
+        bench, target = ctx.cfg.bench, ctx.cfg.deploy.target
+        if target not in EXTRAS:
+            return time_latency(files, val, [1], bench).samples[1]
+        times = {}
+        for name, path in files.items():
+            try:
+                times[name] = load(target, path, bench.threads).latency_ms(val, bench.warmup, bench.runs)
+            except Exception:
+                times[name] = [float("inf")]
+        return times
 
     @staticmethod
     def _sensitivity(ctx: Context, source: Path, prepped: Path, tmp: Path, calibration, layout: str | None) -> list:

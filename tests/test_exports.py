@@ -128,3 +128,24 @@ def test_model_with_preprocessing_takes_pixels_of_any_size_and_matches_the_recip
         assert inside.shape == recipe.shape and np.abs(inside - recipe).max() * 0.25 * 255 <= 1.0 + 1e-3
     measured = agreement(path, wrapped, images)
     assert measured["images"] == 5 and 0 <= measured["top1_agreement"] <= 1 and measured["max_abs_logit_diff"] < 0.5
+
+
+def test_openvino_runs_the_standard_onnx_file_and_refuses_vendor_operators(exported, tmp_path):
+    pytest.importorskip("openvino")
+    from compress.benchmarks.runtimes import compare
+    from compress.exports.runtimes import write_openvino_ir
+    _, path = exported
+    rng = np.random.default_rng(0)
+    calib = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)
+    qdq, qop = tmp_path / "qdq.onnx", tmp_path / "qop.onnx"
+    quantize_int8(path, qdq, calib, QuantizeConfig(), "qdq_u8s8")
+    quantize_int8(path, qop, calib, QuantizeConfig(), "qoperator_u8s8")
+    x = rng.standard_normal((16, 3, 32, 32)).astype(np.float32)
+    ort_logits = {n: run_logits(cpu_session(p), x) for n, p in (("fp32", path), ("qdq", qdq), ("qop", qop))}
+    labels = ort_logits["fp32"].argmax(1)
+    result = compare({"fp32": path, "qdq": qdq, "qop": qop}, x, labels, ort_logits, 1, 1, 5)["openvino"]
+    assert result["models"]["fp32"]["agreement_with_onnxruntime"] == 1.0
+    assert result["models"]["qdq"]["loads"] and result["models"]["qdq"]["latency_ms"]["runs"] == 5
+    assert not result["models"]["qop"]["loads"]  # com.microsoft operators: ONNX Runtime only
+    write_openvino_ir(qdq, tmp_path / "ir" / "model.xml")
+    assert (tmp_path / "ir" / "model.bin").stat().st_size > 0

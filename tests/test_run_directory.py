@@ -194,3 +194,11 @@ def test_predict_rejects_bad_labels_metadata_and_top_k(tmp_path, digits_folder):
 def test_config_directory_is_named_as_such(tmp_path, digits_folder):
     line = one_error_line(CliRunner().invoke(main, cli_args(digits_folder, tmp_path / "o") + ["--config", str(tmp_path)]))
     assert "is a directory" in line
+
+
+def test_a_target_runtime_that_is_not_installed_is_one_line(tmp_path, digits_folder, monkeypatch):
+    import compress.exports.runtimes as runtimes
+    monkeypatch.setattr(runtimes, "available", lambda runtime: False)
+    out = tmp_path / "run"
+    line = one_error_line(CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="openvino")))
+    assert "compress-distill[openvino]" in line and not out.exists()
