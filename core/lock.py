@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -56,20 +57,27 @@ class RunLock:
             self._lock.release()
 
 
+# what atomic_path's mkstemp names look like: ".<final name>.<8 random chars><suffix>"
+TEMP_FILE = re.compile(r"^\.(?P<final>.+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
+WRITTEN_FOLDERS = ("", "checkpoints", "onnx", "deploy", "deploy/openvino", "plots", "cache")
+
+
 def remove_debris(root: Path) -> list[str]:
-    """Delete what a killed run left in `root` (call it holding the lock): hidden temp files from
-    atomic writes (`.<name>.<random><suffix>`) and temp folders of the quantize stage (`onnx/tmp*`).
-    Returns what was removed, relative to `root`."""
+    """Delete what a killed run left in `root` (call it holding the lock): hidden temp files of
+    atomic writes (`.<name>.<random><suffix>`) in the folders compress writes, and the quantize
+    stage's temp folders (`onnx/tmp*`). Nothing else is touched, so `--out` may point at a folder
+    with files of its own. Returns what was removed, relative to `root`."""
     import shutil
     removed = []
-    if not root.is_dir():
-        return removed
-    for folder in [root, *(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))]:
+    for sub in WRITTEN_FOLDERS:
+        folder = root / sub
+        if not folder.is_dir():
+            continue
         for p in folder.iterdir():
-            if p.is_file() and p.name.startswith(".") and p.name not in (LOCK, HOLDER):
+            if p.is_file() and TEMP_FILE.match(p.name) and p.name not in (LOCK, HOLDER):
                 p.unlink(missing_ok=True)
                 removed.append(str(p.relative_to(root)))
-            elif p.is_dir() and folder.name == "onnx" and p.name.startswith("tmp"):
+            elif p.is_dir() and sub == "onnx" and re.fullmatch(r"tmp[a-z0-9_]{8}", p.name):
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(str(p.relative_to(root)) + "/")
     return removed

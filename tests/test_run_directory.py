@@ -77,16 +77,20 @@ def test_files_get_the_umask_mode(tmp_path, umask, mode):
 def test_a_rerun_removes_what_a_killed_run_left(tmp_path, digits_folder):
     cfg, out = teacher_only(digits_folder), tmp_path / "run"
     run_pipeline(cfg, out, quiet=True, stages=(TeacherStage(),))
-    debris = [out / "onnx" / ".student.onnx.k2j3h4.onnx", out / "checkpoints" / ".teacher.pt.abc.pt",
-              out / "deploy" / ".model.onnx.x1y2.onnx", out / ".manifest.json.zz.json"]
+    debris = [out / "onnx" / ".student.onnx.k2j3h4ab.onnx", out / "checkpoints" / ".teacher.pt.abc_1234.pt",
+              out / "deploy" / ".model.onnx.x1y2z3w4.onnx", out / ".manifest.json.zzzzzzzz.json"]
+    own = [out / ".gitignore", out / "checkpoints" / ".keep"]  # a user's own hidden files stay
+    for path in own:
+        path.write_text("mine")
     for path in debris:  # what `kill -9` during export, training or packaging leaves
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"" if "deploy" in str(path) else b"partial")
-    (out / "onnx" / "tmpq8x_ab").mkdir()
-    (out / "onnx" / "tmpq8x_ab" / "qdq_u8s8.onnx").write_bytes(b"partial")
+    (out / "onnx" / "tmpq8x_ab12").mkdir()
+    (out / "onnx" / "tmpq8x_ab12" / "qdq_u8s8.onnx").write_bytes(b"partial")
     manifest = run_pipeline(cfg, out, quiet=True, stages=(TeacherStage(),))
     assert manifest["skipped"] == ["teacher"]
-    assert not any(p.exists() for p in debris) and not (out / "onnx" / "tmpq8x_ab").exists()
+    assert not any(p.exists() for p in debris) and not (out / "onnx" / "tmpq8x_ab12").exists()
+    assert all(p.read_text() == "mine" for p in own)
     assert sorted(p.name for p in (out / "deploy").iterdir()) == []
 
 
