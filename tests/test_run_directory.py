@@ -206,3 +206,41 @@ def test_a_target_runtime_that_is_not_installed_is_one_line(tmp_path, digits_fol
     out = tmp_path / "run"
     line = one_error_line(CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="openvino")))
     assert "compress-distill[openvino]" in line and not out.exists()
+
+
+KILLED_DURING_EXPORT = """
+import sys, time
+import compress.stages.export as export_stage
+real = export_stage.export_onnx
+
+def export_then_hang(model, path, *args, **kwargs):
+    real(model, path, *args, **kwargs)  # the partial file is now on disk under its temp name
+    print("exported to temp", path, flush=True)
+    time.sleep(120)
+
+export_stage.export_onnx = export_then_hang
+from compress.pipeline.cli import main
+sys.argv = ["compress"] + sys.argv[1:]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_export_leaves_nothing_after_the_rerun(tmp_path, digits_folder):
+    """A real SIGKILL while the export stage has a temp file open in onnx/, then the same command
+    again: it finishes, and no hidden temp file is left anywhere in the run directory."""
+    import signal
+    out = tmp_path / "run"
+    args = cli_args(digits_folder, out, distill__baseline="false", prune__enabled="false", export__ort="false")[1:]
+    victim = subprocess.Popen([sys.executable, "-c", KILLED_DURING_EXPORT, "run", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True)
+    line = victim.stdout.readline()
+    assert "exported to temp" in line
+    temp = Path(line.split("exported to temp ", 1)[1].strip())
+    assert temp.exists() and temp.parent == out / "onnx"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    result = CliRunner().invoke(main, ["run", *args])
+    assert result.exit_code == 0, result.output
+    hidden = [p for p in out.rglob(".*") if p.name not in (".compress.lock",)]
+    assert hidden == [] and not temp.exists()
