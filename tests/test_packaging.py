@@ -64,3 +64,13 @@ def test_run_from_a_hostile_working_directory(tmp_path, digits_folder):
     assert done.returncode == 0, done.stderr[-2000:]
     assert not list(tmp_path.glob("marker*"))
     assert (tmp_path / "run" / "report.json").is_file()
+
+
+def test_train_throughput_benchmark_prints_both_rates_and_their_ratio():
+    script = ROOT / "benchmarks" / "train_throughput.py"
+    out = subprocess.run([sys.executable, str(script), "--crop", "16", "--batch", "4", "--steps", "1"],
+                         capture_output=True, text=True, check=True).stdout.splitlines()
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out[2:]}
+    assert set(rows) == {"resnet50", "resnet18"}
+    for fed, top, ratio in rows.values():
+        assert fed > 0 and top > 0 and abs(ratio - fed / top) < 0.01
