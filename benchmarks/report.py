@@ -109,21 +109,34 @@ def markdown_report(report: dict) -> str:
     for name, m in report["models"].items():
         cells = " | ".join(f"{m['latency_ms_by_batch'][str(x)]['p50']:.2f}" for x in b["batch_sizes"])
         lines.append(f"| {name} | {cells} | {m['throughput_ips']:.0f} | {m['ece']:.3f} |")
-    q = report.get("quantization")
-    if q:
-        lines += ["", f"int8 layouts measured against {q['source']} on the val split (fp32: {q['fp32']['p50_ms']:.2f} ms, "
-                  f"accuracy {q['fp32']['accuracy']:.4f}); chosen: **{q['chosen']}** ({q['reason']}).", "",
-                  "| candidate | p50 ms @ batch 1 | val accuracy | agreement with fp32 | MB | operators |",
-                  "| --- | ---: | ---: | ---: | ---: | --- |"]
-        lines += [f"| {c['name']} | {c['p50_ms']:.2f} | {c['accuracy']:.4f} | {c['agreement_with_source']:.4f} | "
-                  f"{c['onnx_bytes'] / 1e6:.2f} | {', '.join(c.get('vendor_ops') or []) or 'standard ONNX'} |"
-                  for c in q["candidates"]]
-        mixed = q.get("mixed")
-        if mixed:
-            lines += ["", f"No plain int8 layout met the accuracy budget, so the {mixed['k']} most sensitive layers "
-                      f"(onnx/sensitivity.json) were kept in float: {mixed['name']} reached val accuracy "
-                      f"{mixed['accuracy']:.4f} (search: " + ", ".join(f"k={t['k']}: {t['accuracy']:.4f}"
-                                                                       for t in mixed["search"]) + ")."]
+    lines += _int8_section(report.get("quantization")) + _runtime_sections(report) + _gpu_section(report)
+    lines.append("")
+    for w in report.get("warnings", []):
+        lines.append(f"**Warning:** {w}")
+    return "\n".join(lines) + "\n"
+
+
+def _int8_section(q: dict | None) -> list[str]:
+    if not q:
+        return []
+    lines = ["", f"int8 layouts measured against {q['source']} on the val split (fp32: {q['fp32']['p50_ms']:.2f} ms, "
+             f"accuracy {q['fp32']['accuracy']:.4f}); chosen: **{q['chosen']}** ({q['reason']}).", "",
+             "| candidate | p50 ms @ batch 1 | val accuracy | agreement with fp32 | MB | operators |",
+             "| --- | ---: | ---: | ---: | ---: | --- |"]
+    lines += [f"| {c['name']} | {c['p50_ms']:.2f} | {c['accuracy']:.4f} | {c['agreement_with_source']:.4f} | "
+              f"{c['onnx_bytes'] / 1e6:.2f} | {', '.join(c.get('vendor_ops') or []) or 'standard ONNX'} |"
+              for c in q["candidates"]]
+    mixed = q.get("mixed")
+    if mixed:
+        lines += ["", f"No plain int8 layout met the accuracy budget, so the {mixed['k']} most sensitive layers "
+                  f"(onnx/sensitivity.json) were kept in float: {mixed['name']} reached val accuracy "
+                  f"{mixed['accuracy']:.4f} (search: " + ", ".join(f"k={t['k']}: {t['accuracy']:.4f}"
+                                                                   for t in mixed["search"]) + ")."]
+    return lines
+
+
+def _runtime_sections(report: dict) -> list[str]:
+    lines = []
     for runtime, r in (report.get("runtimes") or {}).items():
         lines += ["", f"The same files in {runtime} {r['version']} on this CPU (batch-1 latency timed in-process):", "",
                   "| model | loads | accuracy | top-1 agreement with ONNX Runtime | p50 ms @ batch 1 |",
@@ -135,16 +148,18 @@ def markdown_report(report: dict) -> str:
                              f"{m['latency_ms']['p50']:.2f} |")
             else:
                 lines.append(f"| {name} | no: {m['error']} | – | – | – |")
+    return lines
+
+
+def _gpu_section(report: dict) -> list[str]:
     gpu = {n: m["gpu"] for n, m in report["models"].items() if "gpu" in m}
-    if gpu:
-        first = next(iter(gpu.values()))
-        lines += ["", f"PyTorch fp32 on {first['device']} (CUDA events):", "",
-                  "| model | " + " | ".join(f"p50 ms @ batch {x}" for x in first["latency_ms_by_batch"]) + " | images/s |",
-                  "| --- | " + " | ".join("---:" for _ in first["latency_ms_by_batch"]) + " | ---: |"]
-        for name, g in gpu.items():
-            cells = " | ".join(f"{s['p50']:.3f}" for s in g["latency_ms_by_batch"].values())
-            lines.append(f"| {name} | {cells} | {g['throughput_ips']:.0f} |")
-    lines.append("")
-    for w in report.get("warnings", []):
-        lines.append(f"**Warning:** {w}")
-    return "\n".join(lines) + "\n"
+    if not gpu:
+        return []
+    first = next(iter(gpu.values()))
+    lines = ["", f"PyTorch fp32 on {first['device']} (CUDA events):", "",
+             "| model | " + " | ".join(f"p50 ms @ batch {x}" for x in first["latency_ms_by_batch"]) + " | images/s |",
+             "| --- | " + " | ".join("---:" for _ in first["latency_ms_by_batch"]) + " | ---: |"]
+    for name, g in gpu.items():
+        cells = " | ".join(f"{s['p50']:.3f}" for s in g["latency_ms_by_batch"].values())
+        lines.append(f"| {name} | {cells} | {g['throughput_ips']:.0f} |")
+    return lines

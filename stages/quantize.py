@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,25 @@ from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session
 
 REFERENCE_ONLY = ("dynamic", "fp16")
+
+
+@dataclass
+class Trial:
+    """What every int8 candidate is built from and scored on."""
+
+    source: Path  # the fp32 ONNX file
+    prepped: Path  # ONNX Runtime's pre-processed graph of it (shape inference, BatchNorm folded)
+    tmp: Path  # where candidates are written
+    calibration: np.ndarray  # training images for activation ranges
+    val: np.ndarray  # the selection split
+    labels: np.ndarray
+    threads: int
+
+    def predict(self, path: Path) -> np.ndarray:
+        return predictions(cpu_session(path, self.threads), self.val)
+
+    def accuracy(self, predicted: np.ndarray) -> float:
+        return float((predicted == self.labels).mean())
 SENSITIVITY_IMAGES = 32  # calibration images the per-layer debugger runs on
 
 
@@ -52,54 +72,36 @@ class QuantizeStage(Stage):
         return [onnx_path(INT8), QUANTIZE_INFO, SENSITIVITY]
 
     def run(self, ctx: Context, key: str) -> dict:
-        cfg, data, q = ctx.cfg, ctx.data, ctx.cfg.quantize
+        cfg, q = ctx.cfg, ctx.cfg.quantize
         source_name = final_fp32_student(cfg)
         source = ctx.run.path(onnx_path(source_name))
-        calibration = calibration_batch(data, cfg.data, q.calibration_samples, cfg.seed).numpy()
-        val = data.val_inputs(cfg.data).numpy()
-        labels = data.val.labels.numpy()
         names = q.candidates if q.format == "auto" else [q.format]
-        fp32_preds = predictions(cpu_session(source, cfg.bench.threads), val)
-        fp32_accuracy = float((fp32_preds == labels).mean())
         with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp, preprocessed(source) as prepped:
-            files = {n: Path(tmp) / f"{n}.onnx" for n in names}
+            trial = Trial(source, prepped, Path(tmp), calibration_batch(ctx.data, cfg.data, q.calibration_samples,
+                                                                        cfg.seed).numpy(),
+                          ctx.data.val_inputs(cfg.data).numpy(), ctx.data.val.labels.numpy(), cfg.bench.threads)
+            files = {n: trial.tmp / f"{n}.onnx" for n in names}
             for name, path in files.items():  # pre-processing once for every candidate
-                build_candidate(source, path, calibration, q, name, prepped)
-            preds = {"fp32": fp32_preds, **{n: predictions(cpu_session(p, cfg.bench.threads), val)
-                                            for n, p in files.items()}}
-            accuracy = {n: float((preds[n] == labels).mean()) for n in preds}
+                build_candidate(source, path, trial.calibration, q, name, prepped)
+            preds = {"fp32": trial.predict(source), **{n: trial.predict(p) for n, p in files.items()}}
             static = [n for n in names if n not in REFERENCE_ONLY]
             # the layout most likely to ship: best val accuracy, a standard-ONNX one on ties
-            analysed = max(static, key=lambda n: (accuracy[n], n.startswith("qdq"))) if static else None
-            ranking = self._sensitivity(ctx, source, prepped, Path(tmp), calibration, analysed)
+            analysed = max(static, key=lambda n: (trial.accuracy(preds[n]), n.startswith("qdq"))) if static else None
+            ranking = self._sensitivity(ctx, trial, analysed)
             mixed = None
-            within = [n for n in static if 100 * (fp32_accuracy - accuracy[n]) <= q.max_accuracy_drop]
-            if ranking and not within:  # plain PTQ misses the budget: keep the most sensitive layers in float
-                mixed = self._mixed(ctx, source, prepped, Path(tmp), calibration, analysed, ranking, val, labels,
-                                    fp32_accuracy)
+            if ranking and not any(self._within(ctx, trial, preds, n) for n in static):  # plain PTQ misses the budget
+                mixed = self._mixed(ctx, trial, analysed, ranking, trial.accuracy(preds["fp32"]))
                 if mixed:
                     files[mixed["name"]], preds[mixed["name"]] = mixed.pop("path"), mixed.pop("predictions")
-                    accuracy[mixed["name"]] = mixed["accuracy"]
-            times = self._times(ctx, {"fp32": source, **files}, val)
-
-            def measured(n: str, path: Path) -> Measured:
-                p50 = percentiles(times[n])["p50"] if times[n] else float("inf")  # inf: does not load there
-                return Measured(n, p50, accuracy[n], path.stat().st_size, vendor_domains(path))
-            fp32 = measured("fp32", source)
-            candidates = [measured(n, p) for n, p in files.items()]
+            fp32, candidates = self._measure(ctx, trial, {"fp32": source, **files}, preds)
             eligible = [c for c in candidates if q.format == c.name or (
                 c.name not in REFERENCE_ONLY and c.p50_ms != float("inf")
-                and (not c.vendor_ops or cfg.deploy.target == "onnxruntime"))]
-            eligible = eligible or candidates
+                and (not c.vendor_ops or cfg.deploy.target == "onnxruntime"))] or candidates
             winner, reason = choose(eligible, fp32, q.max_accuracy_drop if q.format == "auto" else 100.0)
             keep = winner if winner != "fp32" else max(eligible, key=lambda c: (c.accuracy, -c.p50_ms)).name
             with ctx.run.atomic(onnx_path(INT8)) as out:
                 shutil.copyfile(files[keep], out)
-        agreement = float(np.mean(preds[keep] == preds["fp32"]))
         chosen_ops = next((c.vendor_ops for c in candidates if c.name == keep), [])
-        if chosen_ops and cfg.deploy.target != "onnxruntime":
-            ctx.warn(f"quantize.format = {keep} needs {', '.join(chosen_ops)} operators: the int8 file loads only in "
-                     "ONNX Runtime (deploy.target = portable asks for standard ONNX operators)")
         info = {"source": source_name, "format": q.format, "chosen": winner, "int8_file_holds": keep,
                 "deploy_target": cfg.deploy.target, "vendor_ops": chosen_ops, "mixed": mixed,
                 "deployable": INT8 if winner != "fp32" else source_name, "reason": reason,
@@ -109,15 +111,39 @@ class QuantizeStage(Stage):
         ctx.run.write_json(SENSITIVITY, {"layout": analysed, "measure": "SQNR (dB) lost in each layer, "
                                          "onnxruntime.quantization.qdq_loss_debug on calibration images",
                                          "layers": ranking})
+        agreement = float(np.mean(preds[keep] == preds["fp32"]))
+        self._report(ctx, winner, keep, reason, source_name, chosen_ops, agreement)
+        return {"chosen": winner, "deployable": info["deployable"], "agreement_with_source": agreement,
+                "reason": reason}
+
+    @staticmethod
+    def _within(ctx: Context, trial: Trial, preds: dict, name: str) -> bool:
+        drop = 100 * (trial.accuracy(preds["fp32"]) - trial.accuracy(preds[name]))
+        return drop <= ctx.cfg.quantize.max_accuracy_drop
+
+    def _measure(self, ctx: Context, trial: Trial, files: dict[str, Path], preds: dict) -> tuple[Measured, list]:
+        """(fp32, candidates): p50 in the target runtime, val accuracy, bytes, operator domains."""
+        times = self._times(ctx, files, trial.val)
+
+        def measured(n: str, path: Path) -> Measured:
+            p50 = percentiles(times[n])["p50"] if times[n] else float("inf")  # inf: does not load there
+            return Measured(n, p50, trial.accuracy(preds[n]), path.stat().st_size, vendor_domains(path))
+        return measured("fp32", files["fp32"]), [measured(n, p) for n, p in files.items() if n != "fp32"]
+
+    @staticmethod
+    def _report(ctx: Context, winner: str, keep: str, reason: str, source_name: str, chosen_ops: list,
+                agreement: float) -> None:
+        q, target = ctx.cfg.quantize, ctx.cfg.deploy.target
         ctx.log(f"int8: chose {winner} ({reason})")
+        if chosen_ops and target != "onnxruntime":
+            ctx.warn(f"quantize.format = {keep} needs {', '.join(chosen_ops)} operators: the int8 file loads only in "
+                     "ONNX Runtime (deploy.target = portable asks for standard ONNX operators)")
         if winner == "fp32":
             ctx.warn(f"no int8 layout was faster than fp32 on this CPU within the accuracy budget; "
                      f"the deployable model is {source_name} ({reason})")
         if agreement < q.min_agreement:
             ctx.warn(f"int8 student ({keep}) agrees with its fp32 source on only {agreement:.1%} of val images "
                      f"(required {q.min_agreement:.0%})")
-        return {"chosen": winner, "deployable": info["deployable"], "agreement_with_source": agreement,
-                "reason": reason}
 
     def check(self, cfg: Config, data) -> None:
         if cfg.deploy.target in EXTRAS:
@@ -139,29 +165,29 @@ class QuantizeStage(Stage):
         return times
 
     @staticmethod
-    def _sensitivity(ctx: Context, source: Path, prepped: Path, tmp: Path, calibration, layout: str | None) -> list:
+    def _sensitivity(ctx: Context, trial: Trial, layout: str | None) -> list:
         """Per-layer ranking for `layout`, measured on its QDQ form (the debugger reads QDQ graphs)."""
         if layout is None:
             return []
-        qdq = tmp / "sensitivity-qdq.onnx"
-        quantize_int8(source, qdq, calibration, ctx.cfg.quantize, "qdq_" + layout.split("_")[1], prepped)
-        return layer_sensitivity(prepped, qdq, calibration[:SENSITIVITY_IMAGES])
+        qdq = trial.tmp / "sensitivity-qdq.onnx"
+        quantize_int8(trial.source, qdq, trial.calibration, ctx.cfg.quantize, "qdq_" + layout.split("_")[1],
+                      trial.prepped)
+        return layer_sensitivity(trial.prepped, qdq, trial.calibration[:SENSITIVITY_IMAGES])
 
     @staticmethod
-    def _mixed(ctx: Context, source: Path, prepped: Path, tmp: Path, calibration, layout: str, ranking: list,
-               val, labels, fp32_accuracy: float) -> dict | None:
+    def _mixed(ctx: Context, trial: Trial, layout: str, ranking: list, fp32_accuracy: float) -> dict | None:
         """The `layout` with the k most sensitive layers in float, k the smallest (1, 2, 4, ...) that
         meets quantize.max_accuracy_drop on val; None when even all ranked layers do not."""
-        q, threads = ctx.cfg.quantize, ctx.cfg.bench.threads
+        q = ctx.cfg.quantize
         layers = list(dict.fromkeys(r["node"] for r in ranking))
         tried = []
         k = 1
         while True:
             k = min(k, len(layers))
-            path = tmp / f"mixed-{k}.onnx"
-            quantize_int8(source, path, calibration, q, layout, prepped, keep_float=layers[:k])
-            preds = predictions(cpu_session(path, threads), val)
-            acc = float((preds == labels).mean())
+            path = trial.tmp / f"mixed-{k}.onnx"
+            quantize_int8(trial.source, path, trial.calibration, q, layout, trial.prepped, keep_float=layers[:k])
+            preds = trial.predict(path)
+            acc = trial.accuracy(preds)
             tried.append({"k": k, "accuracy": acc})
             if 100 * (fp32_accuracy - acc) <= q.max_accuracy_drop:
                 return {"name": f"mixed_{layout}", "path": path, "predictions": preds, "accuracy": acc, "k": k,

@@ -15,7 +15,7 @@ from compress.exports.onnx import client_metadata, export_onnx
 from compress.exports.quantize import preprocessed, quantize_int8
 from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session, run_logits
-from compress.stages.quantize import QuantizeStage
+from compress.stages.quantize import QuantizeStage, Trial
 
 
 @pytest.fixture(scope="module")
@@ -47,13 +47,12 @@ def test_mixed_candidate_keeps_the_smallest_number_of_layers_in_float(model_file
     warnings = []
     cfg = Config()
     with preprocessed(model_file) as prepped:
-        ranking = QuantizeStage._sensitivity(SimpleNamespace(cfg=cfg), model_file, prepped, tmp_path, images,
-                                             "qdq_u8s8")
+        trial = Trial(model_file, prepped, tmp_path, images, val, labels, 1)
         ctx = SimpleNamespace(cfg=cfg, warn=warnings.append)
+        ranking = QuantizeStage._sensitivity(ctx, trial, "qdq_u8s8")
         cfg.quantize.max_accuracy_drop = 100.0  # any accuracy will do: one layer in float is enough
-        easy = QuantizeStage._mixed(ctx, model_file, prepped, tmp_path, images, "qdq_u8s8", ranking, val, labels, 1.0)
+        easy = QuantizeStage._mixed(ctx, trial, "qdq_u8s8", ranking, 1.0)
         cfg.quantize.max_accuracy_drop = -1.0  # nothing can meet this: the search ends with a warning
-        impossible = QuantizeStage._mixed(ctx, model_file, prepped, tmp_path, images, "qdq_u8s8", ranking, val,
-                                          labels, 1.0)
+        impossible = QuantizeStage._mixed(ctx, trial, "qdq_u8s8", ranking, 1.0)
     assert easy["k"] == 1 and easy["float_layers"] == [ranking[0]["node"]] and easy["name"] == "mixed_qdq_u8s8"
     assert impossible is None and "no mixed-precision" in warnings[0]
