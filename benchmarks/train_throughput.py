@@ -17,7 +17,6 @@ from compress.core.config import DataConfig, TrainConfig
 from compress.core.data import ImageSet, train_batches
 from compress.core.models import build_model
 from compress.core.train import autocast, make_optimizer, prepare, resolve_device, to_device, train_one_epoch
-from compress.stages.kd.logit import cross_entropy
 
 
 def synthetic_images(n: int, resize: int, classes: int, seed: int = 0) -> ImageSet:
@@ -28,7 +27,7 @@ def synthetic_images(n: int, resize: int, classes: int, seed: int = 0) -> ImageS
 
 
 def loss_fn(model, x, y, _index):
-    return cross_entropy(model(x), y)
+    return torch.nn.functional.cross_entropy(model(x).float(), y)  # the teacher's CE, as stages/kd/logit.py has it
 
 
 def through_pipeline(model, images: ImageSet, cfg: DataConfig, device, steps: int) -> float:
