@@ -74,10 +74,13 @@ def best_cell(cells: dict[str, dict]) -> dict:
 
 
 def verdict(diff: float, wins: int, n: int, t: float | None) -> str:
-    """A plain-words significance note: the sign held in every seed, and |t| > 2 for n ≥ 3."""
-    if n >= 3 and t is not None and abs(t) > 2 and (wins == n or wins == 0):
+    """Plain words for the paired difference over seeds: "better/worse in every seed" only when the
+    95% t-interval of the difference excludes 0 (|t| above Student's critical value for n − 1
+    degrees of freedom, 4.30 at n = 3) and every seed agrees; otherwise not conclusive."""
+    from scipy import stats
+    if n >= 2 and t is not None and abs(t) > stats.t.ppf(0.975, n - 1) and (wins == n or wins == 0):
         return "better in every seed" if diff > 0 else "worse in every seed"
-    return f"better in {wins}/{n} seeds (not conclusive)"
+    return f"better in {wins}/{n} seeds (not conclusive at 95%)"
 
 
 def markdown(summary: dict) -> str:

@@ -77,7 +77,8 @@ def test_bad_grid_is_one_line_error(digits_folder, tmp_path, grid, message):
 def test_statistics_by_hand():
     mean, std = mean_std([0.7, 0.8, 0.9])
     assert mean == pytest.approx(0.8) and std == pytest.approx(0.1)
-    assert verdict(0.02, 3, 3, 4.0) == "better in every seed"
+    assert verdict(0.02, 3, 3, 5.0) == "better in every seed"
+    assert "not conclusive" in verdict(0.02, 3, 3, 4.0)  # |t| = 4 < 4.30, the 95% critical value at n = 3
     assert "not conclusive" in verdict(0.02, 2, 3, 1.0)
     assert sweep_mod.cell_name({"distill.loss": "kl + 0.5*hint", "distill.alpha": 0.5}) == "loss-klplus0.5xhint_alpha-0.5"
 
