@@ -250,11 +250,18 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
     setattr(target, name, _coerce(key, getattr(target, name), value))
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+def get_key(cfg, key: str) -> Any:
+    """The value of `section.key` (or a top-level key) on a Config or a stage's view of one."""
+    *section, name = key.split(".")
+    return getattr(getattr(cfg, section[0]) if section else cfg, name)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """{"data": {"crop": 32}} -> {"data.crop": 32}."""
     flat = {}
     for k, v in tree.items():
         if isinstance(v, dict):
-            flat.update(_flatten(v, f"{prefix}{k}."))
+            flat.update(flatten(v, f"{prefix}{k}."))
         else:
             flat[f"{prefix}{k}"] = v
     return flat
@@ -263,7 +270,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 def config_from_dict(tree: dict) -> Config:
     """The Config a `Config.to_dict()` tree (e.g. a manifest's "config") describes, type-checked."""
     cfg = Config()
-    for key, value in _flatten(tree).items():
+    for key, value in flatten(tree).items():
         set_key(cfg, key, value)
     validate(cfg)
     return cfg
@@ -282,7 +289,7 @@ def load_config(path: str | None = None, overrides: tuple[str, ...] = ()) -> Con
             tree = tomllib.loads(p.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise CompressError(f"config file {path} is not valid TOML: {exc}") from None
-        for key, value in _flatten(tree).items():
+        for key, value in flatten(tree).items():
             set_key(cfg, key, value)
     for item in overrides:
         if "=" not in item:

@@ -3,10 +3,11 @@
 Images are decoded once, converted to RGB, resized so the shorter side is `data.resize`, and
 kept in memory as uint8 tensors; training only crops, flips and normalises them, so no JPEG
 is decoded twice in a run. The same resize-then-centre-crop is what the ONNX metadata tells
-a client to do, and `preprocess_image` is that recipe in code.
+a client to do; `compress.core.preprocess` is that recipe in PIL and NumPy.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -244,14 +245,20 @@ def load_folder(root: Path, cfg: DataConfig, seed: int) -> Dataset:
     return Dataset(classes, train, val, fingerprint, root.name, bad, test)
 
 
-def load_digits(cfg: DataConfig, seed: int) -> Dataset:
-    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes) as RGB images, split by class."""
+@functools.cache
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits as uint8 pixels [1797, 8, 8] and their labels, read once."""
     from sklearn.datasets import load_digits as sk_digits
     bunch = sk_digits()
-    pixels = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)
+    return (bunch.images * (255.0 / 16.0)).round().astype(np.uint8), bunch.target
+
+
+def load_digits(cfg: DataConfig, seed: int) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (1,797 images, 10 classes) as RGB images, split by class."""
+    pixels, targets = _digits()
     images = [pil_to_tensor(resize_shorter(Image.fromarray(p).convert("RGB"), cfg.resize)) for p in pixels]
     classes = [str(c) for c in range(10)]
-    by_class = [np.flatnonzero(bunch.target == int(c)) for c in classes]
+    by_class = [np.flatnonzero(targets == int(c)) for c in classes]
     train_by_class, val_idx = {}, []
     for c, members, (kept, held) in zip(classes, by_class, stratified_holdout([len(m) for m in by_class],
                                                                                cfg.val_fraction, seed), strict=True):
@@ -262,7 +269,7 @@ def load_digits(cfg: DataConfig, seed: int) -> Dataset:
     test_idx = [i for c in classes for i in test_by_class[c]] if test_by_class else None
 
     def subset(idx):
-        return ImageSet([images[i] for i in idx], torch.tensor(bunch.target[idx], dtype=torch.long),
+        return ImageSet([images[i] for i in idx], torch.tensor(targets[idx], dtype=torch.long),
                         [f"digits[{i}]" for i in idx])
 
     fingerprint = _fingerprint(["sklearn-digits", hashlib.sha256(pixels.tobytes()).hexdigest(), cfg.val_fraction,
@@ -275,9 +282,7 @@ def raw_rgb(source: str) -> np.ndarray:
     """The decoded, not yet resized, uint8 HWC RGB image an ImageSet source names (a file, or
     `digits[i]` of the embedded set): what an edge client starts from."""
     if source.startswith("digits["):
-        from sklearn.datasets import load_digits as sk_digits
-        pixels = (sk_digits().images[int(source[7:-1])] * (255.0 / 16.0)).round().astype(np.uint8)
-        return np.asarray(Image.fromarray(pixels).convert("RGB"), dtype=np.uint8)
+        return np.asarray(Image.fromarray(_digits()[0][int(source[7:-1])]).convert("RGB"), dtype=np.uint8)
     return rgb_array(source)
 
 
@@ -313,10 +318,15 @@ def train_batches(data: ImageSet, cfg: DataConfig, seed: int, epoch: int, shuffl
         yield TrainBatch(x, y, idx)
 
 
+def eval_batch_size(cfg: DataConfig) -> int:
+    """Evaluation needs no gradients, so it takes larger batches than training."""
+    return max(cfg.batch_size, 64)
+
+
 def eval_batches(dataset: Dataset, cfg: DataConfig, batch_size: int | None = None, split: str = "val"
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     crops, labels = dataset.crops(split, cfg.crop), dataset.split(split).labels
-    size = batch_size or max(cfg.batch_size, 64)
+    size = batch_size or eval_batch_size(cfg)
     for start in range(0, len(crops), size):
         yield normalize(crops[start:start + size], cfg.mean, cfg.std), labels[start:start + size]
 

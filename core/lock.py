@@ -19,6 +19,7 @@ from filelock import FileLock, Timeout
 
 from compress.core.errors import CompressError
 from compress.core.roster import LOCK
+from compress.core.rundir import TEMP_NAME
 
 HOLDER = LOCK + ".json"
 
@@ -57,8 +58,6 @@ class RunLock:
             self._lock.release()
 
 
-# what atomic_path's mkstemp names look like: ".<final name>.<8 random chars><suffix>"
-TEMP_FILE = re.compile(r"^\.(?P<final>.+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 WRITTEN_FOLDERS = ("", "checkpoints", "onnx", "deploy", "deploy/openvino", "plots", "cache")
 
 
@@ -74,7 +73,7 @@ def remove_debris(root: Path) -> list[str]:
         if not folder.is_dir():
             continue
         for p in folder.iterdir():
-            if p.is_file() and TEMP_FILE.match(p.name) and p.name not in (LOCK, HOLDER):
+            if p.is_file() and TEMP_NAME.match(p.name) and p.name not in (LOCK, HOLDER):
                 p.unlink(missing_ok=True)
                 removed.append(str(p.relative_to(root)))
             elif p.is_dir() and sub == "onnx" and re.fullmatch(r"tmp[a-z0-9_]{8}", p.name):

@@ -83,4 +83,4 @@ def normalize(batch_uint8: np.ndarray, mean, std) -> np.ndarray:
 
 def preprocess(path: str | Path, resize: int, crop: int, mean, std) -> np.ndarray:
     """One image file as the network input [1, 3, crop, crop] float32."""
-    return normalize(center_crop(decode(path, resize), crop)[None], mean, std)
+    return preprocess_array(rgb_array(path), resize, crop, mean, std)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,11 @@ def sha256_file(path: Path) -> str:
 
 def sha256_json(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# the names atomic_path's temporary files get (mkstemp: ".<final name>.<8 random chars><suffix>"),
+# so a later run can recognise what a killed one left (compress.core.lock.remove_debris)
+TEMP_NAME = re.compile(r"^\.(?P<final>.+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)?$")
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from compress.core.config import Config
+from compress.core.config import Config, get_key
 from compress.core.data import Dataset
 from compress.core.rundir import RunDir
 
@@ -82,7 +82,7 @@ class ConfigView:
         for key in sorted(self._keys):
             *section, name = key.split(".")
             target = tree.setdefault(section[0], {}) if section else tree
-            target[name] = getattr(getattr(self._cfg, section[0]) if section else self._cfg, name)
+            target[name] = get_key(self._cfg, key)
         return tree
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from compress.core.config import DataConfig, TrainConfig
-from compress.core.data import Dataset, TrainBatch, eval_batches
+from compress.core.data import Dataset, TrainBatch, eval_batch_size, eval_batches
 from compress.core.errors import CompressError
 from compress.core.rundir import atomic_path
 
@@ -106,7 +106,7 @@ def predict_logits(model: nn.Module, batches: Iterable, device: torch.device, qu
 
 def evaluate(model: nn.Module, data: Dataset, dcfg: DataConfig, device: torch.device, quiet: bool = True) -> float:
     """Top-1 accuracy on the val split (PyTorch; the benchmark measures through ONNX Runtime)."""
-    size = max(dcfg.batch_size, 64)
+    size = eval_batch_size(dcfg)
     logits = predict_logits(model, eval_batches(data, dcfg, size), device, quiet, total=-(-len(data.val) // size))
     return float((logits.argmax(1) == data.val.labels).float().mean())
 

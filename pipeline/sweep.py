@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compress.core.config import Config, config_from_dict, set_key, valid_keys
+from compress.core.config import Config, config_from_dict, get_key, set_key, valid_keys
 from compress.core.errors import CompressError
 from compress.core.lock import RunLock
 from compress.core.roster import TEACHER, checkpoint_path
@@ -95,7 +95,7 @@ def cells(cfg: Config, grid: dict[str, list[str]]) -> list[dict[str, Any]]:
         cell_cfg = config_from(cfg, dict(zip(keys, values)))
         validate(cell_cfg)
         check_loss_recipe(cell_cfg)
-        combo = {k: _typed(cell_cfg, k) for k in keys}
+        combo = {k: get_key(cell_cfg, k) for k in keys}
         if "distill.temperature" in combo and not uses_temperature(cell_cfg.distill.loss):
             combo.pop("distill.temperature")
         ident = tuple(sorted((k, str(v)) for k, v in combo.items()))
@@ -103,11 +103,6 @@ def cells(cfg: Config, grid: dict[str, list[str]]) -> list[dict[str, Any]]:
             seen.add(ident)
             combos.append(combo)
     return combos
-
-
-def _typed(cfg: Config, key: str) -> Any:
-    *section, name = key.split(".")
-    return getattr(getattr(cfg, section[0]) if section else cfg, name)
 
 
 def cell_name(combo: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 from pathlib import Path
 
+from compress.core.config import flatten
 from compress.core.errors import CompressError
 from compress.core.roster import DEPLOY_CARD, DEPLOY_ONNX, MANIFEST, REPORT_HTML, REPORT_JSON, REPORT_MD
 
@@ -42,14 +43,9 @@ def check_available(track: str) -> None:
             raise CompressError(f"--track mlflow needs MLflow: {INSTALL_HINT}") from None
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = json.dumps(v) if isinstance(v, list | bool) or v is None else str(v)
-    return out
+def _params(config: dict) -> dict[str, str]:
+    """The resolved config as MLflow params: `section.key` -> string (lists, booleans as JSON)."""
+    return {k: json.dumps(v) if isinstance(v, list | bool) or v is None else str(v) for k, v in flatten(config).items()}
 
 
 def _curves(mlflow, manifest: dict) -> None:
@@ -86,7 +82,7 @@ def log_run(run_dir: Path, uri: str = "", experiment: str = "compress", run_name
     manifest = json.loads((run_dir / MANIFEST).read_text())
     mlflow.set_experiment(experiment)
     with mlflow.start_run(run_name=run_name or run_dir.name, tags=tags) as active:
-        mlflow.log_params(_flat(manifest["config"]))
+        mlflow.log_params(_params(manifest["config"]))
         _curves(mlflow, manifest)
         if (run_dir / REPORT_JSON).is_file():
             _report_figures(mlflow, json.loads((run_dir / REPORT_JSON).read_text()))

@@ -10,7 +10,7 @@ from compress.benchmarks.measure import cuda_latency_ms
 from compress.benchmarks.report import markdown_report
 from compress.benchmarks.runtimes import warnings as runtime_warnings
 from compress.benchmarks.suite import benchmark_onnx
-from compress.core.config import Config
+from compress.core.config import Config, get_key
 from compress.core.models import load_model
 from compress.core.roster import (
     EXPORT_INFO,
@@ -65,7 +65,7 @@ class BenchmarkStage(Stage):
                         "selection_split": "val" + ("" if split == "test" else " (also the reported figures: "
                                                     "too few images for a separate test split)")},
             **measured,
-            "settings": {k: _value(cfg, k) for k in COMPARED_SETTINGS},
+            "settings": {k: get_key(cfg, k) for k in COMPARED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
             "quantization": ctx.run.read_json(QUANTIZE_INFO) if cfg.quantize.enabled else None,
             "warnings": [w for rec in ctx.run.load_manifest().get("stages", {}).values()
@@ -75,7 +75,3 @@ class BenchmarkStage(Stage):
         ctx.run.write_text(REPORT_MD, markdown_report(report))
         return {n: {"accuracy": m["accuracy"], "p50_ms": m["latency_ms"]["p50"]} for n, m in report["models"].items()}
 
-
-def _value(cfg, key: str):
-    *section, name = key.split(".")
-    return getattr(getattr(cfg, section[0]) if section else cfg, name)
