@@ -132,6 +132,11 @@ def _int8_section(q: dict | None) -> list[str]:
                   f"(onnx/sensitivity.json) were kept in float: {mixed['name']} reached val accuracy "
                   f"{mixed['accuracy']:.4f} (search: " + ", ".join(f"k={t['k']}: {t['accuracy']:.4f}"
                                                                    for t in mixed["search"]) + ")."]
+    qat = q.get("qat")
+    if qat:
+        lines += ["", f"Quantization-aware training ({qat['epochs']} epochs at lr {qat['lr']:g}, loss {qat['loss']!r}, "
+                  f"teacher signal: {qat['teacher_signal']}) gave {qat['name']} val accuracy {qat['accuracy']:.4f} (calibrated start "
+                  f"{qat['calibrated_val_accuracy']:.4f}; kept: {qat['kept']})."]
     return lines
 
 

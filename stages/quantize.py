@@ -26,12 +26,21 @@ from compress.benchmarks.measure import percentiles, predictions
 from compress.benchmarks.suite import time_latency
 from compress.core.config import Config
 from compress.core.data import calibration_batch
-from compress.core.roster import INT8, QUANTIZE_INFO, SENSITIVITY, final_fp32_student, onnx_path
+from compress.core.roster import (
+    INT8,
+    QUANTIZE_INFO,
+    SENSITIVITY,
+    TEACHER,
+    checkpoint_path,
+    final_fp32_student,
+    onnx_path,
+)
 from compress.core.stage import Context, Stage
 from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, quantize_int8, vendor_domains
 from compress.exports.runtimes import EXTRAS, load, require
 from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session
+from compress.stages.qat import QAT_CANDIDATE, train_and_export_qat
 
 REFERENCE_ONLY = ("dynamic", "fp16")
 
@@ -60,13 +69,15 @@ class QuantizeStage(Stage):
     name = "quantize"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        return ("data", "quantize", "bench", "prune.enabled", "deploy.target")
+        qat = ("train", "distill", "export.opset", "seed") if cfg.quantize.qat != "off" else ()  # QAT trains
+        return ("data", "quantize", "bench", "prune.enabled", "deploy.target", *qat)
 
     def enabled(self, cfg: Config) -> bool:
         return cfg.quantize.enabled
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(final_fp32_student(cfg))]
+        qat = [checkpoint_path(final_fp32_student(cfg)), checkpoint_path(TEACHER)] if cfg.quantize.qat != "off" else []
+        return [onnx_path(final_fp32_student(cfg)), *qat]
 
     def outputs(self, cfg: Config) -> list[str]:
         return [onnx_path(INT8), QUANTIZE_INFO, SENSITIVITY]
@@ -93,6 +104,14 @@ class QuantizeStage(Stage):
                 mixed = self._mixed(ctx, trial, analysed, ranking, trial.accuracy(preds["fp32"]))
                 if mixed:
                     files[mixed["name"]], preds[mixed["name"]] = mixed.pop("path"), mixed.pop("predictions")
+            qat = None
+            ptq_met = mixed is not None or any(self._within(ctx, trial, preds, n) for n in static)
+            if q.qat == "on" or (q.qat == "auto" and q.format == "auto" and not ptq_met):
+                files[QAT_CANDIDATE] = trial.tmp / "qat.onnx"
+                qat = train_and_export_qat(ctx, key, source_name, source, files[QAT_CANDIDATE])
+                preds[QAT_CANDIDATE] = trial.predict(files[QAT_CANDIDATE])
+                qat["accuracy"] = trial.accuracy(preds[QAT_CANDIDATE])
+                ctx.log(f"QAT: val accuracy {qat['accuracy']:.4f} (fp32 {trial.accuracy(preds['fp32']):.4f})")
             fp32, candidates = self._measure(ctx, trial, {"fp32": source, **files}, preds)
             eligible = [c for c in candidates if q.format == c.name or (
                 c.name not in REFERENCE_ONLY and c.p50_ms != float("inf")
@@ -103,7 +122,7 @@ class QuantizeStage(Stage):
                 shutil.copyfile(files[keep], out)
         chosen_ops = next((c.vendor_ops for c in candidates if c.name == keep), [])
         info = {"source": source_name, "format": q.format, "chosen": winner, "int8_file_holds": keep,
-                "deploy_target": cfg.deploy.target, "vendor_ops": chosen_ops, "mixed": mixed,
+                "deploy_target": cfg.deploy.target, "vendor_ops": chosen_ops, "mixed": mixed, "qat": qat,
                 "deployable": INT8 if winner != "fp32" else source_name, "reason": reason,
                 "fp32": vars(fp32), "candidates": [dict(vars(c), agreement_with_source=float(
                     np.mean(preds[c.name] == preds["fp32"]))) for c in candidates]}
