@@ -132,6 +132,13 @@ def _int8_section(q: dict | None) -> list[str]:
                   f"(onnx/sensitivity.json) were kept in float: {mixed['name']} reached val accuracy "
                   f"{mixed['accuracy']:.4f} (search: " + ", ".join(f"k={t['k']}: {t['accuracy']:.4f}"
                                                                    for t in mixed["search"]) + ")."]
+    pte = q.get("executorch")
+    if pte:
+        lines += ["", f"ExecuTorch {pte['runtime_version']} (XNNPACK, batch 1, this CPU) on the val split: "
+                  + "; ".join(f"{n} .pte {c['p50_ms']:.2f} ms, accuracy {c['accuracy']:.4f}, {c['onnx_bytes'] / 1e6:.2f} MB"
+                              for n, c in pte["candidates"].items())
+                  + f"; int8 agrees with fp32 on {pte['int8_agreement_with_fp32']:.1%}. deploy/model.pte holds "
+                  f"**{pte['chosen']}** ({pte['reason']})."]
     qat = q.get("qat")
     if qat:
         lines += ["", f"Quantization-aware training ({qat['epochs']} epochs at lr {qat['lr']:g}, loss {qat['loss']!r}, "

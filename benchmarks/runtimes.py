@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.benchmarks.measure import percentiles
-from compress.exports.runtimes import installed, load, version
+from compress.exports.runtimes import installed, load, runtime_file, version
 
 MIN_AGREEMENT = 0.99
 
@@ -20,7 +20,8 @@ def compare(paths: dict[str, Path], images: np.ndarray, labels: np.ndarray, ort_
     out: dict[str, dict] = {}
     for runtime in installed():
         per_model = {}
-        for name, path in paths.items():
+        files = {n: f for n, p in paths.items() if (f := runtime_file(runtime, p)) is not None}
+        for name, path in files.items():
             try:
                 model = load(runtime, path, threads)
             except Exception as exc:  # a runtime that cannot read the file: a finding, not a crash
@@ -30,7 +31,8 @@ def compare(paths: dict[str, Path], images: np.ndarray, labels: np.ndarray, ort_
             per_model[name] = {"loads": True, "accuracy": float((predicted == labels).mean()),
                                "agreement_with_onnxruntime": float((predicted == ort_logits[name].argmax(1)).mean()),
                                "latency_ms": percentiles(model.latency_ms(images, warmup, runs))}
-        out[runtime] = {"version": version(runtime), "models": per_model}
+        if per_model:  # a runtime with no file of its own for any model (no .pte written) is not listed
+            out[runtime] = {"version": version(runtime), "models": per_model}
     return out
 
 

@@ -143,10 +143,12 @@ class QuantizeConfig:
 
 @dataclass
 class DeployConfig:
-    target: Literal["portable", "onnxruntime", "openvino"] = opt(
+    target: Literal["portable", "onnxruntime", "openvino", "executorch"] = opt(
         "portable", "portable: the deployable uses standard ONNX operators only, so it loads in any ONNX runtime; "
                     "onnxruntime also allows ONNX Runtime's own (com.microsoft) int8 operators; openvino times "
-                    "the int8 choice in OpenVINO and writes its IR (needs the openvino extra)")
+                    "the int8 choice in OpenVINO and writes its IR (needs the openvino extra); executorch "
+                    "chooses fp32 or int8 .pte measured in ExecuTorch and writes deploy/model.pte (needs the "
+                    "executorch extra)")
 
 
 @dataclass
@@ -329,6 +331,8 @@ def validate(cfg: Config) -> None:
         (cfg.teacher.epochs >= 1 or bool(cfg.teacher.checkpoint),
          "teacher.epochs must be >= 1 (0 would ship an untrained teacher); give teacher.checkpoint to skip training"),
         (cfg.distill.epochs >= 1, "distill.epochs must be >= 1 (0 would ship an untrained student)"),
+        (cfg.deploy.target != "executorch" or cfg.quantize.enabled,
+         "deploy.target = executorch chooses between fp32 and int8 .pte in the quantize stage; set quantize.enabled = true"),
         (cfg.quantize.qat_epochs >= 1, "quantize.qat_epochs must be >= 1 (use quantize.qat = off for no QAT)"),
         (0.0 <= cfg.distill.alpha <= 1.0, "distill.alpha must be between 0 and 1"),
         (cfg.distill.temperature > 0, "distill.temperature must be > 0"),

@@ -32,6 +32,10 @@ DEPLOY_WITH_PREPROCESSING = "deploy/model_with_preprocessing.onnx"
 DEPLOY_ORT = "deploy/model.ort"
 DEPLOY_OPENVINO = ("deploy/openvino/model.xml", "deploy/openvino/model.bin")
 DEPLOY_OPS = "deploy/model.required_operators.config"
+DEPLOY_PTE = "deploy/model.pte"  # ExecuTorch (deploy.target = executorch)
+# ExecuTorch's own int8 (PT2E, XNNPACK quantizer): not named like student_int8.onnx, so runtime
+# comparisons pair each .pte only with the ONNX file holding the same weights
+PTE_INT8 = "onnx/student_int8.xnnpack.pte"
 DEPLOY_LABELS = "deploy/labels.txt"
 DEPLOY_CARD = "deploy/model_card.md"
 
@@ -47,6 +51,11 @@ def training_state_path(name: str) -> str:
 
 def onnx_path(name: str) -> str:
     return f"onnx/{name}.onnx"
+
+
+def pte_path(name: str) -> str:
+    """The ExecuTorch program of an ONNX model, beside it (written only for deploy.target = executorch)."""
+    return f"onnx/{name}.pte"
 
 
 def plot_path(name: str) -> str:

@@ -66,6 +66,12 @@ def _files(f: CardFacts, env: dict) -> str:
                   f"with the recipe on {f.in_graph['top1_agreement']:.1%} of {f.in_graph['images']} images (max "
                   f"|logit difference| {f.in_graph['max_abs_logit_diff']:.3g}: PIL's and ONNX's resamplers round a "
                   "few pixels differently)\n")
+    pte = (f.report.get("quantization") or {}).get("executorch")
+    if pte:
+        chosen = pte["candidates"][pte["chosen"]]
+        files += (f"- `model.pte`: ExecuTorch {pte['runtime_version']} program (XNNPACK delegate, batch 1, the same "
+                  f"NCHW float input as model.onnx), **{pte['chosen']}**, chosen in ExecuTorch on this CPU: "
+                  f"{chosen['p50_ms']:.2f} ms, val accuracy {chosen['accuracy']:.4f} ({pte['reason']})\n")
     return files + "- `labels.txt`: class names, one per line, line i+1 = output index i\n"
 
 

@@ -3,7 +3,8 @@
 
 OpenVINO reads the deployable ONNX file as is (standard operators only; a QOperator int8 file
 with com.microsoft operators does not load) and converts it to its own IR (`model.xml` +
-`model.bin`) with `openvino.convert_model`. Its latency is timed in this process (the ORT figures
+`model.bin`) with `openvino.convert_model`. ExecuTorch cannot read ONNX: it runs the `.pte`
+program written beside the ONNX file from the same PyTorch weights (compress.exports.executorch). Its latency is timed in this process (the ORT figures
 come from fresh processes), so compare runtimes by their ratios to the same model, not across.
 """
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 
 from compress.core.errors import CompressError
 
-EXTRAS = {"openvino": "openvino"}  # runtime -> the extra that installs it
+EXTRAS = {"openvino": "openvino", "executorch": "executorch"}  # runtime -> the extra that installs it
+READS_ONNX = ("openvino",)  # runtimes that load the ONNX file itself; ExecuTorch reads its own .pte
 
 
 def available(runtime: str) -> bool:
@@ -62,9 +64,21 @@ class OpenVINOModel:
         return samples
 
 
-def load(runtime: str, path: Path, threads: int) -> OpenVINOModel:
+def runtime_file(runtime: str, onnx_file: Path) -> Path | None:
+    """The file `runtime` runs for the model saved as `onnx_file`, or None when there is none."""
+    if runtime in READS_ONNX:
+        return onnx_file
+    pte = onnx_file.with_suffix(".pte")
+    return pte if pte.is_file() else None
+
+
+def load(runtime: str, path: Path, threads: int):
+    """`path` (the ONNX file, or the runtime's own file) loaded in `runtime`."""
     if runtime == "openvino":
         return OpenVINOModel(path, threads)
+    if runtime == "executorch":
+        from compress.exports.executorch import ExecuTorchModel
+        return ExecuTorchModel(path if path.suffix == ".pte" else path.with_suffix(".pte"), threads)
     raise ValueError(f"unknown runtime {runtime}")
 
 
@@ -79,4 +93,7 @@ def version(runtime: str) -> str:
     if runtime == "openvino":
         import openvino as ov
         return ov.get_version()
+    if runtime == "executorch":
+        from compress.exports.executorch import version as executorch_version
+        return executorch_version()
     raise ValueError(f"unknown runtime {runtime}")

@@ -19,6 +19,7 @@ from compress.core.roster import (
     DEPLOY_OPENVINO,
     DEPLOY_OPS,
     DEPLOY_ORT,
+    DEPLOY_PTE,
     DEPLOY_WITH_PREPROCESSING,
     EXPORT_INFO,
     PRUNED,
@@ -54,7 +55,8 @@ class PackageStage(Stage):
     def outputs(self, cfg: Config) -> list[str]:
         return ([DEPLOY_ONNX, DEPLOY_WITH_PREPROCESSING, DEPLOY_LABELS, DEPLOY_CARD]
                 + ([DEPLOY_ORT, DEPLOY_OPS] if cfg.export.ort else [])
-                + (list(DEPLOY_OPENVINO) if cfg.deploy.target == "openvino" else []))
+                + (list(DEPLOY_OPENVINO) if cfg.deploy.target == "openvino" else [])
+                + ([DEPLOY_PTE] if cfg.deploy.target == "executorch" else []))
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, run = ctx.cfg, ctx.run
@@ -86,6 +88,9 @@ class PackageStage(Stage):
             with run.atomic(DEPLOY_OPENVINO[0]) as tmp_xml, run.atomic(DEPLOY_OPENVINO[1]) as tmp_bin:
                 write_openvino_ir(deploy, tmp_xml)  # writes tmp_xml and the .bin beside it
                 tmp_xml.with_suffix(".bin").replace(tmp_bin)
+        if cfg.deploy.target == "executorch":  # the .pte ExecuTorch measured fastest within the budget
+            with run.atomic(DEPLOY_PTE) as tmp:
+                shutil.copyfile(run.path(run.read_json(QUANTIZE_INFO)["executorch"]["file"]), tmp)
         report, info = run.read_json(REPORT_JSON), run.read_json(EXPORT_INFO)
         teacher = {"arch": info[TEACHER]["arch"], "val_accuracy": report["models"][TEACHER]["accuracy"],
                    "source": "through ONNX Runtime"}

@@ -28,18 +28,21 @@ from compress.core.config import Config
 from compress.core.data import calibration_batch
 from compress.core.roster import (
     INT8,
+    PTE_INT8,
     QUANTIZE_INFO,
     SENSITIVITY,
     TEACHER,
     checkpoint_path,
     final_fp32_student,
     onnx_path,
+    pte_path,
 )
 from compress.core.stage import Context, Stage
 from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, quantize_int8, vendor_domains
-from compress.exports.runtimes import EXTRAS, load, require
+from compress.exports.runtimes import EXTRAS, READS_ONNX, load, require
 from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session
+from compress.stages.pte import choose_pte
 from compress.stages.qat import QAT_CANDIDATE, train_and_export_qat
 
 REFERENCE_ONLY = ("dynamic", "fp16")
@@ -76,11 +79,13 @@ class QuantizeStage(Stage):
         return cfg.quantize.enabled
 
     def inputs(self, cfg: Config) -> list[str]:
-        qat = [checkpoint_path(final_fp32_student(cfg)), checkpoint_path(TEACHER)] if cfg.quantize.qat != "off" else []
-        return [onnx_path(final_fp32_student(cfg)), *qat]
+        qat = [checkpoint_path(TEACHER)] if cfg.quantize.qat != "off" else []
+        weights = [checkpoint_path(final_fp32_student(cfg))] if qat or cfg.deploy.target == "executorch" else []
+        return [onnx_path(final_fp32_student(cfg)), *weights, *qat]
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(INT8), QUANTIZE_INFO, SENSITIVITY]
+        pte = [pte_path(final_fp32_student(cfg)), PTE_INT8] if cfg.deploy.target == "executorch" else []
+        return [onnx_path(INT8), QUANTIZE_INFO, SENSITIVITY, *pte]
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, q = ctx.cfg, ctx.cfg.quantize
@@ -120,9 +125,11 @@ class QuantizeStage(Stage):
             keep = winner if winner != "fp32" else max(eligible, key=lambda c: (c.accuracy, -c.p50_ms)).name
             with ctx.run.atomic(onnx_path(INT8)) as out:
                 shutil.copyfile(files[keep], out)
+            executorch = choose_pte(ctx, source_name, trial.calibration, trial.val, trial.labels) \
+                if cfg.deploy.target == "executorch" else None
         chosen_ops = next((c.vendor_ops for c in candidates if c.name == keep), [])
         info = {"source": source_name, "format": q.format, "chosen": winner, "int8_file_holds": keep,
-                "deploy_target": cfg.deploy.target, "vendor_ops": chosen_ops, "mixed": mixed, "qat": qat,
+                "deploy_target": cfg.deploy.target, "vendor_ops": chosen_ops, "mixed": mixed, "qat": qat, "executorch": executorch,
                 "deployable": INT8 if winner != "fp32" else source_name, "reason": reason,
                 "fp32": vars(fp32), "candidates": [dict(vars(c), agreement_with_source=float(
                     np.mean(preds[c.name] == preds["fp32"]))) for c in candidates]}
@@ -173,7 +180,7 @@ class QuantizeStage(Stage):
         """Batch-1 timings of every candidate in the runtime the edge team will use: ONNX Runtime in
         fresh processes, or OpenVINO (deploy.target = openvino; a file it cannot load never wins)."""
         bench, target = ctx.cfg.bench, ctx.cfg.deploy.target
-        if target not in EXTRAS:
+        if target not in READS_ONNX:  # ExecuTorch's choice is made on its own .pte files (stages.pte)
             return time_latency(files, val, [1], bench).samples[1]
         times = {}
         for name, path in files.items():

@@ -200,12 +200,13 @@ def test_config_directory_is_named_as_such(tmp_path, digits_folder):
     assert "is a directory" in line
 
 
-def test_a_target_runtime_that_is_not_installed_is_one_line(tmp_path, digits_folder, monkeypatch):
+@pytest.mark.parametrize("target", ["openvino", "executorch"])
+def test_a_target_runtime_that_is_not_installed_is_one_line(tmp_path, digits_folder, monkeypatch, target):
     import compress.exports.runtimes as runtimes
     monkeypatch.setattr(runtimes, "available", lambda runtime: False)
     out = tmp_path / "run"
-    line = one_error_line(CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="openvino")))
-    assert "compress-distill[openvino]" in line and not out.exists()
+    line = one_error_line(CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target=target)))
+    assert f"compress-distill[{target}]" in line and not out.exists()
 
 
 KILLED_DURING_EXPORT = """
