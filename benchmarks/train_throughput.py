@@ -14,7 +14,8 @@ import torch
 from tqdm import tqdm
 
 from compress.core.config import DataConfig, TrainConfig
-from compress.core.data import ImageSet, train_batches
+from compress.core.data import ImageSet
+from compress.core.loader import train_batches
 from compress.core.models import build_model
 from compress.core.train import autocast, make_optimizer, prepare, resolve_device, to_device, train_one_epoch
 

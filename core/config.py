@@ -35,13 +35,20 @@ class DataConfig:
     val_fraction: float = opt(0.2, "only for trees without train/ and val/: held-out share per class")
     test_fraction: float = opt(0.2, "share of each class's training images held out as the test split when the "
                                     "data has no test/ and every class has >= 25 training images; 0 = no test split")
-    resize: int = opt(36, "shorter side after decoding; images are kept in memory at this size")
+    resize: int = opt(36, "shorter side after decoding; images are kept (data.cache) at this size")
     crop: int = opt(32, "network input side; small so the default run fits 10 minutes on 2 CPU cores")
     batch_size: int = opt(32, "fits every stage in a few GB of CPU memory")
     augment: Literal["none", "crop", "crop_flip"] = opt("crop", "digits must not be mirrored, photos may be")
     mean: list = opt_list(lambda: list(IMAGENET_MEAN), "matches torchvision weights")
     std: list = opt_list(lambda: list(IMAGENET_STD), "matches torchvision weights")
     skip_bad_images: bool = opt(False, "a corrupt image is an error unless the user opts in")
+    cache: Literal["auto", "memory", "disk", "none"] = opt(
+        "auto", "where decoded images live: auto = memory when they need under a quarter of the available RAM, "
+                "else a uint8 file per split under cache_dir (decoded once, read per image); none decodes every read")
+    cache_dir: str = opt("", "disk cache folder, shared by runs and keyed by the data; empty = "
+                             "$XDG_CACHE_HOME/compress or ~/.cache/compress")
+    workers: int = opt(-1, "DataLoader worker processes for training batches; -1 = the cores available, except 0 "
+                           "(in-process) when training on the CPU from memory, where the model's threads use them")
 
 
 @dataclass
@@ -319,6 +326,7 @@ def validate(cfg: Config) -> None:
         (0.0 <= cfg.data.test_fraction < 1.0, "data.test_fraction must be in [0, 1) (0 = no test split)"),
         (cfg.data.crop >= 8 and cfg.data.resize >= cfg.data.crop, "data.resize must be >= data.crop >= 8"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
+        (cfg.data.workers >= -1, "data.workers must be >= 0, or -1 for automatic"),
         (len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean and data.std need 3 values (RGB)"),
         (all(_number(v) and math.isfinite(v) for v in cfg.data.mean + cfg.data.std)
          and all(v > 0 for v in cfg.data.std if _number(v)),

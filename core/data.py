@@ -1,8 +1,8 @@
 """Datasets: an ImageFolder tree (with or without a train/val split) or the embedded `digits`.
 
 Images are decoded once, converted to RGB, resized so the shorter side is `data.resize`, and
-kept in memory as uint8 tensors; training only crops, flips and normalises them, so no JPEG
-is decoded twice in a run. The same resize-then-centre-crop is what the ONNX metadata tells
+kept as uint8 tensors in memory or in a disk cache (`data.cache`, compress.core.image_store);
+training only crops, flips and normalises them, so no JPEG is decoded twice. The same resize-then-centre-crop is what the ONNX metadata tells
 a client to do; `compress.core.preprocess` is that recipe in PIL and NumPy.
 """
 from __future__ import annotations
@@ -11,19 +11,18 @@ import functools
 import hashlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from compress.core.augment import augment_image, mix_batch
 from compress.core.config import DataConfig
 from compress.core.errors import CompressError
+from compress.core.image_store import DecodedOnRead, default_cache_dir, resolve_mode, write_disk_cache
 from compress.core.preprocess import IMAGE_EXTENSIONS, crop_offsets, decode, resize_shorter, rgb_array
 
 log = logging.getLogger("compress")
@@ -34,7 +33,7 @@ log = logging.getLogger("compress")
 class ImageSet:
     """Decoded images (uint8 CHW, shorter side = resize), labels and where each came from."""
 
-    images: list[torch.Tensor]
+    images: Sequence[torch.Tensor]  # a list, or a disk-backed / decode-on-read sequence
     labels: torch.Tensor
     sources: list[str]
 
@@ -102,8 +101,8 @@ def decode_file(path: Path, resize: int, draft: bool = False) -> torch.Tensor:
 
 
 def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    mean_t = torch.tensor(mean, dtype=torch.float32, device=batch_uint8.device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32, device=batch_uint8.device).view(1, 3, 1, 1)
     return (batch_uint8.float() / 255.0 - mean_t) / std_t
 
 
@@ -173,11 +172,12 @@ def _fingerprint(parts: list) -> str:
 
 
 def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfig, bad: list[str],
-                draft: bool = False) -> ImageSet:
+                draft: bool = False, mode: str = "memory", name: str = "train") -> ImageSet:
+    """Decode a split into the store `mode` names (memory, disk or none: see core.image_store)."""
     items = [(path, classes.index(cls)) for cls, paths in files.items() for path in paths]
+    paths = [path for path, _ in items]
 
-    def work(item):
-        path, _ = item
+    def work(path):
         try:
             return decode_file(path, cfg.resize, draft)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
@@ -187,18 +187,23 @@ def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfi
                     "fix or remove it, or pass --skip-bad-images") from None
             return None
 
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        decoded = list(pool.map(work, items))
-    images, labels, sources = [], [], []
-    for (path, label), img in zip(items, decoded):
-        if img is None:
-            bad.append(str(path))
-            log.warning("skipping unreadable image %s", path)
-            continue
-        images.append(img)
-        labels.append(label)
-        sources.append(str(path))
-    return ImageSet(images, torch.tensor(labels, dtype=torch.long), sources)
+    threads = os.cpu_count() or 2
+    if mode == "none":
+        images, kept = DecodedOnRead(paths, lambda p: decode_file(p, cfg.resize, draft)), list(range(len(paths)))
+    elif mode == "disk":
+        key = _fingerprint([[(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths],
+                            cfg.resize, draft, "uint8 CHW v1"])
+        folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+        images, kept = write_disk_cache(folder / key[:32], name, paths, work, threads)
+    else:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            decoded = list(pool.map(work, paths))
+        kept = [i for i, img in enumerate(decoded) if img is not None]
+        images = [decoded[i] for i in kept]
+    for i in sorted(set(range(len(paths))) - set(kept)):
+        bad.append(str(paths[i]))
+        log.warning("skipping unreadable image %s", paths[i])
+    return ImageSet(images, torch.tensor([items[i][1] for i in kept], dtype=torch.long), [str(paths[i]) for i in kept])
 
 
 def load_folder(root: Path, cfg: DataConfig, seed: int) -> Dataset:
@@ -230,9 +235,11 @@ def load_folder(root: Path, cfg: DataConfig, seed: int) -> Dataset:
     listing = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
                for files in (train_files, val_files, test_files or {}) for paths in files.values() for p in paths]
     bad: list[str] = []
-    train = _decode_all(train_files, classes, cfg, bad, draft=True)  # training crops are augmented anyway
-    val = _decode_all(val_files, classes, cfg, bad)
-    test = _decode_all(test_files, classes, cfg, bad) if test_files is not None else None
+    count = sum(len(v) for files in (train_files, val_files, test_files or {}) for v in files.values())
+    mode = resolve_mode(cfg.cache, count, cfg.resize)
+    train = _decode_all(train_files, classes, cfg, bad, draft=True, mode=mode)  # training crops are augmented anyway
+    val = _decode_all(val_files, classes, cfg, bad, mode=mode, name="val")
+    test = _decode_all(test_files, classes, cfg, bad, mode=mode, name="test") if test_files is not None else None
     for split, name in ((train, "train"), (val, "val"), (test, "test")):
         if split is not None and len(split) == 0:
             raise CompressError(f"{root}: the {name} split has no readable images")
@@ -294,30 +301,6 @@ def load_dataset(cfg: DataConfig, seed: int) -> Dataset:
 
 # ---------------------------------------------------------------- batching
 
-class TrainBatch(NamedTuple):
-    x: torch.Tensor  # normalised float [N, 3, crop, crop]
-    y: torch.Tensor  # class indices [N], or soft targets [N, C] after mixup/cutmix
-    index: torch.Tensor  # positions in the train ImageSet: lets cached per-image teacher logits line up
-
-
-def train_batches(data: ImageSet, cfg: DataConfig, seed: int, epoch: int, shuffle: bool = True,
-                  augment: str = "light", mixup: float = 0.0, cutmix: float = 0.0,
-                  num_classes: int = 0) -> Iterator[TrainBatch]:
-    """Normalised, augmented batches in an order fixed by (seed, epoch): reruns see the same data.
-
-    `augment` is a preset of pipeline.augment; mixup/cutmix need `num_classes` for soft targets.
-    """
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    order = torch.randperm(len(data), generator=gen) if shuffle else torch.arange(len(data))
-    for start in range(0, len(order), cfg.batch_size):
-        idx = order[start:start + cfg.batch_size]
-        crops = [augment_image(data.images[i], augment, cfg.augment, cfg.crop, gen, center_crop)
-                 for i in idx.tolist()]
-        x, y = mix_batch(normalize(torch.stack(crops), cfg.mean, cfg.std), data.labels[idx], num_classes,
-                         mixup, cutmix, gen)
-        yield TrainBatch(x, y, idx)
-
-
 def eval_batch_size(cfg: DataConfig) -> int:
     """Evaluation needs no gradients, so it takes larger batches than training."""
     return max(cfg.batch_size, 64)
@@ -325,8 +308,14 @@ def eval_batch_size(cfg: DataConfig) -> int:
 
 def eval_batches(dataset: Dataset, cfg: DataConfig, batch_size: int | None = None, split: str = "val"
                  ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    crops, labels = dataset.crops(split, cfg.crop), dataset.split(split).labels
+    images, labels = dataset.split(split), dataset.split(split).labels
     size = batch_size or eval_batch_size(cfg)
+    if not isinstance(images.images, list):  # disk or decode-on-read: stream, never hold the split's crops
+        for start in range(0, len(images), size):
+            crops = torch.stack([center_crop(img, cfg.crop) for img in images.images[start:start + size]])
+            yield normalize(crops, cfg.mean, cfg.std), labels[start:start + size]
+        return
+    crops = dataset.crops(split, cfg.crop)
     for start in range(0, len(crops), size):
         yield normalize(crops[start:start + size], cfg.mean, cfg.std), labels[start:start + size]
 

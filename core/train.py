@@ -24,8 +24,9 @@ from torch import nn
 from tqdm import tqdm
 
 from compress.core.config import DataConfig, TrainConfig
-from compress.core.data import Dataset, TrainBatch, eval_batch_size, eval_batches
+from compress.core.data import Dataset, eval_batch_size, eval_batches
 from compress.core.errors import CompressError
+from compress.core.loader import TrainBatch
 from compress.core.rundir import atomic_path
 
 log = logging.getLogger("compress")

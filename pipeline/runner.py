@@ -53,12 +53,23 @@ def preflight(cfg: Config, data: Dataset | None = None, stages: Sequence[Stage] 
     return data
 
 
+# where decoded images are kept and how many processes feed training change no result (the loader
+# and image-store tests check that batches are identical), so changing them reruns nothing
+NOT_RESULTS = ("cache", "cache_dir", "workers")
+
+
+def result_settings(view: dict) -> dict:
+    if isinstance(view.get("data"), dict):
+        view = {**view, "data": {k: v for k, v in view["data"].items() if k not in NOT_RESULTS}}
+    return view
+
+
 def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset) -> str:
     missing = [rel for rel in stage.inputs(cfg) if not run.exists(rel)]
     if missing:
         raise CompressError(f"stage {stage.name} needs {missing}, which an earlier stage did not produce")
     return sha256_json({
-        "stage": stage.name, "version": stage.version, "config": stage.view(cfg).to_dict(),
+        "stage": stage.name, "version": stage.version, "config": result_settings(stage.view(cfg).to_dict()),
         "data": data.fingerprint,
         "inputs": {rel: run.sha256(rel) for rel in stage.inputs(cfg)},
         "external": {p: sha256_file(Path(p)) for p in stage.external_inputs(cfg)},

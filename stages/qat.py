@@ -18,7 +18,8 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from compress.core.data import normalize, train_batches
+from compress.core.data import normalize
+from compress.core.loader import train_batches
 from compress.core.models import load_model
 from compress.core.roster import checkpoint_path, training_state_path
 from compress.core.stage import Context

@@ -8,7 +8,9 @@ from pathlib import Path
 
 from torch import nn
 
-from compress.core.data import Dataset, train_batches
+from compress.core.data import Dataset
+from compress.core.image_store import DecodedOnRead, DiskImages
+from compress.core.loader import TrainLoader, default_workers
 from compress.core.roster import training_state_path
 from compress.core.stage import Context
 from compress.core.train import LossFn, Recipe, TrainingState, evaluate, fit, make_optimizer, make_scheduler, prepare
@@ -38,14 +40,15 @@ def train(ctx: Context, model: nn.Module, compute_loss: LossFn, spec: TrainSpec,
         prepare(module, ctx.device)
     optimizer = make_optimizer([p for m in (model, *extra) for p in m.parameters() if p.requires_grad], cfg.train,
                                spec.lr)
-    recipe = Recipe(
-        optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg.train, spec.epochs), epochs=spec.epochs,
-        batches=lambda epoch: train_batches(data.train, cfg.data, spec.seed, epoch, augment=spec.augment,
-                                            mixup=cfg.train.mixup, cutmix=cfg.train.cutmix,
-                                            num_classes=len(data.classes)),
-        steps_per_epoch=-(-len(data.train) // cfg.data.batch_size), device=ctx.device, extra_modules=extra,
-        on_epoch_end=objective.epoch_end if objective else None)
-    state = TrainingState(state_path or ctx.run.path(training_state_path(spec.name)), spec.key, model, recipe,
-                          objective.state_objects() if objective else ())
-    return fit(model, compute_loss, recipe, state, desc=spec.name, quiet=ctx.quiet,
-               validate=lambda m: evaluate(m, data, cfg.data, ctx.device))
+    in_memory = not isinstance(data.train.images, DiskImages | DecodedOnRead)
+    with TrainLoader(data.train, cfg.data, spec.seed, augment=spec.augment, mixup=cfg.train.mixup,
+                     cutmix=cfg.train.cutmix, num_classes=len(data.classes), device=ctx.device,
+                     workers=default_workers(cfg.data.workers, ctx.device, in_memory)) as loader:
+        recipe = Recipe(
+            optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg.train, spec.epochs), epochs=spec.epochs,
+            batches=loader.epoch, steps_per_epoch=len(loader), device=ctx.device, extra_modules=extra,
+            on_epoch_end=objective.epoch_end if objective else None)
+        state = TrainingState(state_path or ctx.run.path(training_state_path(spec.name)), spec.key, model, recipe,
+                              objective.state_objects() if objective else ())
+        return fit(model, compute_loss, recipe, state, desc=spec.name, quiet=ctx.quiet,
+                   validate=lambda m: evaluate(m, data, cfg.data, ctx.device))

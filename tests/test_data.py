@@ -8,7 +8,8 @@ from PIL import Image
 
 from compress.core import data as data_mod
 from compress.core.config import DataConfig
-from compress.core.data import center_crop, decode_file, load_dataset, normalize, train_batches
+from compress.core.data import center_crop, decode_file, load_dataset, normalize
+from compress.core.loader import train_batches
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "CMYK", "I;16", "1"])
