@@ -53,6 +53,8 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
+    sync_bn: bool = opt(False, "multi-process training: BatchNorm statistics over every rank's batch (small "
+                               "per-GPU batches); off keeps each rank's own, as plain DDP does")
     optimizer: Literal["adamw", "sgd"] = opt("adamw", "AdamW converges from scratch with little tuning")
     weight_decay: float = opt(0.05, "AdamW's usual decoupled decay for ResNets")
     momentum: float = opt(0.9, "SGD only; the value of PyTorch's transfer-learning tutorial")

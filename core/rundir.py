@@ -63,11 +63,18 @@ def atomic_path(final: str | Path, suffix: str = "") -> Iterator[Path]:
             os.unlink(tmp)
 
 
+@contextmanager
+def _discarded(suffix: str) -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="compress-rank-") as scratch:
+        yield Path(scratch) / f"discarded{suffix}"
+
+
 class RunDir:
     """A run directory at `root`; paths are always given relative to it."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, writer: bool = True):
         self.root = Path(root)
+        self.writer = writer  # False on torch.distributed ranks other than 0: they read, rank 0 writes
 
     def path(self, rel: str) -> Path:
         return self.root / rel
@@ -76,7 +83,10 @@ class RunDir:
         return self.path(rel).is_file()
 
     def atomic(self, rel: str, suffix: str = ""):
-        """Yield a temporary path next to `rel`; on success it is renamed to `rel`."""
+        """Yield a temporary path next to `rel`; on success it is renamed to `rel` (on a
+        non-writer, a scratch path whose content is discarded)."""
+        if not self.writer:
+            return _discarded(Path(rel).suffix + suffix)
         return atomic_path(self.path(rel), suffix)
 
     def write_text(self, rel: str, text: str) -> None:

@@ -97,6 +97,7 @@ class Context:
     quiet: bool = False
     warnings: list[str] = field(default_factory=list)
     shared_cache: Path | None = None  # a sweep shares one cache across its cells
+    distributed: bool = False  # this stage trains on every torch.distributed rank (DDP)
 
     @property
     def cache_dir(self) -> Path:
@@ -118,6 +119,7 @@ class Stage:
 
     name: str = ""
     version: int = 1  # bump when the stage's code changes what it writes: invalidates caches
+    distributed: bool = False  # under torchrun every rank runs it (DDP training); else rank 0 alone
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         """Config sections ("data") and keys ("distill.arch") this stage's outputs depend on."""

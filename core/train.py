@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from compress.core.config import DataConfig, TrainConfig
 from compress.core.data import Dataset, eval_batch_size, eval_batches
+from compress.core.distributed import average_gradients, is_main, mean_over_ranks
 from compress.core.errors import CompressError
 from compress.core.loader import TrainBatch
 from compress.core.rundir import atomic_path
@@ -135,6 +136,7 @@ class Recipe:
     device: torch.device
     extra_modules: tuple[nn.Module, ...] = ()  # train with the model (a FitNets regressor, a DML peer)
     on_epoch_end: Callable[[nn.Module], None] | None = None
+    distributed: bool = False  # the model is DDP-wrapped and every rank runs this recipe
 
 
 class TrainingState:
@@ -167,6 +169,8 @@ class TrainingState:
         return state["epoch"] + 1, state["history"]
 
     def save(self, epoch: int, history: list[dict]) -> None:
+        if not is_main():  # under DDP every rank holds the same state; rank 0 writes it
+            return
         with atomic_path(self.path) as tmp:
             torch.save({"key": self.key, "epoch": epoch, "history": history,
                         "model": _cpu(self.model.state_dict()),
@@ -180,8 +184,11 @@ class TrainingState:
 
 
 def train_one_epoch(model: nn.Module, compute_loss: LossFn, optimizer: torch.optim.Optimizer,
-                    batches: Iterable[TrainBatch], device: torch.device, progress: tqdm) -> float:
-    """One pass over `batches`; returns the mean loss (read from the device once, at the end)."""
+                    batches: Iterable[TrainBatch], device: torch.device, progress: tqdm,
+                    also_averaged: tuple[nn.Module, ...] | None = None) -> float:
+    """One pass over `batches`; returns the mean loss (read from the device once, at the end; under
+    DDP, `also_averaged` is not None and the mean is over every rank's images, and the gradients
+    of those modules, which DDP does not wrap, are averaged across ranks too)."""
     total = torch.zeros((), device=device)
     count = 0
     for x, y, index in batches:
@@ -190,11 +197,13 @@ def train_one_epoch(model: nn.Module, compute_loss: LossFn, optimizer: torch.opt
             loss = compute_loss(model, x, y, index)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if also_averaged:
+            average_gradients(also_averaged)
         optimizer.step()
         total += loss.detach().float() * len(y)
         count += len(y)
         progress.update()
-    return float(total) / max(count, 1)
+    return mean_over_ranks(total, count) if also_averaged is not None else float(total) / max(count, 1)
 
 
 def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingState, *,
@@ -210,7 +219,8 @@ def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingS
             train_mode(module)
         with tqdm(total=recipe.steps_per_epoch, disable=bar_disabled(quiet), desc=f"{desc} {epoch + 1}/{recipe.epochs}",
                   leave=False, unit="batch") as progress:
-            loss = train_one_epoch(model, compute_loss, recipe.optimizer, recipe.batches(epoch), recipe.device, progress)
+            loss = train_one_epoch(model, compute_loss, recipe.optimizer, recipe.batches(epoch), recipe.device, progress,
+                                   recipe.extra_modules if recipe.distributed else None)
         recipe.scheduler.step()
         if recipe.on_epoch_end is not None:
             recipe.on_epoch_end(model)

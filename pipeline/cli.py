@@ -8,6 +8,8 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -78,7 +80,9 @@ def main() -> None:
 @click.option("--track", type=click.Choice(["none", "mlflow"]), default=None,
               help="Log params, curves, figures and artifacts to MLflow (./mlruns unless tracking_uri is set).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-stage messages.")
-def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, track, quiet) -> None:
+@click.option("--nproc", type=click.IntRange(min=1), default=1,
+              help="Train on N processes (GPUs, or CPU processes with gloo) through torchrun's standalone mode.")
+def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, track, quiet, nproc) -> None:
     """Teacher -> distilled student (+ CE baseline) -> pruned -> ONNX -> int8 -> benchmark report."""
     from compress.benchmarks.report import busy, headline, markdown_table
     from compress.pipeline.runner import run_pipeline
@@ -93,7 +97,19 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, t
     from compress.pipeline import tracking
     tracking.check_available(cfg.track)
     out = out or str(Path("runs") / (Path(cfg.data.path).name or "run"))
-    manifest = run_pipeline(cfg, out, quiet=quiet)
+    from compress.core import distributed
+    if nproc > 1 and not distributed.requested():
+        sys.exit(launch_torchrun(nproc))
+    if distributed.requested() and int(os.environ.get("RANK", "0")) > 0:
+        configure_logging(True)  # one voice: rank 0 reports
+        quiet = True
+    try:
+        manifest = run_pipeline(cfg, out, quiet=quiet)
+    finally:
+        main_rank = distributed.is_main()
+        distributed.stop()
+    if not main_rank:
+        return
     if cfg.track == "mlflow":
         run_id = tracking.log_run(Path(out), cfg.tracking_uri)
         click.echo(f"MLflow run {run_id} logged", err=True)
@@ -286,6 +302,24 @@ def show_config() -> None:
         for part in key.split("."):
             obj = getattr(obj, part)
         click.echo(f"{key} = {json.dumps(obj)}  # {reasons.get(key, '')}")
+
+
+def launch_torchrun(nproc: int) -> int:
+    """Re-run this command under `torchrun --standalone --nproc-per-node nproc` (one machine;
+    several machines: start torchrun yourself on each, see the README); returns its exit code."""
+    args, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc":
+            skip = True
+            continue
+        if not arg.startswith("--nproc="):
+            args.append(arg)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "compress.pipeline.cli", *args]
+    return subprocess.run(command, check=False).returncode
 
 
 if __name__ == "__main__":

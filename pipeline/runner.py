@@ -17,6 +17,7 @@ from pathlib import Path
 
 from compress.core.config import Config
 from compress.core.data import Dataset, load_dataset
+from compress.core.distributed import active, barrier, from_main, is_main, start, world_size
 from compress.core.errors import CompressError
 from compress.core.lock import RunLock, remove_debris
 from compress.core.provenance import git_commit, library_versions
@@ -107,6 +108,9 @@ def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequ
     manifest. A sweep passes its already-decoded `data`, a subset of `stages` and one `shared_cache`.
     """
     t_start = time.perf_counter()
+    if not is_main():  # torchrun rank > 0: no lock, no writes; trains beside rank 0
+        data = preflight(cfg, data, stages)
+        return _run_locked(cfg, RunDir(out, writer=False), True, stages, data, shared_cache, t_start)
     check_writable(Path(out))
     with ExitStack() as held:
         # an existing run directory is locked at once, so a second run fails before decoding
@@ -125,7 +129,7 @@ def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequ
 
 def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], data: Dataset,
                 shared_cache: Path | None, t_start: float) -> dict:
-    device = resolve_device(cfg.device)
+    device = start(resolve_device(cfg.device))  # joins torchrun's process group, if any
     sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test is not None
                                                                else " (no test split: too few images per class)")
     log.info("dataset %s: %d classes, %s images; output folder %s; device %s", data.name, len(data.classes), sizes,
@@ -142,18 +146,28 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
     for number, stage in enumerate(stages, 1):
         if not stage.enabled(cfg):
             records.pop(stage.name, None)
-            for rel in stage.outputs(cfg):
+            for rel in stage.outputs(cfg) if run.writer else ():
                 run.path(rel).unlink(missing_ok=True)  # a stage turned off leaves nothing stale behind
             continue
-        key = stage_key(stage, cfg, run, data)
-        if _up_to_date(records.get(stage.name), key, run, stage.outputs(cfg)):
+        key = stage_key(stage, cfg, run, data) if is_main() else None
+        if from_main(_up_to_date(records.get(stage.name), key, run, stage.outputs(cfg)) if is_main() else None):
             manifest["skipped"].append(stage.name)
             log.info("stage %d/%d: %s up to date, skipped", number, len(stages), stage.name)
             continue
-        log.info("stage %d/%d: %s", number, len(stages), stage.name)
-        ctx = Context(stage.view(cfg), run, data, device, quiet, shared_cache=shared_cache)
+        key = from_main(key)
+        together = stage.distributed and active()
+        if not is_main() and not together:
+            barrier()  # rank 0 runs this stage alone
+            continue
+        log.info("stage %d/%d: %s%s", number, len(stages), stage.name,
+                 f" on {world_size()} processes" if together else "")
+        ctx = Context(stage.view(cfg), run, data, device, quiet, shared_cache=shared_cache, distributed=together)
         t0 = time.perf_counter()
         summary = stage.run(ctx, key)
+        if active():
+            barrier()  # the next stage on any rank reads what rank 0 wrote
+        if not run.writer:
+            continue
         records[stage.name] = {"key": key, "seconds": round(time.perf_counter() - t0, 2),
                                "outputs": {rel: run.sha256(rel) for rel in stage.outputs(cfg)},
                                "summary": summary, "warnings": ctx.warnings}

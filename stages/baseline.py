@@ -11,6 +11,7 @@ from compress.stages.student_recipe import STUDENT_KEYS, train_student
 
 class BaselineStage(Stage):
     name = "baseline"
+    distributed = True  # DDP under torchrun
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         return ("data", "train", *STUDENT_KEYS)  # no loss, alpha or temperature: sweep cells share it

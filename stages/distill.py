@@ -11,6 +11,7 @@ from compress.stages.student_recipe import check_loss_recipe, check_student, tra
 
 class DistillStage(Stage):
     name = "distill"
+    distributed = True  # DDP under torchrun
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         distill = tuple(f"distill.{k}" for k in cfg.section("distill") if k != "baseline")

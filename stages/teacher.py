@@ -16,6 +16,7 @@ from compress.stages.teacher_recipe import given_teacher, train_teacher
 
 class TeacherStage(Stage):
     name = "teacher"
+    distributed = True  # DDP under torchrun
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         return ("data", "train", "teacher")

@@ -9,6 +9,8 @@ from pathlib import Path
 from torch import nn
 
 from compress.core.data import Dataset
+from compress.core.distributed import rank, world_size
+from compress.core.errors import CompressError
 from compress.core.image_store import DecodedOnRead, DiskImages
 from compress.core.loader import TrainLoader, default_workers
 from compress.core.roster import training_state_path
@@ -40,15 +42,30 @@ def train(ctx: Context, model: nn.Module, compute_loss: LossFn, spec: TrainSpec,
         prepare(module, ctx.device)
     optimizer = make_optimizer([p for m in (model, *extra) for p in m.parameters() if p.requires_grad], cfg.train,
                                spec.lr)
+    trained = data_parallel(ctx, model, objective) if ctx.distributed else model
     in_memory = not isinstance(data.train.images, DiskImages | DecodedOnRead)
+    shard = dict(rank=rank(), world=world_size()) if ctx.distributed else {}
     with TrainLoader(data.train, cfg.data, spec.seed, augment=spec.augment, mixup=cfg.train.mixup,
                      cutmix=cfg.train.cutmix, num_classes=len(data.classes), device=ctx.device,
-                     workers=default_workers(cfg.data.workers, ctx.device, in_memory)) as loader:
+                     workers=default_workers(cfg.data.workers, ctx.device, in_memory), **shard) as loader:
         recipe = Recipe(
             optimizer=optimizer, scheduler=make_scheduler(optimizer, cfg.train, spec.epochs), epochs=spec.epochs,
             batches=loader.epoch, steps_per_epoch=len(loader), device=ctx.device, extra_modules=extra,
-            on_epoch_end=objective.epoch_end if objective else None)
+            on_epoch_end=objective.epoch_end if objective else None, distributed=ctx.distributed)
         state = TrainingState(state_path or ctx.run.path(training_state_path(spec.name)), spec.key, model, recipe,
                               objective.state_objects() if objective else ())
-        return fit(model, compute_loss, recipe, state, desc=spec.name, quiet=ctx.quiet,
-                   validate=lambda m: evaluate(m, data, cfg.data, ctx.device))
+        return fit(trained, compute_loss, recipe, state, desc=spec.name, quiet=ctx.quiet,
+                   validate=lambda _: evaluate(model, data, cfg.data, ctx.device))
+
+
+def data_parallel(ctx: Context, model: nn.Module, objective) -> nn.Module:
+    """`model` wrapped in DistributedDataParallel (BatchNorm synchronised across ranks when
+    train.sync_bn); the unwrapped model keeps the weights that are saved and validated."""
+    if objective is not None and objective.state_objects():
+        raise CompressError("distill.loss trains a second network with its own optimizer (adversarial), which "
+                            "multi-process training does not synchronise yet; run it in one process")
+    if ctx.cfg.train.sync_bn:
+        for name, child in list(model.named_children()):
+            setattr(model, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return nn.parallel.DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda"
+                                               else None)

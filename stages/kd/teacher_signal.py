@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from compress.core.data import Dataset, ImageSet, eval_batches
+from compress.core.distributed import barrier, is_main
 from compress.core.rundir import atomic_path, sha256_file, sha256_json
 from compress.core.stage import Context
 from compress.core.train import predict_logits
@@ -33,14 +34,17 @@ def train_set_batches(images: ImageSet, ctx: Context):
     return eval_batches(view, ctx.cfg.data)
 
 
-def _cached(path: Path, compute) -> torch.Tensor:
-    if path.is_file():
-        return torch.load(path, map_location="cpu", weights_only=True)["logits"]
-    logits = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save({"logits": logits}, tmp)
-    return logits
+def _cached(path: Path, compute, distributed: bool = False) -> torch.Tensor:
+    """Logits from `path`, computed and saved first when missing (under DDP by rank 0 alone,
+    while the other ranks wait, then read the same file)."""
+    if not path.is_file() and (not distributed or is_main()):
+        logits = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.save({"logits": logits}, tmp)
+    if distributed:
+        barrier()
+    return torch.load(path, map_location="cpu", weights_only=True)["logits"]
 
 
 def cached_train_logits(ctx: Context, load_teacher: Callable[[], torch.nn.Module], teacher_file: Path) -> torch.Tensor:
@@ -50,7 +54,8 @@ def cached_train_logits(ctx: Context, load_teacher: Callable[[], torch.nn.Module
     digest = sha256_json({"teacher": sha256_file(teacher_file), "data": ctx.data.fingerprint,
                           "crop": d.crop, "mean": d.mean, "std": d.std})[:16]
     return _cached(ctx.cache_dir / f"teacher_logits-{digest}.pt",
-                   lambda: predict_logits(load_teacher(), train_set_batches(ctx.data.train, ctx), ctx.device))
+                   lambda: predict_logits(load_teacher(), train_set_batches(ctx.data.train, ctx), ctx.device),
+                   ctx.distributed)
 
 
 def stratified_folds(labels: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
