@@ -29,7 +29,10 @@ def active() -> bool:
 
 
 def rank() -> int:
-    return dist.get_rank() if active() else 0
+    """This process's rank: from the process group, or before it is joined from torchrun's RANK."""
+    if active():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0")) if requested() else 0
 
 
 def world_size() -> int:

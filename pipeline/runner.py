@@ -47,7 +47,9 @@ def preflight(cfg: Config, data: Dataset | None = None, stages: Sequence[Stage] 
     enabled = [s for s in stages if s.enabled(cfg)]
     for stage in enabled:
         stage.check(cfg, None)
-    resolve_device(cfg.device)
+    if resolve_device(cfg.device).type != "cuda" and cfg.train.sync_bn:
+        raise CompressError("train.sync_bn needs CUDA: PyTorch's SyncBatchNorm runs on GPUs only; "
+                            "set train.sync_bn = false for CPU processes")
     data = data or load_dataset(cfg.data, cfg.seed)
     for stage in enabled:
         stage.check(cfg, data)

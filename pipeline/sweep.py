@@ -11,7 +11,8 @@ Fairness by construction:
 
 Every cell is an ordinary run directory (`<out>/cells/<cell>/seed-<s>`) with its manifest, so
 an interrupted sweep resumes where it stopped: finished cells are skipped by their cache keys.
-`--jobs N` runs cells in N processes, each with cores/N torch threads.
+`--jobs N` runs cells in N processes, each with cores/N torch threads and, on a machine with
+GPUs, its own GPU (job i sees only GPU i mod the GPU count, through CUDA_VISIBLE_DEVICES).
 """
 from __future__ import annotations
 
@@ -194,6 +195,19 @@ def run_task(task: Task, quiet: bool = True, data=None) -> str:
     return task.out
 
 
+def gpu_slots(jobs: int, gpus: int) -> list[int | None]:
+    """The GPU each of `jobs` worker processes takes: its own while there are enough (job i on
+    GPU i), round robin beyond; None for every job on a machine without GPUs."""
+    return [i % gpus if gpus else None for i in range(jobs)]
+
+
+def claim_gpu(slots) -> None:
+    """Worker-process initializer: see only the GPU this worker drew (before CUDA starts in it)."""
+    gpu = slots.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+
+
 def run_sweep(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, jobs: int = 1,
               quiet: bool = False) -> dict:
     """Check and plan (nothing written if that fails), then run what is not finished, holding the
@@ -217,7 +231,15 @@ def run_sweep(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Pa
                 log.info("[%d/%d] %s %s", i, len(tasks), task.kind, task.out)
         else:
             import multiprocessing
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+
+            import torch
+            context = multiprocessing.get_context("spawn")
+            gpus = torch.cuda.device_count() if cfg.device != "cpu" else 0
+            slots = context.Queue()
+            for gpu in gpu_slots(jobs, gpus):
+                slots.put(gpu)
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=context, initializer=claim_gpu,
+                                     initargs=(slots,)) as pool:
                 for i, done in enumerate(pool.map(run_task, tasks), 1):
                     log.info("[%d/%d] %s", i, len(tasks), done)
         summary = aggregate(records, seeds, teacher)

@@ -91,3 +91,18 @@ def test_best_cell_is_named_only_when_it_beats_the_runner_up():
     clear = {"a": {"mean": 0.90, "accuracy": [0.90, 0.91, 0.89]}, "b": {"mean": 0.80, "accuracy": [0.80, 0.80, 0.80]}}
     won = best_cell(clear)
     assert won["best"] == "a" and "beats the runner-up b" in won["best_note"]
+
+
+def test_each_job_gets_its_own_gpu(monkeypatch):
+    from compress.pipeline.sweep import claim_gpu, gpu_slots
+    assert gpu_slots(4, 4) == [0, 1, 2, 3] and gpu_slots(3, 2) == [0, 1, 0] and gpu_slots(2, 0) == [None, None]
+    import os
+    import queue
+    slots = queue.Queue()
+    for gpu in gpu_slots(2, 2):
+        slots.put(gpu)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    claim_gpu(slots)  # the first worker
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    claim_gpu(slots)  # the second
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
