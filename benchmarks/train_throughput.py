@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from compress.core.config import DataConfig, TrainConfig
 from compress.core.data import ImageSet
-from compress.core.loader import train_batches
+from compress.core.loader import TrainLoader, default_workers
 from compress.core.models import build_model
 from compress.core.train import autocast, make_optimizer, prepare, resolve_device, to_device, train_one_epoch
 
@@ -31,15 +31,18 @@ def loss_fn(model, x, y, _index):
     return torch.nn.functional.cross_entropy(model(x).float(), y)  # the teacher's CE, as stages/kd/logit.py has it
 
 
-def through_pipeline(model, images: ImageSet, cfg: DataConfig, device, steps: int) -> float:
-    """images/s of train_one_epoch over the real batches (crop + flip + normalise in this process)."""
+def through_pipeline(model, images: ImageSet, cfg: DataConfig, device, steps: int, workers: int) -> float:
+    """images/s of train_one_epoch over the real batches: the pipeline's TrainLoader (DataLoader
+    with `workers` processes, transforms.v2 crop + flip, uint8 to the device, normalised there)."""
     opt = make_optimizer(model.parameters(), TrainConfig(), 1e-3)
-    with tqdm(disable=True) as bar:
-        train_one_epoch(model, loss_fn, opt, list(train_batches(images, cfg, 0, 0, augment="light"))[:1], device, bar)
+    with tqdm(disable=True) as bar, TrainLoader(images, cfg, 0, augment="light", device=device,
+                                                workers=workers) as loader:
+        warm = (b for _, b in zip(range(1), loader.epoch(0), strict=False))  # workers started, kernels chosen
+        train_one_epoch(model, loss_fn, opt, warm, device, bar)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        batches = (b for _, b in zip(range(steps), train_batches(images, cfg, 0, 1, augment="light"), strict=False))
+        batches = (b for _, b in zip(range(steps), loader.epoch(1), strict=False))
         train_one_epoch(model, loss_fn, opt, batches, device, bar)
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -73,17 +76,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--classes", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=-1, help="DataLoader workers; -1 = the pipeline's default")
     args = parser.parse_args()
     device = resolve_device(args.device)
     cfg = DataConfig(resize=args.crop * 8 // 7, crop=args.crop, batch_size=args.batch, augment="crop_flip")
     images = synthetic_images(args.batch * (args.steps + 1), cfg.resize, args.classes)
+    workers = default_workers(args.workers, device, in_memory=True)
     print(f"device {device}, crop {args.crop}, batch {args.batch}, {args.steps} timed steps, "
-          f"torch threads {torch.get_num_threads()}")
+          f"torch threads {torch.get_num_threads()}, loader workers {workers}")
     print(f"{'model':10s} {'pipeline img/s':>15s} {'bound img/s':>12s} {'ratio':>6s}")
     for arch in ("resnet50", "resnet18"):
         torch.manual_seed(0)
         model = prepare(build_model(arch, args.classes), device).train()
-        fed = through_pipeline(model, images, cfg, device, args.steps)
+        fed = through_pipeline(model, images, cfg, device, args.steps, workers)
         top = bound(model, cfg, args.classes, device, args.steps)
         print(f"{arch:10s} {fed:15.1f} {top:12.1f} {fed / top:6.2f}")
 
