@@ -31,7 +31,7 @@ WIDTH, HEIGHT, CLASSES = 500, 375, 10
 
 
 def write_images(root: Path, count: int, seed: int = 0) -> None:
-    """`count` JPEGs split over CLASSES folders under root/train (kept if already complete)."""
+    """`count` JPEGs split over CLASSES class folders under root (kept if already complete)."""
     from PIL import Image, ImageDraw
     done = root / f".complete-{count}"
     if done.is_file():
@@ -39,7 +39,7 @@ def write_images(root: Path, count: int, seed: int = 0) -> None:
     shutil.rmtree(root, ignore_errors=True)
     rng = np.random.default_rng(seed)
     for i in range(count):
-        folder = root / "train" / f"class{i % CLASSES}"
+        folder = root / f"class{i % CLASSES}"
         folder.mkdir(parents=True, exist_ok=True)
         img = Image.new("RGB", (WIDTH, HEIGHT), tuple(int(v) for v in rng.integers(0, 256, 3)))
         draw = ImageDraw.Draw(img)
