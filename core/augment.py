@@ -29,9 +29,10 @@ from torchvision.transforms import v2
 PRESETS = ("none", "light", "strong")
 
 
-def image_transform(preset: str, geometric: str, size: int, center_crop) -> v2.Transform | None:
+def image_transform(preset: str, geometric: str, size: int, center_crop) -> v2.Transform:
     """The per-image transform (uint8 CHW in, uint8 out) for `preset`; `geometric` is
-    data.augment; None means the deterministic centre crop (`center_crop`)."""
+    data.augment. `none` (or data.augment = none) is the deterministic `center_crop`, the crop
+    evaluation uses, so cached teacher logits line up with it."""
     if preset == "none" or geometric == "none":
         return v2.Lambda(lambda img: center_crop(img, size))
     ops: list[v2.Transform] = [v2.RandomCrop(size)]

@@ -142,6 +142,8 @@ class QuantizeConfig:
     calibration: Literal["minmax", "entropy", "percentile"] = opt("minmax", "ONNX Runtime's calibrators; min-max is the default")
     calibration_samples: int = opt(64, "real training images for activation ranges")
     min_agreement: float = opt(0.98, "int8 vs fp32 top-1 agreement on val below this is flagged")
+    keep_float: list = opt_list(list, "ONNX layer names (as onnx/sensitivity.json lists them) kept in float in every "
+                                      "post-training int8 candidate; empty = the measured choice decides")
     qat: Literal["auto", "on", "off"] = opt(
         "auto", "quantization-aware training: auto runs it only when no post-training candidate (mixed included) "
                 "meets max_accuracy_drop; on always adds it as a candidate")

@@ -38,6 +38,22 @@ def export_onnx(model: torch.nn.Module, path: Path, crop: int, opset: int, metad
     onnx.checker.check_model(str(path), full_check=True)
 
 
+QUANTIZABLE = ("Conv", "Gemm", "MatMul")
+
+
+def layer_names(model: torch.nn.Module, crop: int, opset: int) -> list[str]:
+    """The ONNX names of `model`'s quantizable layers as the export names them (what
+    onnx/sensitivity.json lists and quantize.keep_float takes): exported once to a scratch file."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "names.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model.cpu().float().eval(), (torch.zeros(1, 3, crop, crop),), str(path),
+                              opset_version=opset, dynamo=False)
+        return [n.name for n in onnx.load(str(path)).graph.node if n.op_type in QUANTIZABLE]
+
+
 def parity(model: torch.nn.Module, path: Path, images: torch.Tensor, tolerance: float) -> float:
     """Max |logit difference| between PyTorch (fp32, CPU) and ONNX Runtime on `images`."""
     model = model.cpu().float().eval()

@@ -122,11 +122,12 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: Quan
     `keep_float`: nodes (of the pre-processed graph) left in float (mixed precision)."""
     fmt, activations, weights = parse_candidate(candidate)
     reduce_range = cfg.reduce_range and activations == QuantType.QUInt8  # only u8s8 kernels can overflow
+    keep_float = list(dict.fromkeys([*cfg.keep_float, *keep_float]))  # the user's layers, then the search's
     with nullcontext(prepped) if prepped else preprocessed(source) as model_in:
         quantize_static(str(model_in), str(target), ArrayReader(calibration), quant_format=fmt,
                         per_channel=cfg.per_channel, reduce_range=reduce_range, activation_type=activations,
                         weight_type=weights, calibrate_method=CALIBRATORS[cfg.calibration],
-                        nodes_to_exclude=list(keep_float))
+                        nodes_to_exclude=keep_float)
     mixed = f", {len(keep_float)} layers kept in float" if keep_float else ""
     _keep_metadata(target, source, f"int8 static {candidate}, {cfg.calibration} calibration"
                    f"{', per-channel' if cfg.per_channel else ''}{', reduce_range' if reduce_range else ''}{mixed}")

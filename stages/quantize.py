@@ -26,6 +26,8 @@ from compress.benchmarks.measure import percentiles, predictions
 from compress.benchmarks.suite import time_latency
 from compress.core.config import Config
 from compress.core.data import calibration_batch
+from compress.core.errors import CompressError
+from compress.core.models import build_model
 from compress.core.roster import (
     INT8,
     PTE_INT8,
@@ -38,6 +40,7 @@ from compress.core.roster import (
     pte_path,
 )
 from compress.core.stage import Context, Stage
+from compress.exports.onnx import layer_names
 from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, quantize_int8, vendor_domains
 from compress.exports.runtimes import EXTRAS, READS_ONNX, load, require
 from compress.exports.sensitivity import layer_sensitivity
@@ -174,6 +177,14 @@ class QuantizeStage(Stage):
     def check(self, cfg: Config, data) -> None:
         if cfg.deploy.target in EXTRAS:
             require(cfg.deploy.target)
+        if cfg.quantize.keep_float and data is None:  # names depend only on the architecture: checked up front
+            student = build_model(cfg.distill.arch, 2, head_hidden=cfg.distill.head_hidden)
+            valid = layer_names(student, cfg.data.crop, cfg.export.opset)
+            unknown = [n for n in cfg.quantize.keep_float if n not in valid]
+            if unknown:
+                raise CompressError(f"quantize.keep_float: no layer named {unknown[0]!r} in {cfg.distill.arch}; valid "
+                                    f"names ({len(valid)}, as onnx/sensitivity.json lists them): {', '.join(valid[:4])}, "
+                                    f"..., {valid[-1]}")
 
     @staticmethod
     def _times(ctx: Context, files: dict[str, Path], val) -> dict[str, list[float]]:

@@ -245,3 +245,10 @@ def test_a_run_killed_during_export_leaves_nothing_after_the_rerun(tmp_path, dig
     assert result.exit_code == 0, result.output
     hidden = [p for p in out.rglob(".*") if p.name not in (".compress.lock",)]
     assert hidden == [] and not temp.exists()
+
+
+def test_a_layer_name_that_does_not_exist_is_one_line(tmp_path, digits_folder):
+    out = tmp_path / "run"
+    line = one_error_line(CliRunner().invoke(main, cli_args(digits_folder, out,
+                                                            quantize__keep_float='["/layer9/Conv"]')))
+    assert "/layer9/Conv" in line and "/conv1/Conv" in line and not out.exists()

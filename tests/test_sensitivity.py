@@ -56,3 +56,18 @@ def test_mixed_candidate_keeps_the_smallest_number_of_layers_in_float(model_file
         impossible = QuantizeStage._mixed(ctx, trial, "qdq_u8s8", ranking, 1.0)
     assert easy["k"] == 1 and easy["float_layers"] == [ranking[0]["node"]] and easy["name"] == "mixed_qdq_u8s8"
     assert impossible is None and "no mixed-precision" in warnings[0]
+
+
+def test_layers_the_user_names_stay_float_in_every_static_candidate(model_file, tmp_path):
+    from dataclasses import replace
+
+    import onnx
+    images = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    cfg = replace(Config().quantize, keep_float=["/conv1/Conv"])
+    quantize_int8(model_file, tmp_path / "q.onnx", images, cfg, "qdq_u8s8")
+    graph = onnx.load(str(tmp_path / "q.onnx")).graph
+    producers = {o: n for n in graph.node for o in n.output}
+    conv1 = next(n for n in graph.node if n.name == "/conv1/Conv")
+    assert conv1.input[1] not in producers  # its weight is the float initializer, not a DequantizeLinear
+    others = [n for n in graph.node if n.op_type == "Conv" and n.name != "/conv1/Conv"]
+    assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in others)
