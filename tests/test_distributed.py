@@ -1,14 +1,20 @@
 """Multi-process training on the CPU with the gloo backend, started by torchrun as users start
 it: a 2-process run writes the run directory a 1-process run writes; 2 processes x batch b
-train like 1 process x batch 2b; two torchrun "nodes" on 127.0.0.1 complete a run."""
+train like 1 process x batch 2b; two torchrun "nodes" on 127.0.0.1 complete a run; a 2-process
+run killed mid-training resumes from its last saved epoch."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -111,3 +117,46 @@ def test_two_nodes_on_one_machine_complete_a_run(digits_folder, tmp_path):
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
     assert (out / "report.json").is_file() and (out / "deploy" / "model.onnx").is_file()
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun's workers start sessions of their own, so a process
+    group kill would miss them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_a_killed_two_process_run_resumes_from_its_last_epoch(digits_folder, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, *CLI[:3], "--nproc", "2", *run_args(digits_folder, out, teacher__epochs="12")]
+    state = out / "checkpoints" / "teacher.training.pt"
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        saved = torch.load(state, weights_only=True)["epoch"] if state.is_file() else -1
+        if saved >= 2:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the 2-process run saved no epoch in time")
+    for pid in [first.pid, *descendants(first.pid)]:  # every process of the run, at once
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    first.wait()
+    killed_at = torch.load(state, weights_only=True)["epoch"] + 1
+    assert killed_at < 12
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"teacher: resuming after epoch {killed_at} of 12" in second.stderr
+    assert len(history(out, "teacher")) == 12 and not state.exists()
