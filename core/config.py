@@ -47,8 +47,8 @@ class DataConfig:
                 "else a uint8 file per split under cache_dir (decoded once, read per image); none decodes every read")
     cache_dir: str = opt("", "disk cache folder, shared by runs and keyed by the data; empty = "
                              "$XDG_CACHE_HOME/compress or ~/.cache/compress")
-    workers: int = opt(-1, "DataLoader worker processes for training batches; -1 = the cores available, except 0 "
-                           "(in-process) when training on the CPU from memory, where the model's threads use them")
+    workers: int = opt(-1, "DataLoader worker processes for training batches; -1 = the cores available on a GPU; "
+                           "on the CPU, whose cores the model's threads use, 0 from memory and 1 from disk")
 
 
 @dataclass
