@@ -1,24 +1,30 @@
 """The CI gate: compare a report with a committed baseline and say what moved.
 
-Compared by default: accuracy (points), ONNX file size (relative), MACs (relative; counted at
-export, so exact: the one figure with no noise at all, which catches added compute that a
-tiny CI model's latency barely shows), and latency as the *ratio to the reference model
-measured in the same run* (relative change of that ratio) at every batch size both sides
-have. Ratios survive a different or busier machine; absolute milliseconds do not, so they are
-compared only when asked, with a warning if the CPU differs.
+Two kinds of figure:
+- **portable** ones do not depend on the CPU and are gated against any baseline entry: MACs and
+  params (exact, counted at export), ONNX file size, the operator set (a new operator is one a
+  client runtime may lack), and the accuracy differences measured in the same run on the same
+  images (student vs baseline, pruned vs unpruned, int8 vs its fp32 source);
+- **testbed** ones are gated only against the entry of the same CPU (benchmarks/testbed.py):
+  latency as the *ratio to the reference model measured in the same run* at every batch size,
+  and absolute accuracy (training is not bit-reproducible across BLAS kernels). Against another
+  CPU's entry they are shown as INFO.
+
+A paired difference fails only when it lost more than the accuracy limit *and* more than three
+standard errors of the two runs' paired estimates: across CPUs the trained models themselves
+differ (on the CI models the pruned-vs-unpruned difference moved 10.4 points between an Intel
+Xeon and an AMD EPYC), so this catches a broken step, not a drift; the testbed entry gates the
+absolute accuracies to the limit.
 Exit codes from the CLI: 0 pass, 1 regression, 2 unusable input.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
+import math
+from dataclasses import dataclass, field
 
+from compress.benchmarks.baseline_file import Baseline, Entry, ModelFigures, Pair, entry_from_report
 from compress.benchmarks.runtimes import MIN_AGREEMENT
 from compress.core.errors import CompressError
-from compress.core.roster import TEACHER
-
-BASELINE_FORMAT = "compress-baseline/1"
 
 # settings that change the figures: a report and a baseline that differ in any of them measure
 # different things, and comparing them would call the difference a regression
@@ -27,13 +33,15 @@ COMPARED_SETTINGS = ("seed", "data.resize", "data.crop", "teacher.arch", "teache
                      "prune.epochs", "quantize.enabled", "quantize.format", "bench.threads", "bench.batch_sizes",
                      "bench.warmup", "bench.runs", "bench.calls_per_sample", "bench.processes")
 
+PAIRED_SIGMAS = 3.0  # standard errors a paired difference must lose, beyond the limit, to fail
+
 
 @dataclass
 class Limits:
     max_accuracy_drop: float = 1.0  # points of top-1 accuracy
     max_latency_regression: float = 0.15  # relative growth of the same-run latency ratio
     max_size_growth: float = 0.05  # relative growth of the ONNX file
-    # relative growth of MACs; they are exact, so this only leaves room for a pruner's rounding
+    # relative growth of MACs and params; they are exact, so this only leaves room for a pruner's rounding
     max_compute_growth: float = 0.02
     max_absolute_latency_regression: float = 0.15  # only with absolute=True
 
@@ -42,128 +50,140 @@ class Limits:
 class Row:
     model: str
     figure: str
-    baseline: float | None
-    now: float | None
+    baseline: float | str | None
+    now: float | str | None
     change: str
     limit: str
-    verdict: str  # PASS | FAIL | MISSING | NEW
+    verdict: str  # PASS | FAIL | MISSING | NEW | INFO
 
 
-def load_json(path: str | Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CompressError(f"{what} {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CompressError(f"{what} {path} is not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("models"), dict) or not data["models"]:
-        raise CompressError(f"{what} {path} has no `models` table; expected a compress report.json or baseline")
-    return data
+@dataclass
+class Outcome:
+    """What the gate found: the rows, which entry they were compared with, and what to tell the user."""
+    rows: list[Row]
+    entry: Entry
+    matched: bool  # the entry is this report's testbed: latency and absolute accuracy were gated
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
-
-def _figures(model: dict, where: str, name: str) -> dict:
-    try:
-        return {"accuracy": float(model["accuracy"]), "onnx_bytes": int(model["onnx_bytes"]),
-                "macs": int(model["macs"]) if model.get("macs") is not None else None,
-                "latency_ratio": {str(b): float(r) for b, r in model["latency_ratio_to_reference"].items()},
-                "latency_p50_ms": {str(b): float(s["p50"]) for b, s in model["latency_ms_by_batch"].items()}}
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CompressError(f"{where}: model {name!r} lacks figure {exc}; was it written by this compress version?") from None
-
-
-def make_baseline(report: dict, where: str = "report") -> dict:
-    """The figures the gate compares, with the environment they were measured in."""
-    return {"format": BASELINE_FORMAT,
-            "reference": report.get("benchmark", {}).get("reference", TEACHER),
-            "environment": report.get("environment", {}),
-            "settings": report.get("settings"),
-            "models": {n: _figures(m, where, n) for n, m in report["models"].items()}}
-
-
-def median_baseline(reports: list[dict], where: list[str]) -> dict:
-    """One baseline from several reports of the same config: the median of every figure, so a
-    single lucky or unlucky run does not set the bar. Models must be the same in all of them."""
-    import numpy as np
-    bases = [make_baseline(r, w) for r, w in zip(reports, where)]
-    names = list(bases[0]["models"])
-    for b, w in zip(bases[1:], where[1:]):
-        if list(b["models"]) != names or b["reference"] != bases[0]["reference"] \
-                or b["settings"] != bases[0]["settings"]:
-            raise CompressError(f"{w} has other models, settings or another reference than {where[0]}; "
-                                "a baseline is built from reports of one config")
-    merged = dict(bases[0], runs=len(bases), models={})
-    for name in names:
-        models = [b["models"][name] for b in bases]
-        merged["models"][name] = {
-            "accuracy": float(np.median([m["accuracy"] for m in models])),
-            "onnx_bytes": int(np.median([m["onnx_bytes"] for m in models])),
-            "macs": (int(np.median([m["macs"] for m in models]))
-                     if all(m.get("macs") is not None for m in models) else None),
-            **{fig: {k: float(np.median([m[fig][k] for m in models])) for k in models[0][fig]}
-               for fig in ("latency_ratio", "latency_p50_ms")},
-        }
-    return merged
-
-
-def as_baseline(data: dict, where: str) -> dict:
-    return data if data.get("format") == BASELINE_FORMAT else make_baseline(data, where)
+    @property
+    def failed(self) -> bool:
+        return failed(self.rows)
 
 
 def _rel(now: float, base: float) -> float:
     return now / base - 1.0 if base else float("inf")
 
 
-def compare(report: dict, baseline: dict, limits: Limits, models: list[str] | None = None,
-            absolute: bool = False, latency_batches: list[str] | None = None) -> tuple[list[Row], list[str]]:
-    """Rows for every compared figure, and warnings (e.g. a different CPU for absolute times).
+def compare(report: dict, baseline: Baseline, limits: Limits, models: list[str] | None = None,
+            absolute: bool = False, latency_batches: list[str] | None = None,
+            strict_testbed: bool = False) -> Outcome:
+    """Rows for every compared figure, against the entry of the report's testbed or, when there is
+    none, the closest entry for the portable figures alone (`strict_testbed`: refuse instead).
 
     `latency_batches` restricts which batch sizes' latency can fail the check; the others are
     still shown, with verdict INFO (a noisy runner may make batch-1 figures useless to gate).
     """
-    now, base = make_baseline(report, "report"), as_baseline(baseline, "baseline")
-    if now["reference"] != base["reference"]:
-        raise CompressError(f"report measures ratios against {now['reference']!r} but the baseline against "
-                            f"{base['reference']!r}; they cannot be compared")
-    warnings = _settings_warnings(now.get("settings"), base.get("settings"))
-    cpu = lambda env: (env.get("cpu"), tuple(env.get("isa", [])))  # noqa: E731
-    if cpu(now["environment"]) != cpu(base["environment"]):
-        what = "absolute latency compared" if absolute else "latency ratios compared (int8 speed depends on the ISA)"
-        warnings.append(f"{what} across CPUs: baseline {cpu(base['environment'])}, now {cpu(now['environment'])}")
-    names = models or sorted(set(base["models"]) | set(now["models"]), key=lambda n: (n != base["reference"], n))
+    now = entry_from_report(report, "report")
+    reference = report.get("benchmark", {}).get("reference", "teacher")
+    if reference != baseline.reference:
+        raise CompressError(f"report measures ratios against {reference!r} but the baseline against "
+                            f"{baseline.reference!r}; they cannot be compared")
+    warnings = _settings_warnings(report.get("settings"), baseline.settings)
+    entry, matched = baseline.entry_for(now.testbed), True
+    notes: list[str] = []
+    if entry is None:
+        known = "; ".join(e.testbed.describe() for e in baseline.entries)
+        if strict_testbed:
+            raise CompressError(f"no baseline for {now.testbed.describe()} (entries: {known}); add one with "
+                                "`compress baseline --add`, or drop --strict-testbed to gate the portable figures")
+        entry, matched = baseline.closest(now.testbed), False
+        notes.append(f"no baseline for {now.testbed.describe()}: latency and absolute accuracy not gated; add one "
+                     f"with `compress baseline --add` (portable figures compared with the entry for "
+                     f"{entry.testbed.describe()})")
+    names = models or sorted(set(entry.models) | set(now.models), key=lambda n: (n != reference, n))
     rows: list[Row] = []
     for name in names:
-        b, n = base["models"].get(name), now["models"].get(name)
+        b, n = entry.models.get(name), now.models.get(name)
         if b is None or n is None:
-            rows.append(Row(name, "model", None, None, "absent from " + ("baseline" if b is None else "report"),
-                            "-", "NEW" if b is None else "MISSING"))
+            rows.append(Row(name, "model", None, None, "absent from " + ("baseline" if b is None else "report"), "-",
+                            "NEW" if b is None else "MISSING"))
             continue
-        drop = 100 * (b["accuracy"] - n["accuracy"])
-        rows.append(Row(name, "accuracy", b["accuracy"], n["accuracy"], f"{-drop:+.2f} pts",
-                        f"-{limits.max_accuracy_drop} pts", "FAIL" if drop > limits.max_accuracy_drop else "PASS"))
-        growth = _rel(n["onnx_bytes"], b["onnx_bytes"])
-        rows.append(Row(name, "onnx_bytes", b["onnx_bytes"], n["onnx_bytes"], f"{growth:+.1%}",
-                        f"+{limits.max_size_growth:.0%}", "FAIL" if growth > limits.max_size_growth else "PASS"))
-        rows += _macs_rows(name, b.get("macs"), n.get("macs"), limits.max_compute_growth)
+        rows += _portable_rows(name, b, n, limits)
+        rows += _paired_rows(name, entry.comparisons, now.comparisons, limits)
         rows += [Row(name, f"agreement@{runtime}", None, agreement, "-" if agreement is None else f"{agreement:.4f}",
                      f">= {MIN_AGREEMENT}", "INFO" if agreement is None else
                      ("PASS" if agreement >= MIN_AGREEMENT else "FAIL"))
                  for runtime, agreement in _runtime_agreement(report, name).items()]
-        checks = [("latency_ratio", limits.max_latency_regression)] if name != base["reference"] else []
-        if absolute:
-            checks.append(("latency_p50_ms", limits.max_absolute_latency_regression))
-        for figure, limit in checks:
-            for batch in sorted(set(b[figure]) | set(n[figure]), key=int):
-                label = f"{figure}@{batch}"
-                if batch not in b[figure] or batch not in n[figure]:
-                    rows.append(_absent(name, label, b[figure].get(batch), n[figure].get(batch)))
-                    continue
-                growth = _rel(n[figure][batch], b[figure][batch])
-                gated = latency_batches is None or batch in latency_batches
-                verdict = ("FAIL" if growth > limit else "PASS") if gated else "INFO"
-                rows.append(Row(name, label, b[figure][batch], n[figure][batch], f"{growth:+.1%}",
-                                f"+{limit:.0%}" if gated else "not gated", verdict))
-    return rows, warnings
+        rows += _testbed_rows(name, b, n, limits, matched, name != reference, absolute, latency_batches)
+    return Outcome(rows, entry, matched, warnings, notes)
+
+
+def _portable_rows(name: str, b: ModelFigures, n: ModelFigures, limits: Limits) -> list[Row]:
+    """File size, MACs, params and operators: the same on every CPU."""
+    growth = _rel(n.onnx_bytes, b.onnx_bytes)
+    rows = [Row(name, "onnx_bytes", b.onnx_bytes, n.onnx_bytes, f"{growth:+.1%}", f"+{limits.max_size_growth:.0%}",
+                "FAIL" if growth > limits.max_size_growth else "PASS")]
+    for figure in ("macs", "params"):
+        rows += _exact_rows(name, figure, getattr(b, figure), getattr(n, figure), limits.max_compute_growth)
+    if b.operators is not None or n.operators is not None:
+        if b.operators is None or n.operators is None:
+            rows.append(_absent(name, "operators", b.operators, n.operators))
+        else:
+            added, dropped = sorted(set(n.operators) - set(b.operators)), sorted(set(b.operators) - set(n.operators))
+            change = "; ".join(filter(None, [added and "new: " + ", ".join(added),
+                                             dropped and "gone: " + ", ".join(dropped)])) or "same"
+            rows.append(Row(name, "operators", len(b.operators), len(n.operators), change, "no new operator",
+                            "FAIL" if added else "PASS"))
+    return rows
+
+
+def _paired_rows(name: str, base: list[Pair], now: list[Pair], limits: Limits) -> list[Row]:
+    """Each paired difference of `name` (e.g. student_int8 vs student_pruned): fails when it lost
+    more than the limit and more than PAIRED_SIGMAS standard errors."""
+    rows = []
+    by_key = {(p.model, p.against): p for p in base}
+    for p in (p for p in now if p.model == name):
+        label = f"Δacc vs {p.against}"
+        b = by_key.get((p.model, p.against))
+        if b is None:
+            rows.append(_absent(name, label, None, f"{100 * p.delta:+.2f} pts"))
+            continue
+        drop = 100 * (b.delta - p.delta)
+        var_now = p.variance() or 0.0
+        var_base = b.variance()
+        se = 100 * math.sqrt(var_now + (var_now if var_base is None else var_base))  # unknown: as noisy as now
+        sigmas = drop / se if se else (math.inf if drop > 0 else 0.0)
+        verdict = "FAIL" if drop > limits.max_accuracy_drop and sigmas > PAIRED_SIGMAS else "PASS"
+        rows.append(Row(name, label, f"{100 * b.delta:+.2f} pts", f"{100 * p.delta:+.2f} pts",
+                        f"{-drop:+.2f} pts ({0.0 - sigmas:+.1f} σ)" if math.isfinite(sigmas) else f"{-drop:+.2f} pts",
+                        f"-{limits.max_accuracy_drop} pts and -{PAIRED_SIGMAS:g} σ", verdict))
+    return rows
+
+
+def _testbed_rows(name: str, b: ModelFigures, n: ModelFigures, limits: Limits, matched: bool, ratio: bool,
+                  absolute: bool, latency_batches: list[str] | None) -> list[Row]:
+    """Absolute accuracy and latency: gated against the same testbed's entry, INFO against another's."""
+    drop = 100 * (b.accuracy - n.accuracy)
+    rows = [Row(name, "accuracy", b.accuracy, n.accuracy, f"{-drop:+.2f} pts",
+                f"-{limits.max_accuracy_drop} pts" if matched else "other CPU",
+                ("FAIL" if drop > limits.max_accuracy_drop else "PASS") if matched else "INFO")]
+    checks = [("latency_ratio", limits.max_latency_regression)] if ratio else []
+    if absolute:
+        checks.append(("latency_p50_ms", limits.max_absolute_latency_regression))
+    for figure, limit in checks:
+        base, now = getattr(b, figure), getattr(n, figure)
+        for batch in sorted(set(base) | set(now), key=int):
+            label = f"{figure}@{batch}"
+            if batch not in base or batch not in now:
+                rows.append(_absent(name, label, base.get(batch), now.get(batch)))
+                continue
+            growth = _rel(now[batch], base[batch])
+            gated = matched and (latency_batches is None or batch in latency_batches)
+            rows.append(Row(name, label, base[batch], now[batch], f"{growth:+.1%}",
+                            f"+{limit:.0%}" if gated else ("not gated" if matched else "other CPU"),
+                            ("FAIL" if growth > limit else "PASS") if gated else "INFO"))
+    return rows
 
 
 def _settings_warnings(now: dict | None, base: dict | None) -> list[str]:
@@ -188,19 +208,20 @@ def _runtime_agreement(report: dict, name: str) -> dict[str, float | None]:
             for model, m in r["models"].items() if model == name}
 
 
-def _macs_rows(name: str, base: int | None, now: int | None, limit: float) -> list[Row]:
-    """The MACs row; none when neither side knows the model's MACs (a foreign ONNX file)."""
+def _exact_rows(name: str, figure: str, base: int | None, now: int | None, limit: float) -> list[Row]:
+    """A MACs or params row; none when neither side knows the figure (a foreign ONNX file)."""
     if base is None and now is None:
         return []
     if base is None or now is None:
-        return [_absent(name, "macs", base, now)]
+        return [_absent(name, figure, base, now)]
     growth = _rel(now, base)
-    return [Row(name, "macs", base, now, f"{growth:+.1%}", f"+{limit:.0%}", "FAIL" if growth > limit else "PASS")]
+    return [Row(name, figure, base, now, f"{growth:+.1%}", f"+{limit:.0%}", "FAIL" if growth > limit else "PASS")]
 
 
 def _absent(name: str, figure: str, base, now) -> Row:
     """A figure only one side has: NEW when the baseline lacks it, MISSING (a failure) otherwise."""
-    return Row(name, figure, base, now, "absent from " + ("baseline" if base is None else "report"), "-",
+    shown = lambda v: len(v) if isinstance(v, list) else v  # noqa: E731  (an operator list: its length)
+    return Row(name, figure, shown(base), shown(now), "absent from " + ("baseline" if base is None else "report"), "-",
                "NEW" if base is None else "MISSING")
 
 

@@ -1,12 +1,14 @@
 """Does the CI gate tell real regressions from noise? Prints figures; asserts nothing.
 
 1. Stability: benchmark the run directory's ONNX models REPEATS times (fresh sessions each
-   time) and report each gated latency ratio's spread around its median.
+   time) and report each gated latency ratio's spread around its median, and how many of those
+   unchanged benchmarks the gate passes against the baseline entry of this CPU.
 2. Sensitivity: build a variant of one student with ~20% more MACs (one or two extra residual
    blocks, copies of a stage's last block, chosen to bring the growth closest to 20%; their
    residual branch outputs zero, so predictions do not change), then run the
    gate REPEATS times on the unchanged model and REPEATS times on the variant (under the
-   model's own name), against the same baseline, and print every figure's verdict.
+   model's own name), and print every figure's verdict: against this CPU's entry, and against
+   every other CPU's entry (there only the portable figures are gated).
 
     python benchmarks/gate_honesty.py runs/ci --baseline benchmarks/baseline.json
 """
@@ -22,11 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from compress.benchmarks import baseline_file
+from compress.benchmarks.baseline_file import Baseline
+from compress.benchmarks.environment import environment
 from compress.benchmarks.gate import Limits, compare, failed
 from compress.benchmarks.suite import benchmark_onnx
+from compress.benchmarks.testbed import Testbed
 from compress.core.config import Config, config_from_dict
 from compress.core.data import load_dataset
 from compress.core.models import count_macs, count_params, load_model
+from compress.core.roster import comparisons
 from compress.exports.onnx import client_metadata, export_onnx
 
 
@@ -75,28 +82,54 @@ def main() -> None:
     manifest = json.loads((args.run_dir / "manifest.json").read_text())
     cfg: Config = config_from_dict(manifest["config"])
     data = load_dataset(cfg.data, manifest["config"]["seed"])
-    images = data.val_inputs(cfg.data).numpy()
-    labels = data.val.labels.numpy()
-    baseline = json.loads(args.baseline.read_text())
+    split = data.report_split
+    images, labels = data.inputs(split, cfg.data).numpy(), data.split(split).labels.numpy()
+    baseline = baseline_file.read(baseline_file.load_json(args.baseline, "baseline"), str(args.baseline))
     onnx_dir = args.run_dir / "onnx"
-    models = {n: onnx_dir / f"{n}.onnx" for n in baseline["models"] if (onnx_dir / f"{n}.onnx").exists()}
+    names = {n for e in baseline.entries for n in e.models}
+    models = {n: onnx_dir / f"{n}.onnx" for n in sorted(names) if (onnx_dir / f"{n}.onnx").exists()}
+    settings = json.loads((args.run_dir / "report.json").read_text())["settings"]
 
     def measure(paths):
-        return benchmark_onnx(paths, images, labels, data.classes, cfg.bench, reference="teacher")
+        report = benchmark_onnx(paths, images, labels, data.classes, cfg.bench, reference="teacher",
+                                pairs=comparisons(cfg))
+        return {**report, "settings": settings}
 
-    print(f"1. stability: {0 if args.skip_stability else args.repeats} benchmarks of {list(models)}")
+    here = Testbed.from_environment(environment(cfg.bench.threads))
+    own = baseline.entry_for(here)
+    others = [e for e in baseline.entries if e.testbed != here]
+    print(f"this CPU: {here.describe()}; its entry: {'yes' if own else 'none'}; "
+          f"other entries: {', '.join(e.testbed.describe() for e in others) or 'none'}")
+
+    def verdicts(report, entry, only):
+        rows = compare(report, Baseline(baseline.reference, baseline.settings, [entry]), Limits(),
+                       models=["teacher", only]).rows
+        shown = [r for r in rows if r.model == only and r.verdict != "INFO"]
+        return ("FAIL" if failed(rows) else "pass") + " (" + ", ".join(
+            f"{r.figure} {r.change} {r.verdict}" for r in shown if r.verdict != "PASS" or "latency" in r.figure
+            or r.figure == "macs") + ")"
+
+    runs = 0 if args.skip_stability else args.repeats
+    print(f"\n1. stability: {runs} benchmarks of {list(models)}")
     ratios: dict[str, list[float]] = {}
-    for _ in range(0 if args.skip_stability else args.repeats):
+    passed = {e.testbed.describe(): 0 for e in baseline.entries}
+    for _ in range(runs):
         report = measure(models)
         for n, m in report["models"].items():
             for b, r in m["latency_ratio_to_reference"].items():
                 ratios.setdefault(f"{n}@{b}", []).append(r)
+        for e in baseline.entries:
+            rows = compare(report, Baseline(baseline.reference, baseline.settings, [e]), Limits()).rows
+            passed[e.testbed.describe()] += not failed(rows)
     print(f"{'ratio':24} {'median':>8} {'min %':>7} {'max %':>7}")
     for key, values in ratios.items():
         if key.startswith("teacher@"):
             continue
         med = float(np.median(values))
         print(f"{key:24} {med:8.4f} {100 * (min(values) / med - 1):+7.2f} {100 * (max(values) / med - 1):+7.2f}")
+    for testbed, count in passed.items():
+        kind = "this CPU's entry" if own and testbed == own.testbed.describe() else "another CPU's entry: portable only"
+        print(f"unchanged benchmarks passing against {testbed} ({kind}): {count} of {runs}")
 
     model, growth, added = heavier_variant(args.run_dir / "checkpoints" / f"{args.model}.pt", cfg.data.crop)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,15 +140,15 @@ def main() -> None:
         print(f"\n2. sensitivity: {args.model} with {added}, {growth:+.1%} MACs; {Limits()}")
         # the same set of models as the baseline's run: a ratio also depends on what else is
         # interleaved (measured: the pruned student alone with the teacher ran 4-8% faster)
+        caught = {(label, e.testbed.describe()): [] for label in ("unchanged", "+compute") for e in baseline.entries}
         for label, path in (("unchanged", models[args.model]), ("+compute", heavy)):
-            verdicts = []
             for _ in range(args.repeats):
                 report = measure({**models, args.model: path})
-                rows, _ = compare(report, baseline, Limits(), models=["teacher", args.model])
-                shown = [r for r in rows if r.model == args.model]
-                verdicts.append(("FAIL" if failed(rows) else "pass") + " (" +
-                                 ", ".join(f"{r.figure} {r.change} {r.verdict}" for r in shown) + ")")
-            print(f"{label:10}", *verdicts, sep="\n  ")
+                for e in baseline.entries:
+                    caught[label, e.testbed.describe()].append(verdicts(report, e, args.model))
+        for (label, testbed), lines in caught.items():
+            fails = sum(v.startswith("FAIL") for v in lines)
+            print(f"{label:10} against {testbed}: {fails} of {len(lines)} fail", *lines, sep="\n  ")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from compress.benchmarks.runtimes import compare as compare_runtimes
 from compress.benchmarks.stats import mcnemar
 from compress.core.config import BenchConfig
 from compress.core.roster import TEACHER
+from compress.exports.operators import operator_set
 from compress.exports.session import cpu_session, run_logits
 
 
@@ -52,6 +53,7 @@ def benchmark_onnx(paths: dict[str, Path], images: np.ndarray, labels: np.ndarra
             "onnx": str(path.relative_to(root)) if root else str(path),
             "onnx_bytes": path.stat().st_size,
             "params": _int_or_none(meta, "params"), "macs": _int_or_none(meta, "macs"),
+            "operators": operator_set(path),
             **accuracy_figures(logits[name], labels, classes, ref_predicted),
             "latency_ms": by_batch[str(batches[0])],
             "latency_ms_by_batch": by_batch,

@@ -133,16 +133,6 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: Quan
                    f"{', per-channel' if cfg.per_channel else ''}{', reduce_range' if reduce_range else ''}{mixed}")
 
 
-STANDARD_DOMAINS = ("", "ai.onnx")  # the ONNX standard operator set; anything else is a vendor's
-
-
-def vendor_domains(path: Path) -> list[str]:
-    """Operator domains outside the ONNX standard that the model needs (e.g. com.microsoft for
-    ONNX Runtime's QLinearAdd): such a file loads only in that vendor's runtime."""
-    model = onnx.load(str(path), load_external_data=False)
-    return sorted({n.domain for n in model.graph.node if n.domain not in STANDARD_DOMAINS})
-
-
 @dataclass
 class Measured:
     name: str

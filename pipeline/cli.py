@@ -179,14 +179,31 @@ def sweep(data_path, config_file, overrides, grid_items, seeds, out, jobs, devic
 @main.command()
 @click.argument("reports", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Baseline file to write.")
-def baseline(reports, output) -> None:
-    """Write the figures the gate compares to a baseline: from one REPORT.json, or the median of several."""
-    from compress.benchmarks.gate import load_json, median_baseline
-    data = median_baseline([load_json(r, "report") for r in reports], list(reports))
+@click.option("--add", is_flag=True,
+              help="Keep the file's entries for other CPUs and add (or replace) the entry for the reports' CPU.")
+def baseline(reports, output, add) -> None:
+    """Write the figures the gate compares: one entry for the CPU the REPORT.json files were measured
+    on, the median of them all."""
+    from compress.benchmarks import baseline_file
+    new = baseline_file.from_reports([baseline_file.load_json(r, "report") for r in reports], list(reports))
+    entry = new.entries[0]
+    existing = None
+    if Path(output).exists():
+        existing = baseline_file.read(baseline_file.load_json(output, "baseline"), output)
+        others = [e.testbed.describe() for e in existing.entries if e.testbed != entry.testbed]
+        if others and not add:
+            raise CompressError(f"{output} also holds entries for {'; '.join(others)}; use --add to keep them and "
+                                f"add or replace the entry for {entry.testbed.describe()}, or write another file")
+        if not add:
+            existing = None
+    merged = baseline_file.merge(existing, new, output)
     from compress.core.rundir import atomic_path
     with atomic_path(output) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-    click.echo(f"baseline with {len(data['models'])} models (median of {len(reports)} reports) written to {output}")
+        tmp.write_text(json.dumps(merged.to_dict(), indent=2) + "\n")
+    verb = "replaced" if existing and existing.entry_for(entry.testbed) else "written"
+    click.echo(f"baseline entry for {entry.testbed.describe()} with {len(entry.models)} models (median of "
+               f"{len(reports)} reports) {verb} in {output} ({len(merged.entries)} "
+               f"entr{'y' if len(merged.entries) == 1 else 'ies'})")
 
 
 @main.command()
@@ -197,29 +214,37 @@ def baseline(reports, output) -> None:
               help="Allowed relative growth of each model's same-run latency ratio to the reference.")
 @click.option("--max-size-growth", default=0.05, show_default=True, help="Allowed relative growth of ONNX bytes.")
 @click.option("--max-compute-growth", default=0.02, show_default=True,
-              help="Allowed relative growth of MACs (exact, counted at export).")
+              help="Allowed relative growth of MACs and params (exact, counted at export).")
 @click.option("--models", default=None, help="Comma-separated models to check (default: all on either side).")
-@click.option("--absolute-latency", is_flag=True, help="Also compare absolute p50 ms (warns if the CPU differs).")
+@click.option("--absolute-latency", is_flag=True, help="Also compare absolute p50 ms (same testbed only).")
 @click.option("--latency-batches", default=None, metavar="B[,B]",
               help="Gate latency only at these batch sizes (e.g. 8); the others are shown as INFO.")
+@click.option("--strict-testbed", is_flag=True,
+              help="Exit 2 when the baseline has no entry for this CPU (for fixed runners), instead of gating "
+                   "the portable figures alone.")
 def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_size_growth, max_compute_growth,
-          models, absolute_latency, latency_batches) -> None:
+          models, absolute_latency, latency_batches, strict_testbed) -> None:
     """Exit 0 if REPORT.json holds up against the baseline, 1 on a regression, 2 on unusable input."""
-    from compress.benchmarks.gate import Limits, compare, failed, load_json, render
+    from compress.benchmarks import baseline_file as files
+    from compress.benchmarks.gate import Limits, compare, render
     limits = Limits(max_accuracy_drop=max_accuracy_drop, max_latency_regression=max_latency_regression,
                     max_size_growth=max_size_growth, max_compute_growth=max_compute_growth,
                     max_absolute_latency_regression=max_latency_regression)
-    rows, warnings = compare(load_json(report, "report"), load_json(baseline_file, "baseline"), limits,
-                             models.split(",") if models else None, absolute_latency,
-                             [b.strip() for b in latency_batches.split(",")] if latency_batches else None)
-    click.echo(render(rows))
-    for w in warnings:
+    base = files.read(files.load_json(baseline_file, "baseline"), baseline_file)
+    outcome = compare(files.load_json(report, "report"), base, limits, models.split(",") if models else None,
+                      absolute_latency, [b.strip() for b in latency_batches.split(",")] if latency_batches else None,
+                      strict_testbed)
+    click.echo(render(outcome.rows))
+    for w in outcome.warnings:
         click.secho(f"WARNING: {w}", fg="yellow", err=True)
-    if failed(rows):
-        bad = sum(r.verdict in ("FAIL", "MISSING") for r in rows)
-        click.secho(f"REGRESSION: {bad} of {len(rows)} figures outside their limits", fg="red")
+    for note in outcome.notes:
+        click.secho(note, fg="cyan")
+    gated = sum(r.verdict not in ("INFO", "NEW") for r in outcome.rows)
+    if outcome.failed:
+        bad = sum(r.verdict in ("FAIL", "MISSING") for r in outcome.rows)
+        click.secho(f"REGRESSION: {bad} of {gated} gated figures outside their limits", fg="red")
         sys.exit(1)
-    click.secho(f"OK: {len(rows)} figures within limits", fg="green")
+    click.secho(f"OK: {gated} gated figures within limits (against {outcome.entry.testbed.describe()})", fg="green")
 
 
 @main.command()

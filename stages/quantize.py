@@ -41,7 +41,8 @@ from compress.core.roster import (
 )
 from compress.core.stage import Context, Stage
 from compress.exports.onnx import layer_names
-from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, quantize_int8, vendor_domains
+from compress.exports.operators import vendor_domains
+from compress.exports.quantize import Measured, build_candidate, choose, preprocessed, quantize_int8
 from compress.exports.runtimes import EXTRAS, READS_ONNX, load, require
 from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session

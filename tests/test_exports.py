@@ -14,7 +14,8 @@ from PIL import Image
 from compress.core.config import QuantizeConfig
 from compress.core.errors import CompressError
 from compress.exports.onnx import client_metadata, export_onnx, parity, read_metadata
-from compress.exports.quantize import build_candidate, quantize_int8, vendor_domains
+from compress.exports.operators import vendor_domains
+from compress.exports.quantize import build_candidate, quantize_int8
 from compress.exports.session import cpu_session, run_logits
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -43,7 +44,7 @@ def changed(path, value):
 def test_unchanged_report_passes(tmp_path):
     result = gate(tmp_path, REPORT)
     assert result.exit_code == 0, result.output
-    assert "OK: 8 figures within limits" in result.output  # teacher: 3 (no ratio to itself); student: 5
+    assert "OK: 8 gated figures within limits" in result.output  # teacher: 3 (no ratio to itself); student: 5
     assert "latency_ratio@8" in result.output
 
 
@@ -122,18 +123,125 @@ def test_mismatched_reference_exits_2(tmp_path):
     assert result.exit_code == 2 and "cannot be compared" in result.output
 
 
-def test_baseline_roundtrip_and_absolute_latency_warns_on_other_cpu(tmp_path):
+def test_baseline_roundtrip_and_absolute_latency_only_on_the_same_cpu(tmp_path):
     (tmp_path / "r.json").write_text(json.dumps(REPORT))
     result = CliRunner().invoke(main, ["baseline", str(tmp_path / "r.json"), "-o", str(tmp_path / "base.json")])
-    assert result.exit_code == 0
+    assert result.exit_code == 0, result.output
     base = json.loads((tmp_path / "base.json").read_text())
-    assert base["format"] == "compress-baseline/1" and base["models"]["student"]["latency_ratio"]["1"] == 0.30
-    r = changed(("environment", "cpu"), "CPU B")
-    r["models"]["student"]["latency_ms_by_batch"]["1"]["p50"] = 4.0  # +33% absolute
-    result = gate(tmp_path, r, base, "--absolute-latency")
+    assert base["format"] == "compress-baseline/2" and len(base["entries"]) == 1
+    assert base["entries"][0]["models"]["student"]["latency_ratio"]["1"] == 0.30
+    slower = copy.deepcopy(REPORT)
+    slower["models"]["student"]["latency_ms_by_batch"]["1"]["p50"] = 4.0  # +33% absolute
+    result = gate(tmp_path, slower, base, "--absolute-latency")
     assert result.exit_code == 1 and "latency_p50_ms@1" in result.output
-    assert "absolute latency compared across CPUs" in result.output
-    assert "ratios compared" in gate(tmp_path, r, base).output  # ratios still compared, with a warning
+    other = changed(("environment", "cpu"), "CPU B")
+    other["models"]["student"]["latency_ms_by_batch"]["1"]["p50"] = 4.0
+    result = gate(tmp_path, other, base, "--absolute-latency")
+    assert result.exit_code == 0, result.output
+    assert any("latency_p50_ms@1" in ln and ln.rstrip().endswith("INFO") for ln in result.output.splitlines())
+
+
+def on_cpu(report: dict, cpu: str, vendor: str, isa: list[str]) -> dict:
+    r = copy.deepcopy(report)
+    r["environment"] = {"cpu": cpu, "vendor": vendor, "isa": isa, "threads": 2}
+    return r
+
+
+XEON = ("Intel(R) Xeon(R) Processor", "GenuineIntel", ["amx_int8", "amx_tile", "avx2", "avx512_vnni", "avx512f"])
+EPYC = ("AMD EPYC", "AuthenticAMD", ["avx2", "avx512_vnni", "avx512f"])
+
+
+def test_another_cpus_entry_never_fails_on_latency_or_accuracy_but_compute_fails_everywhere(tmp_path):
+    base = on_cpu(REPORT, *XEON)
+    drifted = on_cpu(REPORT, *EPYC)  # another CPU: slower int8 kernels, other trained weights
+    drifted["models"]["student"]["latency_ratio_to_reference"] = {"1": 0.45, "8": 0.40}  # +50%, +60%
+    drifted["models"]["student"]["accuracy"] = 0.70  # -18 points
+    drifted["models"]["teacher"]["accuracy"] = 0.99
+    result = gate(tmp_path, drifted, base)
+    assert result.exit_code == 0, result.output
+    assert "no baseline for AMD EPYC (avx512_vnni, 2 threads): latency and absolute accuracy not gated; " \
+           "add one with `compress baseline --add`" in result.output
+    info = [ln for ln in result.output.splitlines() if ln.rstrip().endswith("INFO")]
+    assert {"accuracy", "latency_ratio@1", "latency_ratio@8"} <= {ln.split()[1] for ln in info}
+    grown = copy.deepcopy(drifted)
+    grown["models"]["student"]["macs"] = 1_200_000  # +20%
+    for against in (base, on_cpu(REPORT, *EPYC)):  # the other CPU's entry, and this CPU's own
+        result = gate(tmp_path, grown, against)
+        assert result.exit_code == 1, result.output
+        failing = [ln for ln in result.output.splitlines() if ln.rstrip().endswith("FAIL")]
+        assert any("macs" in ln and "student" in ln for ln in failing), result.output
+    result = gate(tmp_path, drifted, base, "--strict-testbed")
+    assert result.exit_code == 2 and "no baseline for AMD EPYC" in result.output
+
+
+def test_entries_per_cpu_add_replace_and_the_matching_one_is_used(tmp_path):
+    files = []
+    for i, (cpu, ratio) in enumerate(((XEON, 0.30), (EPYC, 0.36), (EPYC, 0.38))):
+        f = tmp_path / f"r{i}.json"
+        f.write_text(json.dumps(on_cpu(changed(("models", "student", "latency_ratio_to_reference", "1"), ratio), *cpu)))
+        files.append(str(f))
+    out = str(tmp_path / "b.json")
+    run = lambda *a: CliRunner().invoke(main, ["baseline", *a, "-o", out])  # noqa: E731
+    assert run(files[0]).exit_code == 0
+    refused = run(files[1])
+    assert refused.exit_code == 2 and "--add" in refused.output and "Intel(R) Xeon(R) Processor" in refused.output
+    assert run(files[1], "--add").exit_code == 0
+    result = run(files[2], "--add")
+    assert result.exit_code == 0 and "replaced" in result.output and "2 entries" in result.output
+    base = json.loads(Path(out).read_text())
+    assert [e["testbed"]["cpu"] for e in base["entries"]] == ["Intel(R) Xeon(R) Processor", "AMD EPYC"]
+    # on the EPYC, its own entry (0.38) is the bar: 0.45 is +18%, a regression there
+    slow = on_cpu(changed(("models", "student", "latency_ratio_to_reference", "1"), 0.45), *EPYC)
+    result = gate(tmp_path, slow, base)
+    assert result.exit_code == 1 and "against AMD EPYC" not in result.output
+    assert gate(tmp_path, on_cpu(REPORT, *EPYC), base).exit_code == 0
+
+
+def test_an_old_single_cpu_baseline_still_loads(tmp_path):
+    old = {"format": "compress-baseline/1", "reference": "teacher",
+           "environment": {"cpu": XEON[0], "isa": XEON[2], "threads": 2},
+           "models": {n: {"accuracy": m["accuracy"], "onnx_bytes": m["onnx_bytes"], "macs": m["macs"],
+                          "latency_ratio": m["latency_ratio_to_reference"],
+                          "latency_p50_ms": {b: s["p50"] for b, s in m["latency_ms_by_batch"].items()}}
+                      for n, m in REPORT["models"].items()}}
+    same = gate(tmp_path, on_cpu(REPORT, *XEON), old)  # the vendor is read off the model name
+    assert same.exit_code == 0 and "no baseline for" not in same.output, same.output
+    slow = on_cpu(changed(("models", "student", "latency_ratio_to_reference", "1"), 0.40), *XEON)
+    assert gate(tmp_path, slow, old).exit_code == 1
+    assert gate(tmp_path, on_cpu(slow, *EPYC), old).exit_code == 0
+
+
+def with_pair(report: dict, delta: float, only_a: int, only_b: int, n: int = 300) -> dict:
+    r = copy.deepcopy(report)
+    r["comparisons"] = [{"model": "student", "against": "teacher", "delta": delta, "n": n,
+                         "only_a_right": only_a, "only_b_right": only_b}]
+    return r
+
+
+def test_paired_differences_catch_a_broken_step_on_any_cpu_but_not_a_drift(tmp_path):
+    base = on_cpu(with_pair(REPORT, -0.02, 3, 9), *XEON)  # the student 2 points under the teacher
+    drift = on_cpu(with_pair(REPORT, -0.04, 4, 16), *EPYC)  # -2 points: within the noise
+    result = gate(tmp_path, drift, base)
+    assert result.exit_code == 0, result.output
+    assert any("Δacc vs teacher" in ln and ln.rstrip().endswith("PASS") for ln in result.output.splitlines())
+    broken = on_cpu(with_pair(REPORT, -0.20, 5, 65), *EPYC)  # -18 points: far outside it
+    result = gate(tmp_path, broken, base)
+    assert result.exit_code == 1
+    assert any("Δacc vs teacher" in ln and ln.rstrip().endswith("FAIL") for ln in result.output.splitlines())
+
+
+def test_a_new_operator_fails_and_a_dropped_one_passes(tmp_path):
+    base = copy.deepcopy(REPORT)
+    for m in base["models"].values():
+        m["operators"] = ["Conv", "Gemm", "Relu"]
+    more = copy.deepcopy(base)
+    more["models"]["student"]["operators"] = ["Conv", "Gemm", "Relu", "com.microsoft:QLinearAdd"]
+    result = gate(tmp_path, more, base)
+    assert result.exit_code == 1 and "new: com.microsoft:QLinearAdd" in result.output
+    fewer = copy.deepcopy(base)
+    fewer["models"]["student"]["operators"] = ["Conv", "Gemm"]
+    result = gate(tmp_path, fewer, base)
+    assert result.exit_code == 0 and "gone: Relu" in result.output
 
 
 def test_percentiles_on_known_input():
@@ -171,7 +279,8 @@ def test_baseline_from_several_reports_takes_medians(tmp_path):
     result = CliRunner().invoke(main, ["baseline", *files, "-o", str(tmp_path / "b.json")])
     assert result.exit_code == 0 and "median of 3 reports" in result.output
     base = json.loads((tmp_path / "b.json").read_text())
-    assert base["runs"] == 3 and base["models"]["student"]["latency_ratio"]["1"] == 0.31
+    entry = base["entries"][0]
+    assert entry["runs"] == 3 and entry["models"]["student"]["latency_ratio"]["1"] == 0.31
     other = tmp_path / "other.json"
     r = copy.deepcopy(REPORT)
     del r["models"]["student"]
