@@ -11,13 +11,13 @@ single-CPU files (`compress-baseline/1`) and plain report.json files load as one
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from compress.benchmarks.testbed import Testbed
+from compress.core.documents import read_json
 from compress.core.errors import CompressError
 from compress.core.roster import TEACHER
 
@@ -95,13 +95,8 @@ class Baseline:
 
 
 def load_json(path: str | Path, what: str) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise CompressError(f"{what} {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CompressError(f"{what} {path} is not valid JSON ({exc})") from None
+    """A report.json or baseline file (any format), checked to be one."""
+    data = read_json(path, what)
     if not isinstance(data, dict):
         raise CompressError(f"{what} {path} is not a JSON object; expected a compress report.json or baseline")
     if data.get("format") == FORMAT:

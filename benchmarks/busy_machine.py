@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from compress.benchmarks.suite import benchmark_onnx
-from compress.core.config import config_from_dict
+from compress.core.config import Config
 from compress.core.data import load_dataset
 from compress.core.roster import TEACHER, all_models, onnx_path
 
@@ -22,7 +22,7 @@ HOG = "import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass\n"
 
 
 def measure(run: Path, runs: int, processes: int, hog_seconds: float = 0.0) -> dict:
-    cfg = config_from_dict(json.loads((run / "manifest.json").read_text())["config"])
+    cfg = Config.from_dict(json.loads((run / "manifest.json").read_text())["config"])
     cfg.bench.runs, cfg.bench.processes = runs, processes
     data = load_dataset(cfg.data, cfg.seed)
     split = data.report_split

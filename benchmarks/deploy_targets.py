@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from compress.benchmarks.suite import benchmark_onnx
-from compress.core.config import config_from_dict
+from compress.core.config import Config
 from compress.core.data import load_dataset
 
 SIZE_X, SPEED_X, MAX_DROP_POINTS = 20.0, 6.0, 1.0
@@ -29,7 +29,7 @@ def main() -> None:
     args = parser.parse_args()
     manifest = json.loads((args.run / "manifest.json").read_text())
     deployable = json.loads((args.run / "onnx/quantize.json").read_text())["deployable"]
-    cfg = config_from_dict(manifest["config"])
+    cfg = Config.from_dict(manifest["config"])
     cfg.bench.runs, cfg.bench.batch_sizes = args.runs, [1]
     if args.threads:
         cfg.bench.threads = args.threads

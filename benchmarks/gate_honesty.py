@@ -30,7 +30,7 @@ from compress.benchmarks.environment import environment
 from compress.benchmarks.gate import Limits, compare, failed
 from compress.benchmarks.suite import benchmark_onnx
 from compress.benchmarks.testbed import Testbed
-from compress.core.config import Config, config_from_dict
+from compress.core.config import Config
 from compress.core.data import load_dataset
 from compress.core.models import count_macs, count_params, load_model
 from compress.core.roster import comparisons
@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--skip-stability", action="store_true", help="Run part 2 only.")
     args = ap.parse_args()
     manifest = json.loads((args.run_dir / "manifest.json").read_text())
-    cfg: Config = config_from_dict(manifest["config"])
+    cfg = Config.from_dict(manifest["config"])
     data = load_dataset(cfg.data, manifest["config"]["seed"])
     split = data.report_split
     images, labels = data.inputs(split, cfg.data).numpy(), data.split(split).labels.numpy()

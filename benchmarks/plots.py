@@ -6,14 +6,21 @@ import io
 
 import matplotlib
 
+from compress.core.documents import ModelReport
 from compress.core.roster import PRUNED, TEACHER
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 
-def _png(fig) -> bytes:
+def subplots(*args, **kwargs):
+    """matplotlib's plt.subplots on the Agg backend (for plots made outside this module)."""
+    return plt.subplots(*args, **kwargs)
+
+
+def png(fig) -> bytes:
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png", dpi=110)
@@ -28,15 +35,15 @@ def _accuracy_axis(ax, values: list[float], min_span: float = 10.0) -> None:
     ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
 
 
-def accuracy_vs_latency(models: dict, deployable: str) -> bytes:
+def accuracy_vs_latency(models: dict[str, ModelReport], deployable: str) -> bytes:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ys = []
-    for i, (name, m) in enumerate(sorted(models.items(), key=lambda kv: kv[1]["latency_ms"]["p50"])):
-        x, y = m["latency_ms"]["p50"], 100 * m["accuracy"]
+    for i, (name, m) in enumerate(sorted(models.items(), key=lambda kv: kv[1].latency_ms.p50)):
+        x, y = m.latency_ms.p50, 100 * m.accuracy
         ys.append(y)
-        ci = m.get("accuracy_interval")
+        ci = m.accuracy_interval
         if ci:
-            ax.errorbar(x, y, yerr=[[y - 100 * ci["low"]], [100 * ci["high"] - y]], color="lightgray", zorder=1)
+            ax.errorbar(x, y, yerr=[[y - 100 * ci.low], [100 * ci.high - y]], color="lightgray", zorder=1)
         ax.scatter(x, y, s=120 if name == deployable else 50, marker="*" if name == deployable else "o", zorder=2,
                    color="tab:red" if name == deployable else ("tab:gray" if name == TEACHER else "tab:blue"))
         ax.annotate(name + (" (deployable)" if name == deployable else ""), (x, y), textcoords="offset points",
@@ -46,16 +53,16 @@ def accuracy_vs_latency(models: dict, deployable: str) -> bytes:
     ax.set_xscale("log")
     _accuracy_axis(ax, ys)
     ax.grid(alpha=0.3)
-    return _png(fig)
+    return png(fig)
 
 
-def sizes(models: dict) -> bytes:
+def sizes(models: dict[str, ModelReport]) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 3.5))
     names = list(models)
-    ax.bar(names, [models[n]["onnx_bytes"] / 1e6 for n in names], color="tab:blue")
+    ax.bar(names, [models[n].onnx_bytes / 1e6 for n in names], color="tab:blue")
     ax.set_ylabel("ONNX file (MB)")
     ax.tick_params(axis="x", rotation=20)
-    return _png(fig)
+    return png(fig)
 
 
 FINE_TUNES = (PRUNED,)  # start from a trained model: drawn apart, from their own epoch 1
@@ -79,10 +86,11 @@ def training_curves(training: dict) -> bytes:
             _accuracy_axis(b, accuracies)
         for ax in (a, b):
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, never 1.2, 1.4, ...
             ax.grid(alpha=0.3)
         if histories:
             b.legend(fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def confusion(matrix: list, classes: list[str], title: str) -> bytes:
@@ -99,7 +107,7 @@ def confusion(matrix: list, classes: list[str], title: str) -> bytes:
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    return _png(fig)
+    return png(fig)
 
 
 def gradcam_panels(images: np.ndarray, teacher_cams: np.ndarray, student_cams: np.ndarray,
@@ -114,7 +122,7 @@ def gradcam_panels(images: np.ndarray, teacher_cams: np.ndarray, student_cams: n
             axes[0][i].set_xticks([])
             axes[0][i].set_yticks([])
         fig.suptitle("feature maps are 1×1 at this input size: Grad-CAM has no location to show", fontsize=9)
-        return _png(fig)
+        return png(fig)
     fig, axes = plt.subplots(3, n, figsize=(1.8 * n, 5.6), squeeze=False)
     for i in range(n):
         rgb = images[i].transpose(1, 2, 0)
@@ -127,7 +135,7 @@ def gradcam_panels(images: np.ndarray, teacher_cams: np.ndarray, student_cams: n
             ax.set_yticks([])
             if i == 0:
                 ax.set_ylabel(label, fontsize=8)
-    return _png(fig)
+    return png(fig)
 
 
 def _layer_label(row: dict) -> str:
@@ -146,4 +154,4 @@ def sensitivity(layers: list[dict], layout: str | None, top: int = 20) -> bytes:
     ax.tick_params(axis="y", labelsize=7)
     ax.set_title("per-layer int8 sensitivity (higher = keeps more in float)", fontsize=9)
     ax.grid(alpha=0.3, axis="x")
-    return _png(fig)
+    return png(fig)

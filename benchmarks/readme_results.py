@@ -10,13 +10,13 @@ and how busy it was, and the exact command behind each table.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import subprocess
 import time
 from pathlib import Path
 
-from compress.benchmarks.report import busy, figures_note, headline, markdown_table
+from compress.benchmarks.report import figures_note, headline, markdown_table
+from compress.core.documents import Report
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -28,13 +28,13 @@ def run(command: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def section(report: dict, command: str, seconds: float) -> str:
-    env, c = report["environment"], report["benchmark"].get("contention") or {}
+def section(report: Report, command: str, seconds: float) -> str:
+    env, c = report.environment, report.benchmark.contention or {}
     load = (f"other processes used {c['other_cpu_share']:.0%} of the cores while timing"
             if c.get("other_cpu_share") is not None else "contention not measured")
     lines = [f"Made by `{command}` ({seconds:.0f} s of this invocation; stages already up to date are reused) on "
-             f"{env['cpu']} ({env['cores']} cores, {', '.join(env['isa'])}), {platform.system()}; {load}"
-             f"{' — ⚠ busy machine, speed figures not trustworthy' if busy(report) else ''}.", "",
+             f"{env.cpu} ({env.cores} cores, {', '.join(env.isa)}), {platform.system()}; {load}"
+             f"{' — ⚠ busy machine, speed figures not trustworthy' if report.busy() else ''}.", "",
              figures_note(report), "", markdown_table(report).rstrip(), ""]
     lines += [h for h in headline(report)]
     return "\n".join(lines)
@@ -49,7 +49,7 @@ def main() -> None:
     command = ["compress", "run", "--config", "configs/hymenoptera-cpu.toml", "--data", args.data, "--out", args.out,
                "--quiet"]
     seconds = run(command)
-    report = json.loads((Path(args.out) / "report.json").read_text())
+    report = Report.read(Path(args.out) / "report.json")
     text = section(report, " ".join(command), seconds)
     if args.dry_run:
         print(text)

@@ -54,8 +54,3 @@ def mean_interval(values: list[float], level: float = LEVEL) -> tuple[float, flo
         return mean, mean, mean
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
     return mean, mean - half, mean + half
-
-
-def interval_text(fig: dict) -> str:
-    """"0.9694 [0.946, 0.982] n=359"."""
-    return f"{fig['accuracy']:.4f} [{fig['low']:.3f}, {fig['high']:.3f}] n={fig['n']}"

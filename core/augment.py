@@ -26,8 +26,6 @@ import hashlib
 import torch
 from torchvision.transforms import v2
 
-PRESETS = ("none", "light", "strong")
-
 
 def image_transform(preset: str, geometric: str, size: int, center_crop) -> v2.Transform:
     """The per-image transform (uint8 CHW in, uint8 out) for `preset`; `geometric` is

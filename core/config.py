@@ -6,6 +6,7 @@ silently with a default.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -195,6 +196,27 @@ class Config:
     def section(self, name: str) -> dict:
         return dataclasses.asdict(getattr(self, name))
 
+    @classmethod
+    def from_dict(cls, tree: dict) -> Config:
+        """The Config a `Config.to_dict()` tree (e.g. a manifest's "config") describes, type-checked."""
+        return cls().replace(flatten(tree))
+
+    @classmethod
+    def from_toml(cls, path: str | None = None, overrides: tuple[str, ...] = ()) -> Config:
+        """Defaults, then the TOML file at `path`, then `section.key=value` overrides, in that order."""
+        cfg = cls().replace(flatten(_read_toml(path)), check=False) if path else cls()
+        return cfg.replace(dict(_split_override(item) for item in overrides))
+
+    def replace(self, settings: dict[str, Any], check: bool = True) -> Config:
+        """A copy with `section.key` values set, each type-checked (unknown keys list the valid
+        ones), then range-checked as a whole (`check`)."""
+        out = copy.deepcopy(self)
+        for key, value in settings.items():
+            set_key(out, key, value)
+        if check:
+            validate(out)
+        return out
+
 
 def _sections(cfg: Config) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)
@@ -286,37 +308,25 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_from_dict(tree: dict) -> Config:
-    """The Config a `Config.to_dict()` tree (e.g. a manifest's "config") describes, type-checked."""
-    cfg = Config()
-    for key, value in flatten(tree).items():
-        set_key(cfg, key, value)
-    validate(cfg)
-    return cfg
+def _read_toml(path: str) -> dict:
+    p = Path(path)
+    if p.is_dir():
+        raise CompressError(f"config file {path} is a directory; give a TOML file, e.g. configs/hymenoptera-cpu.toml")
+    if not p.is_file():
+        raise CompressError(f"config file {path} does not exist")
+    try:
+        return tomllib.loads(p.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CompressError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-def load_config(path: str | None = None, overrides: tuple[str, ...] = ()) -> Config:
-    """Defaults, then the TOML file at `path`, then `key=value` overrides, in that order."""
-    cfg = Config()
-    if path:
-        p = Path(path)
-        if p.is_dir():
-            raise CompressError(f"config file {path} is a directory; give a TOML file, e.g. configs/hymenoptera-cpu.toml")
-        if not p.is_file():
-            raise CompressError(f"config file {path} does not exist")
-        try:
-            tree = tomllib.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise CompressError(f"config file {path} is not valid TOML: {exc}") from None
-        for key, value in flatten(tree).items():
-            set_key(cfg, key, value)
-    for item in overrides:
-        if "=" not in item:
-            raise CompressError(f"--set {item!r}: expected section.key=value, e.g. distill.alpha=0.7")
-        key, value = item.split("=", 1)
-        set_key(cfg, key.strip(), value)
-    validate(cfg)
-    return cfg
+def _split_override(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise CompressError(f"--set {item!r}: expected section.key=value, e.g. distill.alpha=0.7")
+    key, value = item.split("=", 1)
+    return key.strip(), value
+
+
 
 
 def _number(value: Any) -> bool:

@@ -15,8 +15,7 @@ import torchvision
 from torch import nn
 
 from compress.core.errors import CompressError
-
-SHAPED_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.Linear)
+from compress.core.weights import WeightsSource
 
 
 def classification_archs() -> list[str]:
@@ -111,12 +110,13 @@ def build_model(arch: str, num_classes: int, weights: str = "none", head_dropout
 def _build_model(arch: str, num_classes: int, weights: str) -> nn.Module:
     if arch not in classification_archs():
         raise CompressError(f"unknown architecture {arch!r}; valid: {', '.join(classification_archs())}")
-    if weights == "imagenet":
+    source = WeightsSource.parse(weights)
+    if source.kind == "imagenet":
         model = torchvision.models.get_model(arch, weights=imagenet_weights(arch))
         return replace_head(model, num_classes)
     model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
-    if weights not in ("none", ""):
-        state, _ = load_checkpoint(weights)
+    if source.file:
+        state, _ = load_checkpoint(source.file)
         head_name, _ = last_linear(model)
         own = model.state_dict()
         # a checkpoint from another task keeps its backbone; its head is re-initialised

@@ -9,8 +9,6 @@ from __future__ import annotations
 import platform
 from importlib import import_module
 
-DISTRIBUTION = "compress-distill"  # the PyPI name; the import name is `compress`
-
 
 def _build_info() -> tuple[str, str | None]:
     try:

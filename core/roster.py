@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from compress.core.config import Config
-    from compress.core.rundir import RunDir
+    from compress.core.documents import QuantizeDecision
 
 TEACHER, STUDENT, BASELINE, PRUNED, INT8 = "teacher", "student", "baseline", "student_pruned", "student_int8"
 
@@ -79,10 +79,11 @@ def all_models(cfg: Config) -> list[str]:
     return fp32_models(cfg) + ([INT8] if cfg.quantize.enabled else [])
 
 
-def deployable(cfg: Config, run: RunDir) -> str:
-    """The model an edge team should take: int8 when it won on this CPU, else the fp32 student."""
-    if cfg.quantize.enabled:
-        return run.read_json(QUANTIZE_INFO)["deployable"]
+def deployable(cfg: Config, decision: QuantizeDecision | None) -> str:
+    """The model an edge team should take: int8 when it won on this CPU (the quantize stage's
+    `decision`), else the fp32 student."""
+    if cfg.quantize.enabled and decision is not None:
+        return decision.deployable
     return final_fp32_student(cfg)
 
 

@@ -98,6 +98,7 @@ class Context:
     warnings: list[str] = field(default_factory=list)
     shared_cache: Path | None = None  # a sweep shares one cache across its cells
     distributed: bool = False  # this stage trains on every torch.distributed rank (DDP)
+    earlier_warnings: list[str] = field(default_factory=list)  # what the stages before this one warned
 
     @property
     def cache_dir(self) -> Path:

@@ -3,11 +3,13 @@ written from the run's own measurements (report.json), the ONNX file's metadata 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 
+from compress.core.documents import Environment, ModelReport, Report
 from compress.core.roster import BASELINE
 
 
@@ -38,7 +40,7 @@ class CardFacts:
     onnx_file: Path
     ort_file: str | None
     metadata: dict  # the ONNX file's metadata_props
-    report: dict  # report.json
+    report: Report  # report.json
     config: dict
     config_hash: str
     teacher: dict  # arch, val_accuracy, source
@@ -48,15 +50,16 @@ class CardFacts:
     in_graph: dict | None = None  # agreement of model_with_preprocessing.onnx with the documented recipe
 
 
-def _files(f: CardFacts, env: dict) -> str:
-    vendor = (f.report.get("quantization") or {}).get("vendor_ops") if f.name.endswith("int8") else None
+def _files(f: CardFacts, env: Environment) -> str:
+    quant = f.report.quantization
+    vendor = quant.vendor_ops if quant and f.name.endswith("int8") else None
     ops = (f"needs {', '.join(vendor)} operators: loads in ONNX Runtime only" if vendor
            else "standard ONNX operators only: loads in any ONNX runtime")
     files = (f"- `model.onnx`: the model (ONNX, opset {f.config['export']['opset']}; {ops}), labels and "
              "preprocessing embedded as metadata_props\n")
     if f.ort_file:
         files += (f"- `model.ort`: the same model in ONNX Runtime format for mobile/minimal builds "
-                  f"(basic optimisations applied by onnxruntime {env['onnxruntime']}, portable across CPUs; "
+                  f"(basic optimisations applied by onnxruntime {env.onnxruntime}, portable across CPUs; "
                   "load it with that version or newer)\n"
                   "- `model.required_operators.config`: operators a minimal ORT build must include "
                   "(`build.sh --minimal_build --include_ops_by_config model.required_operators.config`)\n")
@@ -66,7 +69,7 @@ def _files(f: CardFacts, env: dict) -> str:
                   f"with the recipe on {f.in_graph['top1_agreement']:.1%} of {f.in_graph['images']} images (max "
                   f"|logit difference| {f.in_graph['max_abs_logit_diff']:.3g}: PIL's and ONNX's resamplers round a "
                   "few pixels differently)\n")
-    pte = (f.report.get("quantization") or {}).get("executorch")
+    pte = quant.executorch if quant else None
     if pte:
         chosen = pte["candidates"][pte["chosen"]]
         files += (f"- `model.pte`: ExecuTorch {pte['runtime_version']} program (XNNPACK delegate, batch 1, the same "
@@ -100,28 +103,29 @@ def _interface(f: CardFacts) -> str:
 """
 
 
-def _interval(m: dict) -> str:
-    ci = m.get("accuracy_interval")
-    return f" (95% interval {ci['low']:.4f}–{ci['high']:.4f}, n = {ci['n']})" if ci else ""
+def _interval(m: ModelReport) -> str:
+    ci = m.accuracy_interval
+    return f" (95% interval {ci.low:.4f}–{ci.high:.4f}, n = {ci.n})" if ci else ""
 
 
-def _quality(f: CardFacts, m: dict) -> str:
-    report, ratios = f.report, m.get("vs_reference", {})
-    reference = report["models"][report["benchmark"]["reference"]]
-    d = report["dataset"]
-    split = d.get("figures_from", "val")
-    size = d.get("test_size") if split == "test" else d["val_size"]
+def _quality(f: CardFacts, m: ModelReport) -> str:
+    report = f.report
+    delta = m.vs_reference.accuracy_delta if m.vs_reference else 0.0
+    reference = report.models[report.reference]
+    d = report.dataset
+    split = report.figures_from
+    size = (d.test_size if split == "test" else d.val_size) if d else "?"
     caveat = ("held out: it chose nothing" if split == "test"
               else "also used to choose the int8 layout and prune rounds (too few images for a test split), so optimistic")
-    top5 = f"\n- top-5 accuracy: {m['top5_accuracy']:.4f}" if m.get("top5_accuracy") is not None else ""
-    per_class = "\n".join(f"| {c} | {a:.3f} |" for c, a in m["per_class_accuracy"].items())
-    compared = "".join(f"\n- {c['model']} vs {c['against']}: {c['verdict']} at 95% (Δ {100 * c['delta']:+.2f} points, "
-                       f"McNemar exact p = {c['p_value']:.3g})" for c in report.get("comparisons", [])
-                       if f.name in (c["model"], c["against"]) or c["against"] == BASELINE)
-    return f"""## Quality ({split} split, {size} images of {d['name']}, through ONNX Runtime; {caveat})
-- top-1 accuracy: {m['accuracy']:.4f}{_interval(m)} (teacher: {reference['accuracy']:.4f}, Δ {100 * ratios.get('accuracy_delta', 0):+.2f} points){top5}{compared}
-- agreement with the teacher's top-1: {m['agreement_with_teacher']:.4f}
-- expected calibration error: {m['ece']:.4f}
+    top5 = f"\n- top-5 accuracy: {m.top5_accuracy:.4f}" if m.top5_accuracy is not None else ""
+    per_class = "\n".join(f"| {c} | {a:.3f} |" for c, a in m.per_class_accuracy.items())
+    compared = "".join(f"\n- {c.model} vs {c.against}: {c.verdict} at 95% (Δ {100 * c.delta:+.2f} points, "
+                       f"McNemar exact p = {c.p_value:.3g})" for c in report.comparisons
+                       if f.name in (c.model, c.against) or c.against == BASELINE)
+    return f"""## Quality ({split} split, {size} images of {d.name if d else 'the data'}, through ONNX Runtime; {caveat})
+- top-1 accuracy: {m.accuracy:.4f}{_interval(m)} (teacher: {reference.accuracy:.4f}, Δ {100 * delta:+.2f} points){top5}{compared}
+- agreement with the teacher's top-1: {m.agreement:.4f}
+- expected calibration error: {m.ece:.4f}
 
 | class | accuracy |
 |---|---:|
@@ -129,19 +133,21 @@ def _quality(f: CardFacts, m: dict) -> str:
 """
 
 
-def _speed(m: dict, env: dict, contention: dict | None) -> str:
-    ratios = m.get("vs_reference", {})
+def _speed(m: ModelReport, env: Environment, contention: dict | None) -> str:
+    size_x, speed_x = (m.vs_reference.size_x, m.vs_reference.speed_x) if m.vs_reference else (math.nan, math.nan)
     busy = ""
     if contention and contention.get("busy"):
         busy = (" — ⚠ measured on a busy machine (" + "; ".join(contention["reasons"]) + "): not a trustworthy "
                 "figure, re-measure on a quiet one")
     rows = "\n".join(
-        f"| {b} | {v['p50']:.2f} | {v['p90']:.2f} | {v['p99']:.2f} | {int(b) * 1000 / v['p50']:.0f} |"
-        for b, v in sorted(m["latency_ms_by_batch"].items(), key=lambda kv: int(kv[0])))
+        f"| {b} | {v.p50:.2f} | {v.p90:.2f} | {v.p99:.2f} | {int(b) * 1000 / v.p50:.0f} |"
+        for b, v in sorted(m.latency_ms_by_batch.items(), key=lambda kv: int(kv[0])))
+    params = f"{m.params / 1e6:.2f} M parameters" if m.params else "parameters not recorded"
+    macs = f"{m.macs / 1e6:.1f} M MACs per image" if m.macs else "MACs not recorded"
     return f"""## Size and speed (measured in this run)
-- file: {m['onnx_bytes'] / 1e6:.2f} MB ({ratios.get('size_x', float('nan')):.1f}× smaller than the teacher); {m['params'] / 1e6:.2f} M parameters, {m['macs'] / 1e6:.1f} M MACs per image
-- CPU: {env['cpu']}, ISA flags {', '.join(env['isa']) or 'none detected'}, {env['threads']} ONNX Runtime threads of {env['cores']} cores; onnxruntime {env['onnxruntime']}, {env['os']}
-- speed-up over the teacher at batch 1, same process, interleaved: {ratios.get('speed_x', float('nan')):.2f}×{busy}
+- file: {m.onnx_bytes / 1e6:.2f} MB ({size_x:.1f}× smaller than the teacher); {params}, {macs}
+- CPU: {env.cpu}, ISA flags {', '.join(env.isa) or 'none detected'}, {env.threads} ONNX Runtime threads of {env.cores} cores; onnxruntime {env.onnxruntime}, {env.os}
+- speed-up over the teacher at batch 1, same process, interleaved: {speed_x:.2f}×{busy}
 
 | batch | p50 ms | p90 ms | p99 ms | images/s at p50 |
 |---:|---:|---:|---:|---:|
@@ -155,13 +161,13 @@ device with `compress bench model.onnx --data DIR`.
 def _runtimes(f: CardFacts) -> str:
     """Other runtimes the same file was run in, beside ONNX Runtime (empty when none installed)."""
     rows = []
-    for runtime, r in (f.report.get("runtimes") or {}).items():
-        m = r["models"].get(f.name)
+    for runtime, r in f.report.runtimes.items():
+        m = r.models.get(f.name)
         if m is None:
             continue
-        rows.append(f"| {runtime} {r['version'].split('-')[0]} | " + (
-            f"yes | {m['accuracy']:.4f} | {m['agreement_with_onnxruntime']:.4f} | {m['latency_ms']['p50']:.2f} |"
-            if m["loads"] else f"no ({m['error']}) | – | – | – |"))
+        rows.append(f"| {runtime} {r.version.split('-')[0]} | " + (
+            f"yes | {m.accuracy or 0:.4f} | {m.agreement_with_onnxruntime or 0:.4f} | {m.latency_ms.p50:.2f} |"
+            if m.loads and m.latency_ms else f"no ({m.error}) | – | – | – |"))
     if not rows:
         return ""
     return ("## Runtimes checked (same file, same images)\n\n| runtime | loads | accuracy | top-1 agreement with "
@@ -169,8 +175,8 @@ def _runtimes(f: CardFacts) -> str:
 
 
 def render(f: CardFacts) -> str:
-    m, env = f.report["models"][f.name], f.report["environment"]
-    quant = f.report.get("quantization") or {}
+    m, env = f.report.models[f.name], f.report.environment
+    quant = f.report.quantization
     labels = json.loads(f.metadata["labels"])
     return f"""# Model card: {f.name}
 
@@ -181,10 +187,10 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 {_files(f, env)}
 {_interface(f)}
 {_quality(f, m)}
-{_speed(m, env, f.report['benchmark'].get('contention'))}
+{_speed(m, env, f.report.benchmark.contention)}
 {_runtimes(f)}## How it was made
 - teacher: {f.teacher['arch']}, val accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} ({f.teacher.get('source', '')})
 - student: {f.config['distill']['arch']}, loss {f.student_loss}
 - pruning: {_pruning_line(f.config, f.pruning)}
-- quantization: {quant.get('chosen', 'off')} ({quant.get('reason', 'quantize.enabled = false')})
+- quantization: {quant.chosen if quant else 'off'} ({quant.reason if quant else 'quantize.enabled = false'})
 """

@@ -20,13 +20,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from compress.core.budget import within_budget
 from compress.core.config import QuantizeConfig
+from compress.core.errors import CompressError
 from compress.exports.onnx import INPUT_NAME, set_metadata
 
 CALIBRATORS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -44,10 +47,35 @@ class ArrayReader(CalibrationDataReader):
         return next(self._items, None)
 
 
-def parse_candidate(name: str) -> tuple[QuantFormat, QuantType, QuantType]:
-    """'qoperator_u8s8' -> (QOperator, activations uint8, weights int8)."""
-    fmt, types = name.split("_")
-    return (QuantFormat.QOperator if fmt == "qoperator" else QuantFormat.QDQ), TYPES[types[:2]], TYPES[types[2:]]
+@dataclass(frozen=True)
+class Int8Recipe:
+    """A static int8 layout: the graph form (QDQ pairs of standard operators, or ONNX Runtime's
+    QOperator kernels) and the types of activations and weights, e.g. "qdq_u8s8"."""
+
+    layout: Literal["qdq", "qoperator"]
+    activations: Literal["u8", "s8"]
+    weights: Literal["u8", "s8"]
+
+    @classmethod
+    def parse(cls, name: str) -> Int8Recipe:
+        layout, _, types = name.partition("_")
+        activations, weights = types[:2], types[2:]
+        if layout not in ("qdq", "qoperator") or activations not in TYPES or weights not in TYPES:
+            raise CompressError(f"{name!r} is not a static int8 layout; valid: qdq_u8s8, qdq_s8s8, qoperator_u8s8, "
+                                "qoperator_s8s8")
+        return cls(layout, activations, weights)  # type: ignore[arg-type]
+
+    @property
+    def name(self) -> str:
+        return f"{self.layout}_{self.activations}{self.weights}"
+
+    def as_qdq(self) -> Int8Recipe:
+        """The same types in QDQ form (what ONNX Runtime's per-layer debugger reads)."""
+        return Int8Recipe("qdq", self.activations, self.weights)
+
+    def ort(self) -> tuple[QuantFormat, QuantType, QuantType]:
+        return (QuantFormat.QOperator if self.layout == "qoperator" else QuantFormat.QDQ), \
+            TYPES[self.activations], TYPES[self.weights]
 
 
 def _keep_metadata(target: Path, source: Path, description: str) -> None:
@@ -120,7 +148,7 @@ def quantize_int8(source: Path, target: Path, calibration: np.ndarray, cfg: Quan
                   keep_float: list[str] | tuple = ()) -> None:
     """Write an int8 copy of `source` to `target` in layout `candidate`, keeping its metadata_props;
     `keep_float`: nodes (of the pre-processed graph) left in float (mixed precision)."""
-    fmt, activations, weights = parse_candidate(candidate)
+    fmt, activations, weights = Int8Recipe.parse(candidate).ort()
     reduce_range = cfg.reduce_range and activations == QuantType.QUInt8  # only u8s8 kernels can overflow
     keep_float = list(dict.fromkeys([*cfg.keep_float, *keep_float]))  # the user's layers, then the search's
     with nullcontext(prepped) if prepped else preprocessed(source) as model_in:
@@ -144,7 +172,7 @@ class Measured:
 
 def choose(candidates: list[Measured], fp32: Measured, max_accuracy_drop: float) -> tuple[str, str]:
     """(winner, why): the fastest candidate within the accuracy budget that beats fp32, else 'fp32'."""
-    allowed = [c for c in candidates if 100 * (fp32.accuracy - c.accuracy) <= max_accuracy_drop]
+    allowed = [c for c in candidates if within_budget(fp32.accuracy, c.accuracy, max_accuracy_drop)]
     rejected = [c.name for c in candidates if c not in allowed]
     note = f"; over the accuracy budget ({max_accuracy_drop} pts): {', '.join(rejected)}" if rejected else ""
     faster = sorted((c for c in allowed if c.p50_ms < fp32.p50_ms), key=lambda c: c.p50_ms)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from compress.core.config import load_config, set_key, valid_keys
+from compress.core.config import Config, valid_keys
 from compress.core.errors import CompressError
 
 
@@ -84,16 +84,14 @@ def main() -> None:
               help="Train on N processes (GPUs, or CPU processes with gloo) through torchrun's standalone mode.")
 def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, track, quiet, nproc) -> None:
     """Teacher -> distilled student (+ CE baseline) -> pruned -> ONNX -> int8 -> benchmark report."""
-    from compress.benchmarks.report import busy, headline, markdown_table
+    from compress.benchmarks.report import headline, markdown_table
+    from compress.core.documents import Report
     from compress.pipeline.runner import run_pipeline
 
     configure_logging(quiet)
-    cfg = load_config(config_file, overrides)
-    for key, value in (("data.path", data_path), ("device", device), ("seed", seed), ("track", track)):
-        if value is not None:
-            set_key(cfg, key, value)
-    if skip_bad_images:
-        cfg.data.skip_bad_images = True
+    given = {"data.path": data_path, "device": device, "seed": seed, "track": track,
+             "data.skip_bad_images": True if skip_bad_images else None}
+    cfg = Config.from_toml(config_file, overrides).replace({k: v for k, v in given.items() if v is not None})
     from compress.pipeline import tracking
     tracking.check_available(cfg.track)
     out = out or str(Path("runs") / (Path(cfg.data.path).name or "run"))
@@ -115,19 +113,15 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, t
     if cfg.track == "mlflow":
         run_id = tracking.log_run(Path(out), cfg.tracking_uri)
         click.echo(f"MLflow run {run_id} logged", err=True)
-    report = Path(out) / "report.json"
-    if report.is_file():
-        data = json.loads(report.read_text())
-        click.echo(markdown_table(data))
-        for line in headline(data):
+    report_file = Path(out) / "report.json"
+    if report_file.is_file():
+        report = Report.read(report_file)
+        click.echo(markdown_table(report))
+        for line in headline(report):
             click.echo(line.replace("**", ""))
         chosen = manifest["stages"].get("report", {}).get("summary", {}).get("deployable")
-        if chosen in data["models"]:
-            r = data["models"][chosen]["vs_reference"]
-            flag = " (timed on a busy machine: re-measure)" if busy(data) else ""
-            click.secho(f"deployable: {chosen}: {r['size_x']:.1f}x smaller, {r['speed_x']:.2f}x faster{flag}, "
-                        f"{100 * r['accuracy_delta']:+.1f} accuracy points vs the teacher on "
-                        f"{data['dataset'].get('figures_from', 'val')} (report: {Path(out) / 'report.html'})", bold=True)
+        if chosen in report.models:
+            click.secho(f"deployable: {report.headline(chosen)} (report: {Path(out) / 'report.html'})", bold=True)
     ran = ", ".join(manifest["executed"]) or "nothing (all stages up to date)"
     click.echo(f"ran: {ran}; run directory: {out} ({manifest['seconds_total_this_invocation']:.0f} s)")
 
@@ -135,7 +129,7 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, t
 @main.command("losses")
 def show_losses() -> None:
     """The distillation terms `distill.loss` can name and combine, e.g. "kl + 0.5*hint"."""
-    from compress.stages.loss_catalog import CATALOG  # plain data: no torch import
+    from compress.methods.loss_catalog import CATALOG  # plain data: no torch import
     for name, info in sorted(CATALOG.items()):
         needs = "teacher " + ("logits+" + "+".join(info.features) if info.features else "logits") \
             if info.needs_teacher else "no teacher"
@@ -163,10 +157,8 @@ def sweep(data_path, config_file, overrides, grid_items, seeds, out, jobs, devic
     from compress.pipeline.sweep import parse_grid, parse_seeds, run_sweep
     from compress.pipeline.sweep_report import markdown
 
-    cfg = load_config(config_file, overrides)
-    for key, value in (("data.path", data_path), ("device", device), ("track", track)):
-        if value is not None:
-            set_key(cfg, key, value)
+    given = {"data.path": data_path, "device": device, "track": track}
+    cfg = Config.from_toml(config_file, overrides).replace({k: v for k, v in given.items() if v is not None})
     from compress.pipeline import tracking
     tracking.check_available(cfg.track)
     grid = parse_grid(grid_items)
@@ -257,10 +249,11 @@ def bench(models, data_path, out, reference, overrides) -> None:
     """Benchmark any compress-exported ONNX files on a dataset's val split, outside a pipeline run."""
     from compress.benchmarks.report import markdown_report, markdown_table
     from compress.benchmarks.suite import benchmark_onnx
-    from compress.core.config import DataConfig, load_config
+    from compress.core.config import DataConfig
     from compress.core.data import load_dataset
+    from compress.core.documents import DatasetInfo, Report
     from compress.exports.onnx import read_metadata
-    cfg = load_config(None, overrides)
+    cfg = Config.from_toml(None, overrides)
     paths = {Path(m).stem: Path(m) for m in models}
     if len(paths) != len(models):
         raise CompressError("two model files share a name; give each a distinct file name")
@@ -277,12 +270,11 @@ def bench(models, data_path, out, reference, overrides) -> None:
         raise CompressError(f"{data_path} has classes {data.classes}, the models {json.loads(first['labels'])}")
     split = data.report_split
     images = data.inputs(split, dcfg).numpy()
-    report = benchmark_onnx(paths, images, data.split(split).labels.numpy(), data.classes, cfg.bench,
-                            reference=reference or next(iter(paths)))
-    report["dataset"] = {"name": data.name, "classes": data.classes, "train_size": len(data.train),
-                         "val_size": len(data.val), "test_size": len(data.test) if data.test is not None else 0,
-                         "figures_from": split}
-    report["warnings"] = []
+    measured = benchmark_onnx(paths, images, data.split(split).labels.numpy(), data.classes, cfg.bench,
+                              reference=reference or next(iter(paths)))
+    report = Report.from_dict({**measured, "dataset": DatasetInfo(
+        data.name, data.classes, len(data.train), len(data.val), len(data.test) if data.test is not None else 0,
+        split)}, "the benchmark")
     click.echo(markdown_table(report))
     if out:
         from compress.core.lock import RunLock
@@ -290,7 +282,7 @@ def bench(models, data_path, out, reference, overrides) -> None:
         from compress.core.rundir import RunDir
         run = RunDir(out)
         with RunLock(out):
-            run.write_json(REPORT_JSON, report)
+            run.write_json(REPORT_JSON, report.to_dict())
             run.write_text(REPORT_MD, markdown_report(report))
         click.echo(f"wrote {Path(out) / REPORT_JSON} and {Path(out) / REPORT_MD}")
 

@@ -163,7 +163,9 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
             continue
         log.info("stage %d/%d: %s%s", number, len(stages), stage.name,
                  f" on {world_size()} processes" if together else "")
-        ctx = Context(stage.view(cfg), run, data, device, quiet, shared_cache=shared_cache, distributed=together)
+        earlier = [w for before in stages[:number - 1] for w in records.get(before.name, {}).get("warnings", [])]
+        ctx = Context(stage.view(cfg), run, data, device, quiet, shared_cache=shared_cache, distributed=together,
+                      earlier_warnings=earlier)
         t0 = time.perf_counter()
         summary = stage.run(ctx, key)
         if active():

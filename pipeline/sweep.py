@@ -16,7 +16,6 @@ GPUs, its own GPU (job i sees only GPU i mod the GPU count, through CUDA_VISIBLE
 """
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 import os
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compress.core.config import Config, config_from_dict, get_key, set_key, valid_keys
+from compress.core.config import Config, get_key, valid_keys
 from compress.core.errors import CompressError
 from compress.core.lock import RunLock
 from compress.core.roster import TEACHER, checkpoint_path
@@ -77,25 +76,16 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def config_from(cfg: Config, settings: dict[str, Any]) -> Config:
-    out = copy.deepcopy(cfg)
-    for key, value in settings.items():
-        set_key(out, key, value)
-    return out
-
-
 def cells(cfg: Config, grid: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Every combination of the grid, as typed values; T is dropped where the loss ignores it."""
-    from compress.core.config import validate
-    from compress.stages.kd.spec import uses_temperature
-    from compress.stages.student_recipe import check_loss_recipe
+    from compress.methods.kd.spec import uses_temperature
+    from compress.methods.student import check_loss_recipe
 
     combos, seen = [], set()
     keys = list(grid)
     for values in itertools.product(*(grid[k] for k in keys)):
-        cell_cfg = config_from(cfg, dict(zip(keys, values)))
-        validate(cell_cfg)
-        check_loss_recipe(cell_cfg)
+        cell_cfg = cfg.replace(dict(zip(keys, values)))
+        check_loss_recipe(cell_cfg.distill, cell_cfg.train, cell_cfg.teacher.arch)
         combo = {k: get_key(cell_cfg, k) for k in keys}
         if "distill.temperature" in combo and not uses_temperature(cell_cfg.distill.loss):
             combo.pop("distill.temperature")
@@ -127,17 +117,17 @@ def plan(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, j
     """The teacher task, the baseline and cell tasks, and one record per (cell, seed) to aggregate."""
     threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
     cache = str(out / "cache")
-    teacher_cfg = config_from(cfg, {"distill.baseline": False})
+    teacher_cfg = cfg.replace({"distill.baseline": False})
     teacher = Task("teacher", teacher_cfg.to_dict(), str(out / "teacher"), cache, os.cpu_count() or 1)
     tasks, records, baselines = [], [], {}
     for combo in cells(cfg, grid):
         name = cell_name(combo)
         for seed in seeds:
-            cell_cfg = config_from(cfg, {**combo, "distill.seed": seed})
+            cell_cfg = cfg.replace({**combo, "distill.seed": seed})
             b_dir = out / "baseline" / f"{baseline_dir(cell_cfg)}-seed-{seed}"
             if str(b_dir) not in baselines:
                 baselines[str(b_dir)] = Task("baseline", cell_cfg.to_dict(), str(b_dir), cache, threads)
-            cell_cfg = config_from(cell_cfg, {"distill.baseline": False})
+            cell_cfg = cell_cfg.replace({"distill.baseline": False})
             c_dir = out / "cells" / name / f"seed-{seed}"
             tasks.append(Task("cell", cell_cfg.to_dict(), str(c_dir), cache, threads))
             records.append({"cell": name, "settings": combo, "seed": seed, "run": str(c_dir), "baseline": str(b_dir)})
@@ -173,7 +163,7 @@ def run_task(task: Task, quiet: bool = True, data=None) -> str:
     from compress.stages.teacher import TeacherStage
 
     torch.set_num_threads(task.threads)
-    cfg = config_from_dict(task.config)
+    cfg = Config.from_dict(task.config)
     if data is None:
         token = sha256_json({"data": task.config["data"], "seed": cfg.seed})
         if token not in _DATA_CACHE:
@@ -187,11 +177,11 @@ def run_task(task: Task, quiet: bool = True, data=None) -> str:
         from compress.core.rundir import RunDir
         from compress.core.stage import Context
         from compress.core.train import resolve_device
-        from compress.stages.student_recipe import teacher_signal
         # once, before the cells need it, with the distill stage's view (the same cache digest)
-        ctx = Context(DistillStage().view(cfg), RunDir(task.out), data, resolve_device(cfg.device), quiet,
+        stage = DistillStage()
+        ctx = Context(stage.view(cfg), RunDir(task.out), data, resolve_device(cfg.device), quiet,
                       shared_cache=Path(task.cache))
-        teacher_signal(ctx, cfg.distill.loss)
+        stage.distillation(ctx, stage.trainer(ctx), cfg.distill.loss, stage.seed(ctx))
     return task.out
 
 

@@ -107,11 +107,11 @@ def markdown(summary: dict) -> str:
 
 def plot(summary: dict) -> bytes:
     """Accuracy vs T, one line per alpha, one panel per loss; the baseline as a dashed band."""
-    from compress.benchmarks.plots import _png, plt
+    from compress.benchmarks.plots import png, subplots
     cells = list(summary["cells"].values())
     losses = sorted({str(c["settings"].get("distill.loss", "(base)")) for c in cells})
     temps = sorted({float(c["settings"]["distill.temperature"]) for c in cells if "distill.temperature" in c["settings"]})
-    fig, axes = plt.subplots(1, len(losses), figsize=(4 * len(losses), 3.4), squeeze=False, sharey=True)
+    fig, axes = subplots(1, len(losses), figsize=(4 * len(losses), 3.4), squeeze=False, sharey=True)
     base = [c["baseline_mean"] for c in cells]
     for ax, loss in zip(axes[0], losses):
         mine = [c for c in cells if str(c["settings"].get("distill.loss", "(base)")) == loss]
@@ -131,7 +131,7 @@ def plot(summary: dict) -> bytes:
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("val accuracy % (mean ± std over seeds)")
     axes[0][-1].legend(fontsize=7)
-    return _png(fig)
+    return png(fig)
 
 
 def write_outputs(summary: dict, out: Path) -> None:

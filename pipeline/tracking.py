@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from compress.core.config import flatten
+from compress.core.documents import Report
 from compress.core.errors import CompressError
 from compress.core.roster import DEPLOY_CARD, DEPLOY_ONNX, MANIFEST, REPORT_HTML, REPORT_JSON, REPORT_MD
 
@@ -56,20 +57,20 @@ def _curves(mlflow, manifest: dict) -> None:
                     mlflow.log_metric(f"{stage}.{figure}", float(point[figure]), step=int(point["epoch"]))
 
 
-def _report_figures(mlflow, report: dict) -> None:
+def _report_figures(mlflow, report: Report) -> None:
     metrics = {}
-    for name, m in report.get("models", {}).items():
-        metrics[f"{name}.accuracy"] = m["accuracy"]
-        if m.get("accuracy_interval"):
-            metrics[f"{name}.accuracy_low"] = m["accuracy_interval"]["low"]
-            metrics[f"{name}.accuracy_high"] = m["accuracy_interval"]["high"]
-        metrics[f"{name}.onnx_bytes"] = m["onnx_bytes"]
+    for name, m in report.models.items():
+        metrics[f"{name}.accuracy"] = m.accuracy
+        if m.accuracy_interval:
+            metrics[f"{name}.accuracy_low"] = m.accuracy_interval.low
+            metrics[f"{name}.accuracy_high"] = m.accuracy_interval.high
+        metrics[f"{name}.onnx_bytes"] = m.onnx_bytes
         for key in ("params", "macs", "ece", "throughput_ips"):
-            if m.get(key) is not None:
-                metrics[f"{name}.{key}"] = m[key]
-        for batch, stats in m.get("latency_ms_by_batch", {}).items():
-            metrics[f"{name}.p50_ms_batch{batch}"] = stats["p50"]
-        for key, value in (m.get("vs_reference") or {}).items():
+            if getattr(m, key) is not None:
+                metrics[f"{name}.{key}"] = getattr(m, key)
+        for batch, stats in m.latency_ms_by_batch.items():
+            metrics[f"{name}.p50_ms_batch{batch}"] = stats.p50
+        for key, value in (vars(m.vs_reference) if m.vs_reference else {}).items():
             if value is not None:
                 metrics[f"{name}.{key}"] = value
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
@@ -85,7 +86,7 @@ def log_run(run_dir: Path, uri: str = "", experiment: str = "compress", run_name
         mlflow.log_params(_params(manifest["config"]))
         _curves(mlflow, manifest)
         if (run_dir / REPORT_JSON).is_file():
-            _report_figures(mlflow, json.loads((run_dir / REPORT_JSON).read_text()))
+            _report_figures(mlflow, Report.read(run_dir / REPORT_JSON))
         for rel in (REPORT_MD, REPORT_HTML, REPORT_JSON, DEPLOY_CARD, DEPLOY_ONNX):
             if (run_dir / rel).is_file():
                 mlflow.log_artifact(str(run_dir / rel), artifact_path=str(Path(rel).parent) if "/" in rel else None)

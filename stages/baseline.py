@@ -5,11 +5,17 @@ from __future__ import annotations
 
 from compress.core.config import Config
 from compress.core.roster import BASELINE, checkpoint_path
-from compress.core.stage import Context, Stage
-from compress.stages.student_recipe import STUDENT_KEYS, train_student
+from compress.core.stage import Context
+from compress.core.weights import WeightsSource
+from compress.methods.student import build_student, train_student
+from compress.stages.training_stage import StudentStage
+
+# what shapes a CE-only student: the baseline's settings, and what a sweep's cells share
+STUDENT_KEYS = ("distill.arch", "distill.weights", "distill.epochs", "distill.lr", "distill.seed", "distill.augment",
+                "distill.freeze_encoder", "distill.head_hidden")
 
 
-class BaselineStage(Stage):
+class BaselineStage(StudentStage):
     name = "baseline"
     distributed = True  # DDP under torchrun
 
@@ -20,10 +26,14 @@ class BaselineStage(Stage):
         return cfg.distill.baseline
 
     def external_inputs(self, cfg: Config) -> list[str]:
-        return [cfg.distill.weights] if cfg.distill.weights not in ("none", "imagenet", "") else []
+        return WeightsSource.parse(cfg.distill.weights).files()
 
     def outputs(self, cfg: Config) -> list[str]:
         return [checkpoint_path(BASELINE)]
 
     def run(self, ctx: Context, key: str) -> dict:
-        return train_student(ctx, key, BASELINE, distill=False)
+        d, seed = ctx.cfg.distill, self.seed(ctx)
+        model = build_student(d, len(ctx.data.classes), seed)
+        history = train_student(self.trainer(ctx), model,
+                                self.train_run(ctx, BASELINE, key, d.epochs, d.lr, seed, d.augment), None)
+        return self.save_student(ctx, model, BASELINE, history, None, "CE")

@@ -11,6 +11,7 @@ from compress.benchmarks.report import markdown_report
 from compress.benchmarks.runtimes import warnings as runtime_warnings
 from compress.benchmarks.suite import benchmark_onnx
 from compress.core.config import Config, get_key
+from compress.core.documents import DatasetInfo, QuantizeDecision, Report
 from compress.core.models import load_model
 from compress.core.roster import (
     EXPORT_INFO,
@@ -58,20 +59,18 @@ class BenchmarkStage(Stage):
                 measured["models"][name]["gpu"] = {
                     "device": torch.cuda.get_device_name(0), "precision": "fp32", "latency_ms_by_batch": by_batch,
                     "throughput_ips": int(largest) * 1000.0 / by_batch[largest]["p50"]}
-        report = {
-            "dataset": {"name": data.name, "classes": data.classes, "train_size": len(data.train),
-                        "val_size": len(data.val), "test_size": len(data.test) if data.test is not None else 0,
-                        "figures_from": split,
-                        "selection_split": "val" + ("" if split == "test" else " (also the reported figures: "
-                                                    "too few images for a separate test split)")},
+        quantization = QuantizeDecision.read(ctx.run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
+        report = Report.from_dict({
             **measured,
+            "dataset": DatasetInfo(
+                data.name, data.classes, len(data.train), len(data.val), len(data.test) if data.test is not None else 0,
+                split, "val" + ("" if split == "test" else " (also the reported figures: too few images for a "
+                                                           "separate test split)")),
             "settings": {k: get_key(cfg, k) for k in COMPARED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
-            "quantization": ctx.run.read_json(QUANTIZE_INFO) if cfg.quantize.enabled else None,
-            "warnings": [w for rec in ctx.run.load_manifest().get("stages", {}).values()
-                         for w in rec.get("warnings", [])] + runtime_warnings(measured.get("runtimes", {})),
-        }
-        ctx.run.write_json(REPORT_JSON, report)
+            "quantization": quantization,
+            "warnings": ctx.earlier_warnings + runtime_warnings(measured.get("runtimes", {})),
+        }, "the benchmark")
+        ctx.run.write_json(REPORT_JSON, report.to_dict())
         ctx.run.write_text(REPORT_MD, markdown_report(report))
-        return {n: {"accuracy": m["accuracy"], "p50_ms": m["latency_ms"]["p50"]} for n, m in report["models"].items()}
-
+        return {n: {"accuracy": m.accuracy, "p50_ms": m.latency_ms.p50} for n, m in report.models.items()}

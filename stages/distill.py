@@ -1,37 +1,40 @@
 """Stage `distill`: the ResNet18 student distilled from the teacher (checkpoint `student`), with
-the objective alpha·CE + (1 − alpha)·Σ wᵢ·Dᵢ from `distill.loss` (compress.stages.kd)."""
+the objective alpha·CE + (1 − alpha)·Σ wᵢ·Dᵢ from `distill.loss` (compress.methods.kd)."""
 from __future__ import annotations
 
 from compress.core.config import Config
 from compress.core.data import Dataset
 from compress.core.roster import STUDENT, TEACHER, checkpoint_path
-from compress.core.stage import Context, Stage
-from compress.stages.student_recipe import check_loss_recipe, check_student, train_student
+from compress.core.stage import Context
+from compress.core.weights import WeightsSource
+from compress.methods.student import build_student, check_loss_recipe, check_student, describe_loss, train_student
+from compress.stages.training_stage import StudentStage
 
 
-class DistillStage(Stage):
+class DistillStage(StudentStage):
     name = "distill"
     distributed = True  # DDP under torchrun
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         distill = tuple(f"distill.{k}" for k in cfg.section("distill") if k != "baseline")
-        # out-of-fold teachers are trained from the teacher recipe, not read from its checkpoint
-        folds = tuple(f"teacher.{k}" for k in cfg.section("teacher") if k != "checkpoint") \
-            if cfg.distill.teacher_folds >= 2 else ()
-        return ("data", "train", *distill, *folds)
+        return ("data", "train", *distill, *self.fold_teacher_keys(cfg))
 
     def check(self, cfg: Config, data: Dataset | None) -> None:
-        check_student(cfg)
-        check_loss_recipe(cfg)
+        check_student(cfg.distill)
+        check_loss_recipe(cfg.distill, cfg.train, cfg.teacher.arch)
 
     def inputs(self, cfg: Config) -> list[str]:
         return [checkpoint_path(TEACHER)]
 
     def external_inputs(self, cfg: Config) -> list[str]:
-        return [cfg.distill.weights] if cfg.distill.weights not in ("none", "imagenet", "") else []
+        return WeightsSource.parse(cfg.distill.weights).files()
 
     def outputs(self, cfg: Config) -> list[str]:
         return [checkpoint_path(STUDENT)]
 
     def run(self, ctx: Context, key: str) -> dict:
-        return train_student(ctx, key, STUDENT, distill=True)
+        d, trainer, seed = ctx.cfg.distill, self.trainer(ctx), self.seed(ctx)
+        model = build_student(d, len(ctx.data.classes), seed)
+        plan = self.distillation(ctx, trainer, d.loss, seed)
+        history = train_student(trainer, model, self.train_run(ctx, STUDENT, key, d.epochs, d.lr, seed, d.augment), plan)
+        return self.save_student(ctx, model, STUDENT, history, plan, describe_loss(d) if plan else "CE")

@@ -11,6 +11,7 @@ import shutil
 
 from compress.core.config import Config, section_names
 from compress.core.data import raw_rgb
+from compress.core.documents import QuantizeDecision, Report
 from compress.core.provenance import git_commit
 from compress.core.roster import (
     DEPLOY_CARD,
@@ -37,7 +38,7 @@ from compress.exports.onnx import fix_batch, read_metadata
 from compress.exports.ort_format import convert_to_ort
 from compress.exports.runtimes import write_openvino_ir
 from compress.exports.with_preprocessing import agreement, with_preprocessing
-from compress.stages.student_recipe import describe_loss
+from compress.methods.student import describe_loss
 
 AGREEMENT_IMAGES = 64  # report-split images on which the in-graph preprocessing is checked
 
@@ -60,7 +61,8 @@ class PackageStage(Stage):
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, run = ctx.cfg, ctx.run
-        name = deployable(cfg, run)
+        decision = QuantizeDecision.read(run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
+        name = deployable(cfg, decision)
         source = run.path(onnx_path(name))
         with run.atomic(DEPLOY_ONNX) as tmp:
             shutil.copyfile(source, tmp)
@@ -88,16 +90,16 @@ class PackageStage(Stage):
             with run.atomic(DEPLOY_OPENVINO[0]) as tmp_xml, run.atomic(DEPLOY_OPENVINO[1]) as tmp_bin:
                 write_openvino_ir(deploy, tmp_xml)  # writes tmp_xml and the .bin beside it
                 tmp_xml.with_suffix(".bin").replace(tmp_bin)
-        if cfg.deploy.target == "executorch":  # the .pte ExecuTorch measured fastest within the budget
+        if cfg.deploy.target == "executorch" and decision and decision.executorch:  # fastest within the budget
             with run.atomic(DEPLOY_PTE) as tmp:
-                shutil.copyfile(run.path(run.read_json(QUANTIZE_INFO)["executorch"]["file"]), tmp)
-        report, info = run.read_json(REPORT_JSON), run.read_json(EXPORT_INFO)
-        teacher = {"arch": info[TEACHER]["arch"], "val_accuracy": report["models"][TEACHER]["accuracy"],
+                shutil.copyfile(run.path(decision.executorch["file"]), tmp)
+        report, info = Report.read(run.path(REPORT_JSON)), run.read_json(EXPORT_INFO)
+        teacher = {"arch": info[TEACHER]["arch"], "val_accuracy": report.models[TEACHER].accuracy,
                    "source": "through ONNX Runtime"}
         card = render(CardFacts(name=name, onnx_file=deploy, ort_file=DEPLOY_ORT if cfg.export.ort else None,
                                 metadata=metadata, report=report, config=cfg.to_dict(),
                                 config_hash=sha256_json(cfg.to_dict())[:16], teacher=teacher,
-                                student_loss=describe_loss(cfg), git_commit=git_commit(),
+                                student_loss=describe_loss(cfg.distill), git_commit=git_commit(),
                                 pruning=(info.get(PRUNED) or {}).get("pruning"), in_graph=in_graph))
         run.write_text(DEPLOY_CARD, card)
         ctx.log(f"package: {name} -> deploy/ ({', '.join(p.split('/')[-1] for p in self.outputs(cfg))})")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import base64
 import html
-import re
 
 import torch
 
 from compress.benchmarks import plots
 from compress.benchmarks.gradcam import gradcam, top_region_iou
-from compress.benchmarks.report import busy as report_busy
-from compress.benchmarks.report import markdown_report
+from compress.benchmarks.report import inline_html, report_blocks, to_html
 from compress.core.config import Config
+from compress.core.documents import QuantizeDecision, Report
 from compress.core.models import load_model
 from compress.core.roster import (
     QUANTIZE_INFO,
@@ -48,8 +47,9 @@ class ReportStage(Stage):
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
-        report = ctx.run.read_json(REPORT_JSON)
-        chosen, source = deployable(cfg, ctx.run), final_fp32_student(cfg)
+        report = Report.read(ctx.run.path(REPORT_JSON))
+        decision = QuantizeDecision.read(ctx.run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
+        chosen, source = deployable(cfg, decision), final_fp32_student(cfg)
         order = spread_over_classes(data.val.labels)[:GRADCAM_MAX_IMAGES]  # panels show several classes
         crops = data.val_crops(cfg.data.crop)[order]
         images = data.val_inputs(cfg.data)[order]
@@ -61,11 +61,11 @@ class ReportStage(Stage):
         spatial = min(t_grid + s_grid) > 1  # 1x1 feature maps say nothing about where a model looks
         overlap = top_region_iou(t_cam, s_cam) if spatial else torch.tensor([float("nan")])
         pngs = {
-            "accuracy_vs_latency": plots.accuracy_vs_latency(report["models"], chosen),
-            "size": plots.sizes(report["models"]),
-            "training": plots.training_curves(report.get("training", {})),
-            "confusion": plots.confusion(report["models"][chosen]["confusion_matrix"], data.classes,
-                                         f"{chosen} on {report['dataset'].get('figures_from', 'val')}"),
+            "accuracy_vs_latency": plots.accuracy_vs_latency(report.models, chosen),
+            "size": plots.sizes(report.models),
+            "training": plots.training_curves(report.training or {}),
+            "confusion": plots.confusion(report.models[chosen].confusion_matrix, data.classes,
+                                         f"{chosen} on {report.figures_from}"),
             "gradcam": plots.gradcam_panels(crops[:GRADCAM_PANELS].numpy(), t_cam[:GRADCAM_PANELS].numpy(),
                                             s_cam[:GRADCAM_PANELS].numpy(), source, spatial),
         }
@@ -91,34 +91,6 @@ def spread_over_classes(labels: torch.Tensor) -> torch.Tensor:
     return torch.tensor(order, dtype=torch.long)
 
 
-def _inline(text: str) -> str:
-    text = html.escape(text)
-    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
-    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
-
-
-def markdown_html(markdown: str) -> str:
-    """report.md as HTML: headings, paragraphs and tables (the only markdown the report writes)."""
-    out = []
-    for block in re.split(r"\n\s*\n", markdown.strip()):
-        lines = [ln for ln in block.splitlines() if ln.strip()]
-        if lines[0].startswith("#"):
-            level = len(lines[0]) - len(lines[0].lstrip("#"))
-            out.append(f"<h{level + 1}>{_inline(lines[0].lstrip('#').strip())}</h{level + 1}>")
-            lines = lines[1:]
-        tables = [ln for ln in lines if ln.startswith("|")]
-        text = [ln for ln in lines if not ln.startswith("|")]
-        if text:
-            out.append("<p>" + "<br>".join(_inline(t) for t in text) + "</p>")
-        if tables:
-            rows = [r.strip().strip("|").split("|") for r in tables]
-            body = [r for r in rows[1:] if not set("".join(r)) <= set("-: ")]
-            out.append("<table><tr>" + "".join(f"<th>{_inline(c.strip())}</th>" for c in rows[0]) + "</tr>"
-                       + "".join("<tr>" + "".join(f"<td>{_inline(c.strip())}</td>" for c in r) + "</tr>" for r in body)
-                       + "</table>")
-    return "\n".join(out)
-
-
 def _overlap_sentence(summary: dict) -> str:
     grids = ", ".join(f"{n} {g[0]}×{g[1]}" for n, g in summary["gradcam_feature_maps"].items())
     if summary["gradcam_top20_iou_mean"] is None:
@@ -129,21 +101,18 @@ def _overlap_sentence(summary: dict) -> str:
             f"</b> (± {summary['gradcam_top20_iou_std']:.3f}; feature maps {grids}).")
 
 
-def render_html(report: dict, pngs: dict[str, bytes], summary: dict) -> str:
+def render_html(report: Report, pngs: dict[str, bytes], summary: dict) -> str:
     def img(name: str, alt: str) -> str:
         data = base64.b64encode(pngs[name]).decode()
         return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt} ' \
                f'(<a href="{plot_path(name)}">{plot_path(name)}</a>)</figcaption></figure>'
-    d = report["dataset"]
-    chosen = report["models"][summary["deployable"]]["vs_reference"]
-    busy = " (⚠ timed on a busy machine: not trustworthy)" if report_busy(report) else ""
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>compress report: {html.escape(d['name'])}</title>
+    title = report.dataset.name if report.dataset else "benchmark"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>compress report: {html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
 figure{{display:inline-block;margin:1em}}img{{max-width:100%}}.warn{{color:#a40}}</style></head><body>
-<p><b>Deployable: {summary['deployable']}</b> — {chosen['size_x']:.1f}× smaller, {chosen['speed_x']:.2f}× faster{busy},
-{100 * chosen['accuracy_delta']:+.1f} accuracy points vs the teacher.</p>
-{markdown_html(markdown_report(report))}
+<p><b>Deployable: {inline_html(report.headline(summary['deployable']))}</b>.</p>
+{to_html(report_blocks(report))}
 <h2>Accuracy, latency and size</h2>{img('accuracy_vs_latency', 'accuracy vs latency')}{img('size', 'ONNX size per model')}
 <h2>Training</h2>{img('training', 'training loss and val accuracy per epoch')}
 <h2>Deployable model</h2>{img('confusion', 'confusion matrix of ' + summary['deployable'])}

@@ -8,13 +8,15 @@ from compress.core.config import Config
 from compress.core.data import Dataset
 from compress.core.errors import CompressError
 from compress.core.models import build_model, classification_archs, save_checkpoint
-from compress.core.roster import TEACHER, checkpoint_path, training_state_path
-from compress.core.stage import Context, Stage
+from compress.core.roster import TEACHER, checkpoint_path
+from compress.core.stage import Context
 from compress.core.train import evaluate
-from compress.stages.teacher_recipe import given_teacher, train_teacher
+from compress.core.weights import WeightsSource
+from compress.methods.teacher import given_teacher, train_teacher
+from compress.stages.training_stage import TrainingStage
 
 
-class TeacherStage(Stage):
+class TeacherStage(TrainingStage):
     name = "teacher"
     distributed = True  # DDP under torchrun
 
@@ -25,20 +27,20 @@ class TeacherStage(Stage):
         t = cfg.teacher
         if t.arch not in classification_archs():
             raise CompressError(f"teacher.arch: unknown architecture {t.arch!r}; valid: {', '.join(classification_archs())}")
-        for key, path in (("teacher.checkpoint", t.checkpoint), ("teacher.weights", t.weights)):
-            if path and path not in ("none", "imagenet") and not Path(path).is_file():
+        weights = WeightsSource.parse(t.weights)
+        for key, path in (("teacher.checkpoint", t.checkpoint), ("teacher.weights", weights.file)):
+            if path and not Path(path).is_file():
                 raise CompressError(f"{key}: checkpoint file {path} does not exist")
         if data is None:
             return
         if t.checkpoint:
             given_teacher(t.checkpoint, data.classes, t.arch)
-        elif t.weights not in ("none", ""):
+        elif weights.kind != "none":
             build_model(t.arch, len(data.classes), t.weights)  # fails now, not after an hour of training
 
     def external_inputs(self, cfg: Config) -> list[str]:
         given = [cfg.teacher.checkpoint] if cfg.teacher.checkpoint else []
-        weights = cfg.teacher.weights
-        return given + ([weights] if weights not in ("none", "imagenet", "") else [])
+        return given + WeightsSource.parse(cfg.teacher.weights).files()
 
     def outputs(self, cfg: Config) -> list[str]:
         return [checkpoint_path(TEACHER)]
@@ -46,18 +48,18 @@ class TeacherStage(Stage):
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
         meta = {"arch": cfg.teacher.arch, "classes": data.classes, "crop": cfg.data.crop}
-        state_path = ctx.run.path(training_state_path(TEACHER))
+        run = self.train_run(ctx, TEACHER, key, cfg.teacher.epochs, cfg.teacher.lr, cfg.seed, cfg.teacher.augment)
         if cfg.teacher.checkpoint:
             model, given_meta = given_teacher(cfg.teacher.checkpoint, data.classes, cfg.teacher.arch)
             meta.update(arch=given_meta["arch"], source=cfg.teacher.checkpoint, history=[])
             model = model.to(ctx.device)
         else:
-            model, history = train_teacher(ctx, data, state_path, key, TEACHER)
+            model, history = train_teacher(self.trainer(ctx), cfg.teacher, run)
             meta.update(source=f"trained from weights={cfg.teacher.weights}", history=history)
         accuracy = evaluate(model, data, cfg.data, ctx.device)
         meta["val_accuracy"] = accuracy
         with ctx.run.atomic(checkpoint_path(TEACHER)) as tmp:
             save_checkpoint(model, tmp, meta)
-        state_path.unlink(missing_ok=True)
+        run.state_path.unlink(missing_ok=True)
         ctx.log(f"teacher: val accuracy {accuracy:.4f}")
         return {"val_accuracy": accuracy, "history": meta["history"]}

@@ -9,11 +9,11 @@ import torch
 from click.testing import CliRunner
 from helpers import tiny_overrides
 
-from compress.core.config import load_config
+from compress.core.config import Config
+from compress.methods.teacher_signal import stratified_folds
 from compress.pipeline.cli import main
 from compress.pipeline.runner import run_pipeline
 from compress.stages.distill import DistillStage
-from compress.stages.kd.teacher_signal import stratified_folds
 from compress.stages.teacher import TeacherStage
 
 pytestmark = pytest.mark.slow  # whole pipeline runs; `-m 'not slow'` skips them
@@ -41,7 +41,7 @@ def test_every_method_trains_a_student(digits_folder, tmp_path):
 
 
 def _cfg(digits_folder, **extra):
-    return load_config(None, tuple(tiny_overrides(data__path=str(digits_folder), distill__baseline="false", **extra)))
+    return Config.from_toml(None, tuple(tiny_overrides(data__path=str(digits_folder), distill__baseline="false", **extra)))
 
 
 def test_bare_student_uses_cached_teacher_logits(digits_folder, tmp_path):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import tiny_overrides
 
-from compress.core.config import load_config
+from compress.core.config import Config
 from compress.pipeline.runner import run_pipeline
 from compress.stages.baseline import BaselineStage
 from compress.stages.distill import DistillStage
@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_training_stages_run_on_cuda(digits_folder, tmp_path):
-    cfg = load_config(None, tuple(tiny_overrides(device="cuda", data__path=str(digits_folder), teacher__epochs=2)))
+    cfg = Config.from_toml(None, tuple(tiny_overrides(device="cuda", data__path=str(digits_folder), teacher__epochs=2)))
     manifest = run_pipeline(cfg, tmp_path / "run", quiet=True, stages=(TeacherStage(), DistillStage(), BaselineStage()))
     assert manifest["device"].startswith("cuda")
     assert manifest["executed"] == ["teacher", "distill", "baseline"]

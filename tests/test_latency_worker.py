@@ -26,7 +26,7 @@ def test_rounds_are_split_over_processes_and_all_come_back(tmp_path):
     measured = time_in_fresh_processes(paths, images, [1, 8], threads=1, warmup=1, runs=7, calls=2, processes=3)
     timings = measured.samples
     assert sorted(timings) == [1, 8]
-    assert len(measured.contention) and measured.contention["process_spread"] >= 0  # one ratio per process
+    assert {"busy", "other_cpu_share", "process_spread"} <= set(measured.contention)
     for per_model in timings.values():
         assert sorted(per_model) == ["a", "b"]
         assert all(len(t) == 7 and min(t) > 0 for t in per_model.values())
@@ -66,3 +66,9 @@ def test_a_cpu_hog_beside_the_timing_is_reported_as_a_busy_machine(tmp_path):
             h.kill()
     c = measured.contention
     assert c["busy"] and c["other_cpu_share"] > 0.3, c
+
+
+def test_process_spread_is_the_widest_relative_disagreement_between_processes():
+    from compress.benchmarks.contention import Probe
+    found = Probe.start().finish({"a": [1.0, 1.2, 0.8], "b": [0.5, 0.5, 0.55]})  # medians 1.0 and 0.5
+    assert found["process_spread"] == pytest.approx(0.4)  # (1.2 - 0.8) / 1.0 beats (0.55 - 0.5) / 0.5

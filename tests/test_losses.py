@@ -10,13 +10,13 @@ from torch import nn
 
 from compress.core.config import DistillConfig
 from compress.core.errors import CompressError
-from compress.stages.kd.adversarial import AdversarialTerm, discriminator_loss, generator_loss
-from compress.stages.kd.feature import HintTerm, cosine_distance, hint_mse, rkd_angle, rkd_distance
-from compress.stages.kd.logit import kl_divergence, logit_mse
-from compress.stages.kd.objective import Objective, Settings, TeacherSignal
-from compress.stages.kd.online import MutualTerm, SelfTerm
-from compress.stages.kd.spec import parse_spec, uses_temperature
-from compress.stages.kd.terms import Outputs, Setup, Step
+from compress.methods.kd.adversarial import AdversarialTerm, discriminator_loss, generator_loss
+from compress.methods.kd.feature import HintTerm, cosine_distance, hint_mse, rkd_angle, rkd_distance
+from compress.methods.kd.logit import kl_divergence, logit_mse
+from compress.methods.kd.objective import Objective, Settings, TeacherSignal
+from compress.methods.kd.online import MutualTerm, SelfTerm
+from compress.methods.kd.spec import parse_spec, uses_temperature
+from compress.methods.kd.terms import Outputs, Setup, Step
 
 
 def test_kl_matches_hand_computed_value():

@@ -126,7 +126,7 @@ def test_hidden_head_layers_are_built_pruned_and_reloaded(tmp_path):
 
 
 def test_frozen_encoder_trains_the_whole_hidden_head():
-    from compress.stages.student_recipe import freeze_encoder
+    from compress.methods.student import freeze_encoder
     model = build_model("resnet18", 3, head_hidden=[16])
     freeze_encoder(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -134,6 +134,6 @@ def test_frozen_encoder_trains_the_whole_hidden_head():
 
 
 def test_head_hidden_must_be_positive_widths():
-    from compress.core.config import load_config
+    from compress.core.config import Config
     with pytest.raises(CompressError, match="distill.head_hidden"):
-        load_config(None, ("distill.head_hidden=[0]",))
+        Config.from_toml(None, ("distill.head_hidden=[0]",))

@@ -21,7 +21,7 @@ def test_the_wheel_installs_only_the_compress_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"compress"}
-    for sub in ("core", "stages", "stages/kd", "exports", "benchmarks", "pipeline"):
+    for sub in ("core", "stages", "methods", "methods/kd", "exports", "benchmarks", "pipeline"):
         assert f"compress/{sub}/__init__.py" in names
     assert "compress/_version.py" in names and not any(n.startswith("compress/tests/") for n in names)
 

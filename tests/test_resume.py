@@ -6,15 +6,15 @@ import pytest
 import torch
 from helpers import tiny_overrides
 
-from compress.core.config import load_config
+from compress.core.config import Config
 from compress.core.models import load_checkpoint
+from compress.methods import training as train_mod
 from compress.pipeline.runner import run_pipeline
-from compress.stages import training as train_mod
 from compress.stages.teacher import TeacherStage
 
 
 def test_interrupted_teacher_resumes_and_matches_uninterrupted(digits_folder, tmp_path, monkeypatch):
-    cfg = load_config(None, tuple(tiny_overrides(teacher__epochs=3, teacher__arch="resnet18",
+    cfg = Config.from_toml(None, tuple(tiny_overrides(teacher__epochs=3, teacher__arch="resnet18",
                                                  data__path=str(digits_folder))))
     stages = (TeacherStage(),)
     run_pipeline(cfg, tmp_path / "straight", quiet=True, stages=stages)

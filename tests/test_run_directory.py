@@ -15,7 +15,7 @@ import torch
 from click.testing import CliRunner
 from helpers import cli_args, tiny_overrides, write_digits
 
-from compress.core.config import load_config
+from compress.core.config import Config
 from compress.core.lock import RunLock
 from compress.core.rundir import atomic_path
 from compress.pipeline.cli import main
@@ -38,7 +38,7 @@ def one_error_line(result) -> str:
 
 
 def teacher_only(data: Path, **extra):
-    return load_config(None, tuple(tiny_overrides(teacher__arch="resnet18", data__path=str(data), **extra)))
+    return Config.from_toml(None, tuple(tiny_overrides(teacher__arch="resnet18", data__path=str(data), **extra)))
 
 
 def test_second_process_fails_at_once_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path, digits_folder):

@@ -3,7 +3,6 @@ candidate that keeps the most sensitive layers in float."""
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,7 @@ from compress.exports.onnx import client_metadata, export_onnx
 from compress.exports.quantize import preprocessed, quantize_int8
 from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session, run_logits
-from compress.stages.quantize import QuantizeStage, Trial
+from compress.methods.int8_search import Trial, mixed_candidate, sensitivity
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +47,11 @@ def test_mixed_candidate_keeps_the_smallest_number_of_layers_in_float(model_file
     cfg = Config()
     with preprocessed(model_file) as prepped:
         trial = Trial(model_file, prepped, tmp_path, images, val, labels, 1)
-        ctx = SimpleNamespace(cfg=cfg, warn=warnings.append)
-        ranking = QuantizeStage._sensitivity(ctx, trial, "qdq_u8s8")
+        ranking = sensitivity(trial, "qdq_u8s8", cfg.quantize)
         cfg.quantize.max_accuracy_drop = 100.0  # any accuracy will do: one layer in float is enough
-        easy = QuantizeStage._mixed(ctx, trial, "qdq_u8s8", ranking, 1.0)
+        easy = mixed_candidate(trial, "qdq_u8s8", ranking, 1.0, cfg.quantize, warnings.append)
         cfg.quantize.max_accuracy_drop = -1.0  # nothing can meet this: the search ends with a warning
-        impossible = QuantizeStage._mixed(ctx, trial, "qdq_u8s8", ranking, 1.0)
+        impossible = mixed_candidate(trial, "qdq_u8s8", ranking, 1.0, cfg.quantize, warnings.append)
     assert easy["k"] == 1 and easy["float_layers"] == [ranking[0]["node"]] and easy["name"] == "mixed_qdq_u8s8"
     assert impossible is None and "no mixed-precision" in warnings[0]
 

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compress.core.config import DistillConfig
 from compress.core.errors import CompressError
 from compress.core.models import last_linear
-from compress.stages.kd.logit import cross_entropy
-from compress.stages.kd.registry import TERMS
-from compress.stages.kd.spec import parse_spec
-from compress.stages.kd.terms import Outputs, Setup, Step
+from compress.methods.kd.logit import cross_entropy
+from compress.methods.kd.registry import TERMS
+from compress.methods.kd.spec import HintLayers, parse_spec
+from compress.methods.kd.terms import Outputs, Setup, Step
 
 
 class FeatureTap:
@@ -94,12 +95,12 @@ def cached_teacher(logits: torch.Tensor) -> TeacherFn:
 @dataclass
 class Settings:
     """The objective's numbers: alpha·CE + (1 − alpha)·Σ wᵢ·Dᵢ, T, label smoothing; `options` (the
-    DistillConfig) holds the per-term keys; `seed` initialises parts such as a DML peer."""
+    distill.* settings) holds the per-term keys; `seed` initialises parts such as a DML peer."""
 
     alpha: float
     temperature: float
     label_smoothing: float
-    options: object
+    options: DistillConfig
     seed: int
 
 
@@ -119,7 +120,8 @@ class Objective:
         kinds = [TERMS[name] for _, name in self.weighted]
         features = {f for k in kinds for f in k.features}
         hint = "hint" in features
-        s_layer, t_layer = settings.options.hint_layers.split(":") if hint else (None, None)
+        layers = HintLayers.parse(settings.options.hint_layers) if hint else None
+        s_layer, t_layer = (layers.student, layers.teacher) if layers else (None, None)
         teacher = signal.module
         self.needs_teacher = any(k.needs_teacher for k in kinds)
         if self.needs_teacher and teacher is None and signal.logits is None:

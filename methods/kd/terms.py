@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compress.core.config import DistillConfig
+
 
 @dataclass
 class Outputs:
@@ -46,7 +48,7 @@ class Setup:
     student: nn.Module
     student_probe: Outputs
     teacher_probe: Outputs | None
-    options: object  # the DistillConfig, for term-specific keys (hint_layers, rkd_angle_weight, ...)
+    options: DistillConfig  # the distill.* settings, for term-specific keys (hint_layers, rkd_angle_weight, ...)
     seed: int
 
 

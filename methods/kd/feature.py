@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.stages.kd.registry import register
-from compress.stages.kd.terms import Setup, Step, Term
+from compress.methods.kd.registry import register
+from compress.methods.kd.terms import Setup, Step, Term
 
 
 def hint_mse(regressed: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from compress.core.models import build_model
-from compress.stages.kd.logit import cross_entropy, kl_divergence
-from compress.stages.kd.registry import register
-from compress.stages.kd.terms import Setup, Step, Term
+from compress.methods.kd.logit import cross_entropy, kl_divergence
+from compress.methods.kd.registry import register
+from compress.methods.kd.terms import Setup, Step, Term
 
 
 @register("dml")

@@ -1,4 +1,4 @@
-"""What each distillation term (compress.stages.kd) is, in plain data: its description and what it
+"""What each distillation term (compress.methods.kd) is, in plain data: its description and what it
 needs. Outside the kd package so that reading it imports no torch.
 
 `compress losses` lists this without importing torch; `registry.register` copies these

@@ -4,8 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from compress.stages.kd.registry import register
-from compress.stages.kd.terms import Setup, Step, Term
+from compress.methods.kd.registry import register
+from compress.methods.kd.terms import Setup, Step, Term
 
 
 def cross_entropy(logits: torch.Tensor, y: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:

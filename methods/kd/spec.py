@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from compress.core.errors import CompressError
-from compress.stages.kd.registry import TERMS
+from compress.methods.kd.registry import TERMS
 
 
 def parse_spec(spec: str) -> list[tuple[float, str]]:
@@ -38,3 +39,18 @@ def needs_teacher_features(spec: str) -> set[str]:
 
 def needs_teacher(spec: str) -> bool:
     return any(TERMS[name].needs_teacher for _, name in parse_spec(spec))
+
+
+@dataclass(frozen=True)
+class HintLayers:
+    """`distill.hint_layers` "student_module:teacher_module": the maps a FitNets hint compares."""
+
+    student: str
+    teacher: str
+
+    @classmethod
+    def parse(cls, text: str) -> HintLayers:
+        student, sep, teacher = text.partition(":")
+        if not sep or not student or not teacher or ":" in teacher:
+            raise CompressError(f"distill.hint_layers {text!r} must be student_module:teacher_module, e.g. layer3:layer3")
+        return cls(student.strip(), teacher.strip())

@@ -4,4 +4,4 @@ them, and where the teacher's signal comes from. Not a stage: stages use it.
 Importing this package registers every term (torchdistill's registry pattern): the term modules
 register into `registry`, and the registry imports none of them.
 """
-from compress.stages.kd import adversarial, feature, logit, online  # noqa: F401  (registration)
+from compress.methods.kd import adversarial, feature, logit, online  # noqa: F401  (registration)

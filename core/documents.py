@@ -1,0 +1,300 @@
+"""The run's documents, typed: report.json (what the benchmark measured) and onnx/quantize.json
+(the int8 decision). They are the contract between the benchmark, the report, the package
+stage, the model card, the gate, the CLI and the README scripts, so they are written and read
+here and nowhere else.
+
+Each document is a tree of dataclasses. pydantic validates a file on reading (a wrong or missing
+field is one line naming it) and converts the nested dataclasses both ways; `to_dict()` writes
+the same JSON layout as before the types existed (optional figures such as top-5 accuracy or
+the GPU timings are left out when absent, not written as null).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from compress.core.errors import CompressError
+
+T = TypeVar("T")
+
+
+def _omit(default: Any = None) -> Any:
+    """A field left out of the JSON when it is None (an optional figure a report may lack)."""
+    return field(default=default, metadata={"omit_none": True})
+
+
+def _to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_json(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if not (f.metadata.get("omit_none") and getattr(value, f.name) is None)}
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _validate(kind: type[T], data: Any, where: str) -> T:
+    from pydantic import TypeAdapter, ValidationError
+    try:
+        return TypeAdapter(kind).validate_python(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        place = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise CompressError(f"{where}: {place}: {first['msg'].lower()}; was it written by this compress version?") \
+            from None
+
+
+def read_json(path: str | Path, what: str = "") -> Any:
+    """A JSON file's content; a missing or unreadable file is one line naming it."""
+    path = Path(path)
+    name = f"{what} {path}".strip()
+    if not path.is_file():
+        raise CompressError(f"{name} does not exist")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CompressError(f"{name} is not valid JSON ({exc})") from None
+
+
+class Document:
+    """A JSON document of the run directory."""
+
+    def to_dict(self) -> dict:
+        return _to_json(self)
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict, where: str = "document") -> T:
+        return _validate(cls, data, where)
+
+    @classmethod
+    def read(cls: type[T], path: str | Path) -> T:
+        return cls.from_dict(read_json(path), str(path))  # type: ignore[attr-defined]
+
+
+# ---------------------------------------------------------------- onnx/quantize.json
+
+@dataclass
+class Candidate:
+    """One measured int8 (or fp32) file: batch-1 p50 in the target runtime, val accuracy, size."""
+
+    name: str
+    p50_ms: float
+    accuracy: float
+    onnx_bytes: int
+    vendor_ops: list[str] = field(default_factory=list)  # non-standard operator domains the file needs
+    agreement_with_source: float | None = _omit()  # top-1 agreement with the fp32 source on val
+
+
+@dataclass
+class QuantizeDecision(Document):
+    """What the quantize stage measured and chose, and which model an edge team should take."""
+
+    source: str  # the fp32 model quantized
+    format: str
+    chosen: str  # the winning layout, or "fp32"
+    int8_file_holds: str  # what onnx/student_int8.onnx is (the winner, or the best int8 for reference)
+    deploy_target: str
+    vendor_ops: list[str]
+    mixed: dict | None
+    qat: dict | None
+    executorch: dict | None
+    deployable: str
+    reason: str
+    fp32: Candidate
+    candidates: list[Candidate]
+
+
+# ---------------------------------------------------------------- report.json
+
+@dataclass
+class DatasetInfo:
+    name: str
+    classes: list[str]
+    train_size: int
+    val_size: int
+    test_size: int = 0
+    figures_from: str = "val"  # the split the report's figures come from: test when there is one
+    selection_split: str = "val"
+
+    def sizes(self) -> str:
+        """"1151 train / 359 val / 287 test"."""
+        return f"{self.train_size} train / {self.val_size} val" + (f" / {self.test_size} test" if self.test_size else "")
+
+    def describe(self) -> str:
+        return f"Dataset **{self.name}**: {len(self.classes)} classes, {self.sizes()} images."
+
+
+@dataclass(kw_only=True)
+class Environment:
+    cpu: str
+    vendor: str = ""
+    isa: list[str]
+    cores: int | None = None
+    threads: int
+    os: str = ""
+    machine: str = ""
+    python: str = ""
+    torch: str = ""
+    onnxruntime: str = ""
+    numpy: str = ""
+    gpu: str | None = None
+
+
+@dataclass
+class Comparison:
+    """Two models on the same images, McNemar's exact test (benchmarks/stats.py)."""
+
+    model: str
+    against: str
+    only_a_right: int
+    only_b_right: int
+    p_value: float
+    delta: float  # accuracy of model minus accuracy of against
+    verdict: str  # better | worse | not distinguishable
+    n: int
+
+    def sentence(self) -> str:
+        """"student vs baseline: **not distinguishable** at 95% (Δ −0.55 points on 153 images; ...)"."""
+        return (f"{self.model} vs {self.against}: **{self.verdict}** at 95% (Δ {100 * self.delta:+.2f} points on "
+                f"{self.n} images; right only for {self.model}: {self.only_a_right}, only for {self.against}: "
+                f"{self.only_b_right}; McNemar exact p = {self.p_value:.3g})")
+
+
+@dataclass
+class Latency:
+    p50: float
+    p90: float = 0.0
+    p99: float = 0.0
+    mean: float = 0.0
+    std: float = 0.0
+    iqr_over_median: float = 0.0
+    noisy: bool = False
+    runs: int = 0
+
+
+@dataclass
+class Interval:
+    low: float
+    high: float
+    n: int
+
+
+@dataclass
+class VsReference:
+    """How many times smaller, faster (same-run paired ratio at the first batch size) and cheaper
+    than the reference, and the accuracy difference to it."""
+
+    size_x: float
+    speed_x: float
+    macs_x: float | None
+    accuracy_delta: float
+
+
+@dataclass
+class GpuFigures:
+    device: str
+    precision: str
+    latency_ms_by_batch: dict[str, Latency]
+    throughput_ips: float
+
+
+@dataclass(kw_only=True)
+class ModelReport:
+    onnx: str
+    onnx_bytes: int
+    params: int | None
+    macs: int | None
+    operators: list[str] = field(default_factory=list)  # every operator the file needs
+    accuracy: float
+    accuracy_interval: Interval | None = _omit()
+    per_class_accuracy: dict[str, float | None]
+    confusion_matrix: list[list[int]]
+    ece: float
+    agreement_with_teacher: float | None = _omit()
+    agreement_with_reference: float | None = _omit()  # when the reference is not the teacher
+    top5_accuracy: float | None = _omit()  # more than 5 classes
+    latency_ms: Latency
+    latency_ms_by_batch: dict[str, Latency]
+    throughput_ips: float
+    latency_ratio_to_reference: dict[str, float]
+    vs_reference: VsReference | None = _omit()
+    gpu: GpuFigures | None = _omit()
+
+    @property
+    def agreement(self) -> float:
+        """Top-1 agreement with the reference model."""
+        value = self.agreement_with_teacher if self.agreement_with_teacher is not None else self.agreement_with_reference
+        return 1.0 if value is None else value
+
+
+@dataclass
+class RuntimeModel:
+    loads: bool
+    accuracy: float | None = _omit()
+    agreement_with_onnxruntime: float | None = _omit()
+    latency_ms: Latency | None = _omit()
+    error: str | None = _omit()
+
+
+@dataclass
+class RuntimeReport:
+    version: str
+    models: dict[str, RuntimeModel]
+
+
+@dataclass(kw_only=True)
+class BenchmarkInfo:
+    device: str = "cpu"
+    threads: int
+    batch_sizes: list[int]
+    warmup: int
+    runs: int
+    calls_per_sample: int = 1
+    processes: int = 1
+    reference: str
+    interleaved: bool = True
+    ort_spinning: bool = False
+    contention: dict | None = None  # benchmarks/contention.py
+    input: list | None = None
+
+
+@dataclass(kw_only=True)
+class Report(Document):
+    """report.json."""
+
+    dataset: DatasetInfo | None = _omit()
+    environment: Environment
+    comparisons: list[Comparison] = field(default_factory=list)
+    runtimes: dict[str, RuntimeReport] = field(default_factory=dict)
+    benchmark: BenchmarkInfo
+    models: dict[str, ModelReport]
+    settings: dict | None = _omit()
+    training: dict[str, list[dict]] | None = _omit()
+    quantization: QuantizeDecision | None = _omit()
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def reference(self) -> str:
+        return self.benchmark.reference
+
+    @property
+    def figures_from(self) -> str:
+        return self.dataset.figures_from if self.dataset else "val"
+
+    def busy(self) -> dict | None:
+        """The contention record when the timing ran on a busy machine, else None."""
+        c = self.benchmark.contention or {}
+        return c if c.get("busy") else None
+
+    def headline(self, name: str) -> str:
+        """"student_int8: 23.8x smaller, 9.11x faster, +9.8 accuracy points vs the teacher on test"."""
+        r = self.models[name].vs_reference
+        if r is None:
+            return name
+        flag = " (⚠ timed on a busy machine: re-measure)" if self.busy() else ""
+        return (f"{name}: {r.size_x:.1f}x smaller, {r.speed_x:.2f}x faster{flag}, {100 * r.accuracy_delta:+.1f} "
+                f"accuracy points vs the {self.reference} on {self.figures_from}")
