@@ -4,10 +4,11 @@ The repository's top-level folders are this package's layers; each imports only 
 (checked in CI by import-linter, see pyproject.toml):
 
     compress.pipeline    the top: command line, the stage runner, sweeps
-    compress.stages      one module per pipeline stage; stages.kd is the distillation library
+    compress.stages      one module per pipeline stage: the stage classes, composing library calls
+    compress.methods     the library: distillation terms, training recipes, pruning, int8 search, QAT
     compress.benchmarks  measuring and judging: latency, accuracy, report, the CI gate
     compress.exports     what leaves PyTorch: ONNX, int8, ORT format, model card, client
-    compress.core        config, data, models, the training loop, run directory, provenance
+    compress.core        config, data, models, the training loop, run directory, typed documents
 
 Importing `compress` imports nothing heavy (no torch): the latency worker relies on that.
 """

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -45,7 +46,7 @@ def write_images(root: Path, count: int, seed: int = 0) -> None:
         draw = ImageDraw.Draw(img)
         for _ in range(12):
             x0, y0 = rng.integers(0, WIDTH), rng.integers(0, HEIGHT)
-            draw.ellipse([x0, y0, x0 + rng.integers(20, 200), y0 + rng.integers(20, 200)],
+            draw.ellipse([float(x0), float(y0), float(x0 + rng.integers(20, 200)), float(y0 + rng.integers(20, 200))],
                          fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
         pixels = np.asarray(img, dtype=np.int16) + rng.integers(-12, 13, (HEIGHT, WIDTH, 3))
         Image.fromarray(pixels.clip(0, 255).astype(np.uint8)).save(folder / f"{i}.jpg", quality=90)
@@ -59,7 +60,7 @@ def measure_loader(root: str, mode: str, workers: int, cache_dir: str) -> dict:
     from compress.core.config import Config
     from compress.core.data import load_dataset
     from compress.core.loader import TrainLoader
-    cfg = replace(Config().data, path=root, resize=256, crop=224, batch_size=32, augment="crop_flip", cache=mode,
+    cfg = replace(Config().data, path=root, resize=256, crop=224, batch_size=32, augment="crop_flip", cache=cast(Any, mode),
                   cache_dir=cache_dir, val_fraction=0.02, test_fraction=0.0)
     t0 = time.perf_counter()
     data = load_dataset(cfg, 0)

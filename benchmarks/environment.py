@@ -14,7 +14,7 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_i
 
 def _cpuinfo() -> tuple[str, str, set[str]]:
     """(vendor, model name, flags) from /proc/cpuinfo; the platform's words where it is absent."""
-    model, vendor, flags = platform.processor() or platform.machine(), "", set()
+    model, vendor, flags = platform.processor() or platform.machine(), "", set[str]()
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

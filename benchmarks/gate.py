@@ -131,8 +131,8 @@ def _portable_rows(name: str, b: ModelFigures, n: ModelFigures, limits: Limits) 
             rows.append(_absent(name, "operators", b.operators, n.operators))
         else:
             added, dropped = sorted(set(n.operators) - set(b.operators)), sorted(set(b.operators) - set(n.operators))
-            change = "; ".join(filter(None, [added and "new: " + ", ".join(added),
-                                             dropped and "gone: " + ", ".join(dropped)])) or "same"
+            parts = ([f"new: {', '.join(added)}"] if added else []) + ([f"gone: {', '.join(dropped)}"] if dropped else [])
+            change = "; ".join(parts) or "same"
             rows.append(Row(name, "operators", len(b.operators), len(n.operators), change, "no new operator",
                             "FAIL" if added else "PASS"))
     return rows

@@ -58,7 +58,7 @@ def heavier_variant(checkpoint: Path, crop: int, target: float = 0.2):
     original, _ = load_model(checkpoint)
     base = count_macs(original, crop)
     stages = ("layer1", "layer2", "layer3", "layer4")
-    best = None
+    best: tuple[torch.nn.Module, float, str] | None = None
     for chosen in [*[(s,) for s in stages], *itertools.combinations(stages, 2)]:
         model = copy.deepcopy(original)
         for stage in chosen:
@@ -67,6 +67,7 @@ def heavier_variant(checkpoint: Path, crop: int, target: float = 0.2):
         growth = count_macs(model, crop) / base - 1
         if best is None or abs(growth - target) < abs(best[1] - target):
             best = (model, growth, " + ".join(f"one {s} block" for s in chosen))
+    assert best is not None  # the loop always runs
     model, growth, added = best
     return model.eval(), growth, added
 
@@ -140,7 +141,7 @@ def main() -> None:
         print(f"\n2. sensitivity: {args.model} with {added}, {growth:+.1%} MACs; {Limits()}")
         # the same set of models as the baseline's run: a ratio also depends on what else is
         # interleaved (measured: the pruned student alone with the teacher ran 4-8% faster)
-        caught = {(label, e.testbed.describe()): [] for label in ("unchanged", "+compute") for e in baseline.entries}
+        caught: dict[tuple[str, str], list[str]] = {(label, e.testbed.describe()): [] for label in ("unchanged", "+compute") for e in baseline.entries}
         for label, path in (("unchanged", models[args.model]), ("+compute", heavy)):
             for _ in range(args.repeats):
                 report = measure({**models, args.model: path})

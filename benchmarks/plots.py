@@ -102,7 +102,7 @@ def confusion(matrix: list, classes: list[str], title: str) -> bytes:
     ax.set_yticks(range(len(classes)), classes, fontsize=8)
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
+            ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=8,
                     color="white" if m[i, j] > m.max() / 2 else "black")
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")

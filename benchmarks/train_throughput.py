@@ -28,7 +28,7 @@ def synthetic_images(n: int, resize: int, classes: int, seed: int = 0) -> ImageS
 
 
 def loss_fn(model, x, y, _index):
-    return torch.nn.functional.cross_entropy(model(x).float(), y)  # the teacher's CE, as stages/kd/logit.py has it
+    return torch.nn.functional.cross_entropy(model(x).float(), y)  # the teacher's CE, as methods/kd/logit.py has it
 
 
 def through_pipeline(model, images: ImageSet, cfg: DataConfig, device, steps: int, workers: int) -> float:

@@ -230,7 +230,7 @@ def section_names() -> tuple[str, ...]:
 def _fields() -> dict[str, tuple[type, dataclasses.Field]]:
     """`section.key` (or a top-level key) -> (its annotated type, its dataclass field)."""
     out = {}
-    owners = {"": Config, **{name: type(sec) for name, sec in _sections(Config()).items()}}
+    owners: dict[str, type] = {"": Config, **{name: type(sec) for name, sec in _sections(Config()).items()}}
     for prefix, cls in owners.items():
         hints = get_type_hints(cls)
         for f in dataclasses.fields(cls):
@@ -329,6 +329,9 @@ def _split_override(item: str) -> tuple[str, str]:
 
 
 
+QUANTIZE_CANDIDATES = get_args(get_type_hints(QuantizeConfig)["format"])[1:]  # every format but "auto"
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -377,8 +380,8 @@ def validate(cfg: Config) -> None:
         (cfg.prune.round_to >= 1, "prune.round_to must be >= 1"),
         (min(cfg.teacher.epochs, cfg.prune.epochs) >= 0, "teacher.epochs and prune.epochs must be >= 0"),
         (cfg.quantize.calibration_samples >= 1, "quantize.calibration_samples must be >= 1"),
-        (bool(cfg.quantize.candidates) and all(c in choices("quantize.format")[1:] for c in cfg.quantize.candidates),
-         f"quantize.candidates must be a non-empty list of {', '.join(choices('quantize.format')[1:])}"),
+        (bool(cfg.quantize.candidates) and all(c in QUANTIZE_CANDIDATES for c in cfg.quantize.candidates),
+         f"quantize.candidates must be a non-empty list of {', '.join(QUANTIZE_CANDIDATES)}"),
         (cfg.bench.threads >= 1 and cfg.bench.runs >= 2 and cfg.bench.calls_per_sample >= 1
          and cfg.bench.processes >= 1,
          "bench.threads >= 1, bench.runs >= 2, bench.calls_per_sample >= 1 and bench.processes >= 1"),

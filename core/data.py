@@ -188,6 +188,7 @@ def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfi
             return None
 
     threads = os.cpu_count() or 2
+    images: Sequence
     if mode == "none":
         images, kept = DecodedOnRead(paths, lambda p: decode_file(p, cfg.resize, draft)), list(range(len(paths)))
     elif mode == "disk":

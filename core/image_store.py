@@ -48,23 +48,23 @@ class DiskImages(Sequence):
     """Images stored back to back in one uint8 file; `index` rows are (offset, c, h, w)."""
 
     def __init__(self, data_file: Path, index: np.ndarray):
-        self.data_file, self.index = Path(data_file), index
+        self.data_file, self.rows = Path(data_file), index
         self._fd, self._pid = None, None
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.rows)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         if self._fd is None or self._pid != os.getpid():  # one descriptor per (worker) process
             self._fd, self._pid = os.open(self.data_file, os.O_RDONLY), os.getpid()
-        offset, c, h, w = (int(v) for v in self.index[i])
+        offset, c, h, w = (int(v) for v in self.rows[i])
         buf = os.pread(self._fd, c * h * w, offset)
         return torch.frombuffer(bytearray(buf), dtype=torch.uint8).view(c, h, w)
 
     def __getstate__(self):
-        return {"data_file": self.data_file, "index": self.index, "_fd": None, "_pid": None}
+        return {"data_file": self.data_file, "rows": self.rows, "_fd": None, "_pid": None}
 
     def __del__(self):
         if self._fd is not None and self._pid == os.getpid():

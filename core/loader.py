@@ -31,7 +31,7 @@ TRIM_EVERY = 4  # batches between malloc_trim calls (core/memory.py)
 class TrainBatch(NamedTuple):
     x: torch.Tensor  # normalised float [N, 3, crop, crop], on the training device
     y: torch.Tensor  # class indices [N], or soft targets [N, C] after mixup/cutmix
-    index: torch.Tensor  # positions in the train ImageSet: lets cached per-image teacher logits line up
+    index: torch.Tensor  # type: ignore[assignment]  # positions in the train ImageSet (shadows tuple.index)
 
 
 def epoch_order(count: int, seed: int, epoch: int, shuffle: bool = True) -> torch.Tensor:

@@ -158,9 +158,11 @@ def apply_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
         if current[name] == list(shape):
             continue
         old = model.get_submodule(name)
-        if isinstance(old, nn.Conv2d):
-            new = nn.Conv2d(shape[0], shape[1], old.kernel_size, old.stride, old.padding, old.dilation,
-                            groups=shape[2], bias=old.bias is not None, padding_mode=old.padding_mode)
+        new: nn.Module
+        if isinstance(old, nn.Conv2d):  # torch's stubs type the tuples as tuple[int, ...]
+            new = nn.Conv2d(shape[0], shape[1], old.kernel_size, old.stride, old.padding,  # type: ignore[arg-type]
+                            old.dilation, groups=shape[2], bias=old.bias is not None,  # type: ignore[arg-type]
+                            padding_mode=old.padding_mode)
         elif isinstance(old, nn.BatchNorm2d):
             new = nn.BatchNorm2d(shape[0], old.eps, old.momentum, old.affine, old.track_running_stats)
         else:

@@ -37,7 +37,7 @@ def resize_shorter(img: Image.Image, size: int) -> Image.Image:
         new_w, new_h = int(size * w / h), size
     if (new_w, new_h) == (w, h):
         return img
-    return img.resize((new_w, new_h), Image.BILINEAR)
+    return img.resize((new_w, new_h), Image.Resampling.BILINEAR)
 
 
 def crop_offsets(height: int, width: int, size: int) -> tuple[int, int]:

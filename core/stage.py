@@ -11,7 +11,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -90,7 +90,7 @@ class ConfigView:
 class Context:
     """What a running stage may use. Stages exchange data only through files in `run`."""
 
-    cfg: ConfigView
+    cfg: Config  # a ConfigView at run time: the declared keys of a Config, read-only
     run: RunDir
     data: Dataset
     device: torch.device
@@ -129,14 +129,15 @@ class Stage:
     def enabled(self, cfg: Config) -> bool:
         return True
 
-    def check(self, cfg: Config, data: Dataset) -> None:
+    def check(self, cfg: Config, data: Dataset | None) -> None:
         """Reject bad settings or inputs with a CompressError, before any stage does work."""
 
     def keys(self, cfg: Config) -> list[str]:
         return expand(cfg, ("seed", *self.reads(cfg)))
 
-    def view(self, cfg: Config) -> ConfigView:
-        return ConfigView(cfg, self.keys(cfg), self.name)
+    def view(self, cfg: Config) -> Config:
+        """`cfg` restricted to the declared keys (typed as the Config it stands for)."""
+        return cast(Config, ConfigView(cfg, self.keys(cfg), self.name))
 
     def inputs(self, cfg: Config) -> list[str]:
         """Artifacts in the run directory this stage reads."""

@@ -76,6 +76,11 @@ class Pruner:
                 "global_pruning": cfg.global_pruning}
 
 
+def macs_at_most(share: float) -> Callable[[float, float], bool]:
+    """A stopping rule for Pruner.prune_until: MACs at or below `share` of the unpruned network's."""
+    return lambda macs, _params: macs <= share
+
+
 def taylor_gradients(images: torch.Tensor, labels: torch.Tensor) -> Callable[[torch.nn.Module], None]:
     """Fills .grad with CE gradients on a fixed set of training images (what Taylor importance reads)."""
     def fill(model: torch.nn.Module) -> None:

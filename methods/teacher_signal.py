@@ -113,11 +113,11 @@ def stratified_folds(labels: torch.Tensor, k: int, seed: int) -> list[torch.Tens
     folds: list[list[int]] = [[] for _ in range(k)]
     offset = 0
     for c in torch.unique(labels).tolist():
-        idx = torch.nonzero(labels == c).flatten()
-        idx = idx[torch.randperm(len(idx), generator=gen)].tolist()
-        for j, i in enumerate(idx):
+        members = torch.nonzero(labels == c).flatten()
+        shuffled = members[torch.randperm(len(members), generator=gen)].tolist()
+        for j, i in enumerate(shuffled):
             folds[(j + offset) % k].append(i)
-        offset += len(idx)
+        offset += len(shuffled)
     return [torch.tensor(sorted(f), dtype=torch.long) for f in folds]
 
 

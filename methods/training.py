@@ -70,10 +70,11 @@ class Trainer:
                                    self.train_cfg, run.lr)
         trained = self._data_parallel(model, objective) if self.distributed else model
         in_memory = not isinstance(self.data.train.images, DiskImages | DecodedOnRead)
-        shard = dict(rank=rank(), world=world_size()) if self.distributed else {}
         with TrainLoader(self.data.train, self.data_cfg, run.seed, augment=run.augment, mixup=self.train_cfg.mixup,
                          cutmix=self.train_cfg.cutmix, num_classes=len(self.data.classes), device=self.device,
-                         workers=default_workers(self.data_cfg.workers, self.device, in_memory), **shard) as loader:
+                         workers=default_workers(self.data_cfg.workers, self.device, in_memory),
+                         rank=rank() if self.distributed else 0,
+                         world=world_size() if self.distributed else 1) as loader:
             recipe = Recipe(
                 optimizer=optimizer, scheduler=make_scheduler(optimizer, self.train_cfg, run.epochs), epochs=run.epochs,
                 batches=loader.epoch, steps_per_epoch=len(loader), device=self.device, extra_modules=extra,

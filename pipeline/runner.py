@@ -14,6 +14,7 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from compress.core.config import Config
 from compress.core.data import Dataset, load_dataset
@@ -138,7 +139,7 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
              run.root, device)
     previous = run.load_manifest()
     records = dict(previous.get("stages", {}))
-    manifest = {
+    manifest: dict[str, Any] = {
         "config": cfg.to_dict(), "versions": library_versions(), "git_commit": git_commit(), "device": str(device),
         "dataset": {"name": data.name, "path": cfg.data.path, "classes": data.classes,
                     "train_size": len(data.train), "val_size": len(data.val), "fingerprint": data.fingerprint,
@@ -152,11 +153,11 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
                 run.path(rel).unlink(missing_ok=True)  # a stage turned off leaves nothing stale behind
             continue
         key = stage_key(stage, cfg, run, data) if is_main() else None
-        if from_main(_up_to_date(records.get(stage.name), key, run, stage.outputs(cfg)) if is_main() else None):
+        if from_main(_up_to_date(records.get(stage.name), key or "", run, stage.outputs(cfg)) if is_main() else None):
             manifest["skipped"].append(stage.name)
             log.info("stage %d/%d: %s up to date, skipped", number, len(stages), stage.name)
             continue
-        key = from_main(key)
+        key = str(from_main(key))
         together = stage.distributed and active()
         if not is_main() and not together:
             barrier()  # rank 0 runs this stage alone

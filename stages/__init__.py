@@ -1,2 +1,2 @@
-"""One module per pipeline stage (teacher, distill, baseline, prune, export, quantize,
-benchmark, package, report), the recipes they share, and `kd`, the distillation library."""
+"""The pipeline's stages (teacher, distill, baseline, prune, export, quantize, benchmark, package,
+report), one class per module, each composing compress.methods calls in run()."""

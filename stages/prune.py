@@ -9,7 +9,7 @@ from compress.core.data import calibration_batch, calibration_indices
 from compress.core.models import load_model, save_checkpoint
 from compress.core.roster import PRUNED, STUDENT, TEACHER, checkpoint_path
 from compress.core.stage import Context
-from compress.methods.pruning import ROUND_MACS_CUT, Pruner, onnx_p50_ms, taylor_gradients
+from compress.methods.pruning import ROUND_MACS_CUT, Pruner, macs_at_most, onnx_p50_ms, taylor_gradients
 from compress.methods.student import phase_loss, train_student
 from compress.stages.training_stage import StudentStage
 
@@ -51,7 +51,7 @@ class PruneStage(StudentStage):
             val = ctx.data.val_inputs(cfg.data).numpy()
             start_ms = onnx_p50_ms(model, cfg.data, cfg.export.opset, cfg.bench, val)
             for r in range(1, p.max_rounds + 1):
-                pruner.prune_until(lambda macs, _params, r=r: macs <= (1 - ROUND_MACS_CUT) ** r)
+                pruner.prune_until(macs_at_most((1 - ROUND_MACS_CUT) ** r))
                 fine_tune(f"{PRUNED}-round{r}", f"{key}-round{r}", p.round_epochs, seed + r)
                 ms = onnx_p50_ms(model, cfg.data, cfg.export.opset, cfg.bench, val)
                 rounds.append({"round": r, "macs_ratio": pruner.ratios()[0], "p50_ms": ms})
@@ -64,7 +64,7 @@ class PruneStage(StudentStage):
         elif p.target == "params":
             pruner.prune_until(lambda _macs, params: params <= p.params_ratio)
         else:
-            pruner.prune_until(lambda macs, _params: macs <= p.macs_ratio)
+            pruner.prune_until(macs_at_most(p.macs_ratio))
         summary = pruner.summary(p)
         summary.update(target_value={"macs": p.macs_ratio, "params": p.params_ratio,
                                      "latency": p.target_latency_ms}[p.target], latency_rounds=rounds)

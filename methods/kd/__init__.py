@@ -1,5 +1,4 @@
-"""The distillation library: loss terms registered by name, the training objective that combines
-them, and where the teacher's signal comes from. Not a stage: stages use it.
+"""The distillation terms, registered by name, and the training objective that combines them.
 
 Importing this package registers every term (torchdistill's registry pattern): the term modules
 register into `registry`, and the registry imports none of them.

@@ -58,7 +58,7 @@ class AdversarialTerm(Term):
         return [self.discriminator, self._opt()]
 
     def forward(self, step: Step):
-        s, t = step.student.logits.float(), step.teacher.logits.float()
+        s, t = step.student.logits.float(), step.fixed_teacher().logits.float()
         if torch.is_grad_enabled():
             for _ in range(self.steps):
                 d_loss = discriminator_loss(self.discriminator(t.detach()), self.discriminator(s.detach()))

@@ -19,7 +19,7 @@ from compress.methods.kd.terms import Setup, Step, Term
 def hint_mse(regressed: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
     """FitNets: D = mean((r(s_map) − t_map)²), with the student map already regressed."""
     if regressed.shape[-2:] != teacher_map.shape[-2:]:
-        regressed = F.adaptive_avg_pool2d(regressed, teacher_map.shape[-2:])
+        regressed = F.adaptive_avg_pool2d(regressed, (teacher_map.shape[-2], teacher_map.shape[-1]))
     return F.mse_loss(regressed.float(), teacher_map.float())
 
 
@@ -60,12 +60,12 @@ class HintTerm(Term):
 
     def __init__(self, setup: Setup):
         super().__init__()
-        s_channels = setup.student_probe.hint.shape[1]
-        t_channels = setup.teacher_probe.hint.shape[1]
+        s_channels = setup.student_probe.feature("hint").shape[1]
+        t_channels = setup.teacher_shapes().feature("hint").shape[1]
         self.regressor = nn.Conv2d(s_channels, t_channels, kernel_size=3, padding=1, bias=False)
 
     def forward(self, step: Step):
-        return hint_mse(self.regressor(step.student.hint), step.teacher.hint), None
+        return hint_mse(self.regressor(step.student.feature("hint")), step.fixed_teacher().feature("hint")), None
 
 
 @register("cosine")
@@ -75,12 +75,13 @@ class CosineTerm(Term):
 
     def __init__(self, setup: Setup):
         super().__init__()
-        s_dim = setup.student_probe.embedding.shape[1]
-        t_dim = setup.teacher_probe.embedding.shape[1]
+        s_dim = setup.student_probe.feature("embedding").shape[1]
+        t_dim = setup.teacher_shapes().feature("embedding").shape[1]
         self.projection = nn.Linear(s_dim, t_dim, bias=False) if s_dim != t_dim else nn.Identity()
 
     def forward(self, step: Step):
-        return cosine_distance(self.projection(step.student.embedding), step.teacher.embedding), None
+        return cosine_distance(self.projection(step.student.feature("embedding")),
+                               step.fixed_teacher().feature("embedding")), None
 
 
 @register("rkd")
@@ -95,5 +96,5 @@ class RKDTerm(Term):
         self.angle_weight = setup.options.rkd_angle_weight
 
     def forward(self, step: Step):
-        s, t = step.student.embedding, step.teacher.embedding
+        s, t = step.student.feature("embedding"), step.fixed_teacher().feature("embedding")
         return rkd_distance(s, t) + self.angle_weight * rkd_angle(s, t), None

@@ -38,7 +38,7 @@ class KLTerm(Term):
         self.temperature = setup.temperature
 
     def forward(self, step: Step):
-        return kl_divergence(step.student.logits, step.teacher.logits, self.temperature), None
+        return kl_divergence(step.student.logits, step.fixed_teacher().logits, self.temperature), None
 
 
 @register("mse")
@@ -47,4 +47,4 @@ class MSETerm(Term):
         super().__init__()
 
     def forward(self, step: Step):
-        return logit_mse(step.student.logits, step.teacher.logits), None
+        return logit_mse(step.student.logits, step.fixed_teacher().logits), None

@@ -139,7 +139,7 @@ class Objective:
         self.teacher_tap: FeatureTap | None = None
         if self.needs_teacher and signal.logits is not None:
             self.teacher_fn = cached_teacher(signal.logits)
-        elif self.needs_teacher:
+        elif self.needs_teacher and teacher is not None:
             self.teacher_tap = FeatureTap(teacher, t_layer, "embedding" in features)
             self.teacher_fn = live_teacher(teacher, self.teacher_tap)
 

@@ -56,6 +56,7 @@ class SelfTerm(Term):
         self.snapshot = copy.deepcopy(setup.student).eval()
         for p in self.snapshot.parameters():
             p.requires_grad_(False)
+        self.epochs_seen: torch.Tensor
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
 
     def state_objects(self) -> list:

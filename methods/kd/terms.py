@@ -27,6 +27,13 @@ class Outputs:
     embedding: torch.Tensor | None = None  # pooled penultimate features, the head's input [N, D]
     hint: torch.Tensor | None = None  # the intermediate map named in distill.hint_layers [N, C, H, W]
 
+    def feature(self, name: str) -> torch.Tensor:
+        """A tapped feature a term declared it needs (`features`); the objective taps exactly those."""
+        value = getattr(self, name)
+        if value is None:
+            raise RuntimeError(f"{name} was not tapped: the term must list it in its catalog features")
+        return value
+
 
 @dataclass
 class Step:
@@ -36,6 +43,12 @@ class Step:
     y: torch.Tensor  # class indices, or soft targets after mixup/cutmix
     student: Outputs
     teacher: Outputs | None  # None for terms that need no fixed teacher
+
+    def fixed_teacher(self) -> Outputs:
+        """The teacher's outputs, for a term that needs a teacher (the objective refuses a spec without one)."""
+        if self.teacher is None:
+            raise RuntimeError("this term needs the teacher's outputs, and the objective has none")
+        return self.teacher
 
 
 @dataclass
@@ -47,7 +60,12 @@ class Setup:
     label_smoothing: float
     student: nn.Module
     student_probe: Outputs
-    teacher_probe: Outputs | None
+    teacher_probe: Outputs | None  # only for terms that compare features
+
+    def teacher_shapes(self) -> Outputs:
+        if self.teacher_probe is None:
+            raise RuntimeError("a feature term needs the teacher probed, and it was not")
+        return self.teacher_probe
     options: DistillConfig  # the distill.* settings, for term-specific keys (hint_layers, rkd_angle_weight, ...)
     seed: int
 
