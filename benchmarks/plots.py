@@ -110,18 +110,18 @@ def confusion(matrix: list, classes: list[str], title: str) -> bytes:
     return png(fig)
 
 
-def gradcam_panels(images: np.ndarray, teacher_cams: np.ndarray, student_cams: np.ndarray,
-                   student_name: str, spatial: bool = True) -> bytes:
-    """Rows: image, teacher CAM, student CAM. images: uint8 [N, 3, H, W]. Without spatial feature
-    maps (1×1 at small inputs) only the images are drawn, with a note instead of flat overlays."""
+def gradcam_panels(images: np.ndarray, teacher_cams: np.ndarray | None, student_cams: np.ndarray | None,
+                   student_name: str, note: str | None = None) -> bytes:
+    """Rows: image, teacher CAM, student CAM. images: uint8 [N, 3, H, W]. With a `note` (1×1 maps at
+    small inputs, a model without spatial maps) only the images are drawn, with the note instead."""
     n = len(images)
-    if not spatial:
+    if note or teacher_cams is None or student_cams is None:
         fig, axes = plt.subplots(1, n, figsize=(1.8 * n, 2.4), squeeze=False)
         for i in range(n):
             axes[0][i].imshow(images[i].transpose(1, 2, 0))
             axes[0][i].set_xticks([])
             axes[0][i].set_yticks([])
-        fig.suptitle("feature maps are 1×1 at this input size: Grad-CAM has no location to show", fontsize=9)
+        fig.suptitle(note or "no Grad-CAM", fontsize=9)
         return png(fig)
     fig, axes = plt.subplots(3, n, figsize=(1.8 * n, 5.6), squeeze=False)
     for i in range(n):

@@ -98,6 +98,8 @@ def report_blocks(report: Report) -> list[Block]:
     blocks: list[Block] = [Heading("compress report")]
     if report.dataset is not None:
         blocks += [Paragraph([report.dataset.describe()]), Paragraph([figures_note(report)])]
+    if report.origins:
+        blocks.append(Paragraph([f"Models: {name} {words}." for name, words in report.origins.items()]))
     blocks.append(Paragraph(headline(report)))
     note = contention_note(report)
     if note:

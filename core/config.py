@@ -17,9 +17,6 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 from compress.core.errors import CompressError
 
-IMAGENET_MEAN = [0.485, 0.456, 0.406]
-IMAGENET_STD = [0.229, 0.224, 0.225]
-
 
 def opt(default: Any, why: str) -> Any:
     """A config field with its default and the reason for it (shown by `compress config`)."""
@@ -40,8 +37,9 @@ class DataConfig:
     crop: int = opt(32, "network input side; small so the default run fits 10 minutes on 2 CPU cores")
     batch_size: int = opt(32, "fits every stage in a few GB of CPU memory")
     augment: Literal["none", "crop", "crop_flip"] = opt("crop", "digits must not be mirrored, photos may be")
-    mean: list = opt_list(lambda: list(IMAGENET_MEAN), "matches torchvision weights")
-    std: list = opt_list(lambda: list(IMAGENET_STD), "matches torchvision weights")
+    mean: list = opt_list(list, "per-channel RGB mean; [] = what the student's pretrained weights expect "
+                                "(ImageNet's for torchvision, the model's configuration for timm)")
+    std: list = opt_list(list, "per-channel RGB std; [] = what the student's pretrained weights expect")
     skip_bad_images: bool = opt(False, "a corrupt image is an error unless the user opts in")
     cache: Literal["auto", "memory", "disk", "none"] = opt(
         "auto", "where decoded images live: auto = memory when they need under a quarter of the available RAM, "
@@ -70,9 +68,14 @@ class TrainConfig:
 
 @dataclass
 class TeacherConfig:
-    arch: str = opt("resnet50", "a big torchvision classifier to distil from")
-    weights: str = opt("none", "none | imagenet | path to a checkpoint to start from")
+    arch: str = opt("resnet50", "a big classifier to distil from: a torchvision name or timm:<name>")
+    weights: str = opt("auto", "auto = ImageNet weights when cached or downloadable, else random (said in one line) "
+                               "| none | imagenet | path to a checkpoint to start from")
     checkpoint: str = opt("", "a finished teacher checkpoint: skips teacher training altogether")
+    onnx: str = opt("", "a teacher given as an ONNX file from any framework: its logits (ONNX Runtime) teach the "
+                        "student; it is not trained, and losses on teacher features do not apply")
+    classes: list = opt_list(list, "the ONNX teacher's output classes in order, when its file carries no `labels` "
+                                   "metadata; they must be the data's classes")
     epochs: int = opt(4, "enough for digits at 32 px; raise for real data")
     lr: float = opt(0.002, "AdamW from scratch at batch 32")
     augment: Literal["none", "light", "strong"] = opt("light", "presets in compress/core/augment.py; strong regularises a teacher whose soft labels should be soft")
@@ -83,8 +86,9 @@ class TeacherConfig:
 
 @dataclass
 class DistillConfig:
-    arch: str = opt("resnet18", "a small torchvision classifier that runs on edge CPUs")
-    weights: str = opt("none", "none | imagenet | path to a checkpoint to start from")
+    arch: str = opt("resnet18", "a small classifier that runs on edge CPUs: a torchvision name or timm:<name>")
+    weights: str = opt("auto", "auto = ImageNet weights when cached or downloadable, else random (said in one line) "
+                               "| none | imagenet | path to a checkpoint to start from")
     loss: str = opt("kl", "a name or weighted sum, e.g. 'kl' or 'kl + 0.5*hint'; `compress losses` lists them")
     alpha: float = opt(0.5, "weight of CE on labels; 1 - alpha to distillation; best of 0.1/0.5/0.9 in the sweep")
     temperature: float = opt(1.0, "for kl/dml/self; T=1 beat T=4 at every alpha in the hymenoptera sweep")
@@ -98,7 +102,8 @@ class DistillConfig:
     freeze_encoder: bool = opt(False, "train only the head, linear-probe style (needs pretrained distill.weights)")
     teacher_folds: int = opt(0, ">= 2: each soft label from a fold teacher that never saw the image (k-fold); 0 = off")
     # settings of one loss each (`compress losses` shows them beside their term)
-    hint_layers: str = opt("layer3:layer3", "hint loss: student_module:teacher_module, stride-16 maps in ResNets")
+    hint_layers: str = opt("auto", "hint loss: student_module:teacher_module; auto = each network's stride-16 stage "
+                                   "output, found by probing it (ResNets: layer3:layer3)")
     rkd_angle_weight: float = opt(2.0, "rkd = distance + w * angle; Park et al. weight them 25:50")
     adversarial_steps: int = opt(1, "discriminator updates per student step for the adversarial loss")
     adversarial_lr: float = opt(0.0002, "discriminator learning rate (Adam), the usual GAN value")
@@ -344,7 +349,8 @@ def validate(cfg: Config) -> None:
         (cfg.data.crop >= 8 and cfg.data.resize >= cfg.data.crop, "data.resize must be >= data.crop >= 8"),
         (cfg.data.batch_size >= 1, "data.batch_size must be >= 1"),
         (cfg.data.workers >= -1, "data.workers must be >= 0, or -1 for automatic"),
-        (len(cfg.data.mean) == 3 and len(cfg.data.std) == 3, "data.mean and data.std need 3 values (RGB)"),
+        (len(cfg.data.mean) in (0, 3) and len(cfg.data.std) in (0, 3),
+         "data.mean and data.std need 3 values (RGB) each, or [] for the student's pretrained configuration"),
         (all(_number(v) and math.isfinite(v) for v in cfg.data.mean + cfg.data.std)
          and all(v > 0 for v in cfg.data.std if _number(v)),
          f"data.mean and data.std must be finite numbers and data.std > 0 (it divides), got {cfg.data.std}"),
@@ -371,7 +377,8 @@ def validate(cfg: Config) -> None:
         (cfg.train.mixup >= 0 and cfg.train.cutmix >= 0, "train.mixup and train.cutmix must be >= 0 (0 = off)"),
         (cfg.train.warmup_epochs >= 0, "train.warmup_epochs must be >= 0"),
         (cfg.distill.adversarial_steps >= 1, "distill.adversarial_steps must be >= 1"),
-        (cfg.distill.hint_layers.count(":") == 1, "distill.hint_layers must be student_module:teacher_module"),
+        (cfg.distill.hint_layers == "auto" or cfg.distill.hint_layers.count(":") == 1,
+         "distill.hint_layers must be auto or student_module:teacher_module"),
         (0.05 <= cfg.prune.macs_ratio < 1.0, "prune.macs_ratio must be in [0.05, 1)"),
         (0.05 <= cfg.prune.params_ratio < 1.0, "prune.params_ratio must be in [0.05, 1)"),
         (cfg.prune.target != "latency" or cfg.prune.target_latency_ms > 0,

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from compress.core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from compress.core.config import DataConfig
 from compress.core.errors import CompressError
 from compress.core.image_store import DecodedOnRead, default_cache_dir, resolve_mode, write_disk_cache
@@ -101,6 +102,9 @@ def decode_file(path: Path, resize: int, draft: bool = False) -> torch.Tensor:
 
 
 def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    """(x / 255 − mean) / std per channel; an empty mean or std (data.mean = [], not yet made concrete
+    for a run by core.auto_settings) is ImageNet's."""
+    mean, std = mean or IMAGENET_MEAN, std or IMAGENET_STD
     mean_t = torch.tensor(mean, dtype=torch.float32, device=batch_uint8.device).view(1, 3, 1, 1)
     std_t = torch.tensor(std, dtype=torch.float32, device=batch_uint8.device).view(1, 3, 1, 1)
     return (batch_uint8.float() / 255.0 - mean_t) / std_t

@@ -274,6 +274,7 @@ class Report(Document):
     models: dict[str, ModelReport]
     settings: dict | None = _omit()
     training: dict[str, list[dict]] | None = _omit()
+    origins: dict[str, str] | None = _omit()  # where the teacher and the student started
     quantization: QuantizeDecision | None = _omit()
     warnings: list[str] = field(default_factory=list)
 

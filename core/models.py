@@ -1,76 +1,44 @@
-"""Architectures by torchvision name, classifier heads, initial weights, and safe checkpoints.
+"""Models built for a run (an architecture from compress.core.architectures, its starting
+weights, a head for the data's classes, optional hidden head layers), counted, and kept in safe
+checkpoints.
 
 A checkpoint is a plain dict {"state_dict", "meta"} loaded with `weights_only=True`: no
-pickled modules, so loading one never runs code. A pruned network is rebuilt from the channel
-counts stored in its meta ("shapes"), then its state_dict is loaded.
+pickled modules, so loading one never runs code. What a network needs beyond its weights to be
+rebuilt is in the meta: the architecture and classes, the head's layout, and after pruning the
+structure torch-pruning changed (every module's channel attributes and every tensor's shape), as
+well as the state_dict's own version metadata (MNASNet's BatchNorm layout depends on it).
 """
 from __future__ import annotations
 
-import os
 import pickle
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
-import torchvision
 from torch import nn
 
+from compress.core import architectures
+from compress.core.architectures import classifier_head, set_module
 from compress.core.errors import CompressError
-from compress.core.weights import WeightsSource
-
-
-def classification_archs() -> list[str]:
-    return sorted(torchvision.models.list_models(module=torchvision.models))
-
-
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
-
-
-def last_linear(model: nn.Module) -> tuple[str, nn.Linear]:
-    """The classifier head: the last nn.Linear in module order (resnet.fc, vgg.classifier[-1], ...)."""
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if not linears:
-        raise CompressError(f"{type(model).__name__} has no nn.Linear classifier head to replace")
-    return linears[-1]
-
-
-def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
-    name, head = last_linear(model)
-    if head.out_features != num_classes:
-        _set_module(model, name, nn.Linear(head.in_features, num_classes))
-    return model
-
-
-def imagenet_weights(arch: str):
-    """torchvision's DEFAULT ImageNet weights for `arch`, checking the local cache before the network."""
-    weights = torchvision.models.get_model_weights(arch).DEFAULT
-    cache = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
-    if cache.is_file():
-        return weights
-    try:
-        torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
-    except Exception as exc:  # offline, proxy, HTTP error: all end the same way for the user
-        raise CompressError(
-            f"ImageNet weights for {arch} are not cached at {cache} and could not be downloaded "
-            f"({type(exc).__name__}); copy {weights.url} to that path (or set TORCH_HOME), "
-            "or use weights = \"none\"") from None
-    return weights
+from compress.core.weights import WeightsSource, imagenet_model
 
 
 class ClassifierHead(nn.Sequential):
-    """A classifier head that replaced the network's last nn.Linear: optional hidden FC layers
+    """A classifier head that replaced the network's Linear head: optional hidden FC layers
     (Linear + ReLU) and dropout before every Linear (a heavily regularised teacher, e.g. two hidden
     FC layers with dropout 0.95, and a student with one hidden layer and none). With no hidden
     layers it is Sequential(Dropout, Linear), the layout of earlier checkpoints."""
 
 
 def attach_head(model: nn.Module, hidden=(), dropout: float = 0.0) -> nn.Module:
-    """Replace the last nn.Linear by a ClassifierHead; a no-op without hidden layers or dropout.
+    """Replace the Linear head by a ClassifierHead; a no-op without hidden layers or dropout.
     Dropout is the identity in eval mode, so exports and latency are unaffected by it."""
     if not hidden and dropout <= 0:
         return model
-    name, last = last_linear(model)
+    name, last = classifier_head(model)
+    if not isinstance(last, nn.Linear):
+        raise CompressError(f"{type(model).__name__}'s classifier is a 1x1 convolution; hidden head layers and head "
+                            "dropout apply to Linear heads: leave head_hidden = [] and dropout = 0")
     widths = [last.in_features, *hidden, last.out_features]
     layers: list[nn.Module] = []
     for i, (width_in, width_out) in enumerate(zip(widths, widths[1:])):
@@ -80,14 +48,14 @@ def attach_head(model: nn.Module, hidden=(), dropout: float = 0.0) -> nn.Module:
         layers.append(last if final and not hidden else nn.Linear(width_in, width_out))
         if not final:
             layers.append(nn.ReLU(inplace=True))
-    _set_module(model, name, ClassifierHead(*layers))
+    set_module(model, name, ClassifierHead(*layers))
     return model
 
 
 def head_module(model: nn.Module) -> nn.Module:
-    """The whole classifier head: the ClassifierHead if one was attached, else the last Linear."""
+    """The whole classifier head: the ClassifierHead if one was attached, else the head layer."""
     heads = [m for m in model.modules() if isinstance(m, ClassifierHead)]
-    return heads[-1] if heads else last_linear(model)[1]
+    return heads[-1] if heads else classifier_head(model)[1]
 
 
 def head_description(model: nn.Module) -> dict:
@@ -103,21 +71,20 @@ def head_description(model: nn.Module) -> dict:
 
 def build_model(arch: str, num_classes: int, weights: str = "none", head_dropout: float = 0.0,
                 head_hidden=()) -> nn.Module:
-    """A torchvision classifier with a `num_classes` head; weights: none | imagenet | checkpoint path."""
+    """`arch` (torchvision name or timm:<name>) with a `num_classes` head; weights: none |
+    imagenet | checkpoint path (`auto` is made concrete before a run starts)."""
     return attach_head(_build_model(arch, num_classes, weights), list(head_hidden), head_dropout)
 
 
 def _build_model(arch: str, num_classes: int, weights: str) -> nn.Module:
-    if arch not in classification_archs():
-        raise CompressError(f"unknown architecture {arch!r}; valid: {', '.join(classification_archs())}")
+    architectures.check_arch(arch, "architecture")
     source = WeightsSource.parse(weights)
-    if source.kind == "imagenet":
-        model = torchvision.models.get_model(arch, weights=imagenet_weights(arch))
-        return replace_head(model, num_classes)
-    model = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    if source.kind in ("imagenet", "auto"):
+        return architectures.replace_head(imagenet_model(arch), num_classes)
+    model = architectures.create(arch, num_classes)
     if source.file:
         state, _ = load_checkpoint(source.file)
-        head_name, _ = last_linear(model)
+        head_name, _ = classifier_head(model)
         own = model.state_dict()
         # a checkpoint from another task keeps its backbone; its head is re-initialised
         head = head_name + "."
@@ -167,18 +134,63 @@ def apply_shapes(model: nn.Module, shapes: dict[str, list[int]]) -> nn.Module:
             new = nn.BatchNorm2d(shape[0], old.eps, old.momentum, old.affine, old.track_running_stats)
         else:
             new = nn.Linear(shape[0], shape[1], bias=old.bias is not None)
-        _set_module(model, name, new)
+        set_module(model, name, new)
+    return model
+
+
+# ---------------------------------------------------------------- structure of pruned networks
+
+# the attributes torch-pruning changes when it removes channels, whatever the module type
+STRUCTURE_ATTRS = ("in_channels", "out_channels", "groups", "in_features", "out_features", "num_features",
+                   "normalized_shape", "num_channels", "num_groups")
+
+
+def structure(model: nn.Module) -> dict:
+    """What a rebuilt network needs beyond its weights: every module's channel attributes and every
+    tensor's shape (a pruned ConvNeXt's LayerNorms and layer scales shrink too, not only convs)."""
+    modules = {}
+    for name, m in model.named_modules():
+        own = vars(m)  # the module's own attributes, not properties derived from its children (timm's ConvNormAct)
+        attrs = {a: list(v) if isinstance(v, tuple) else v for a in STRUCTURE_ATTRS
+                 if isinstance(v := own.get(a), int | tuple) and not isinstance(v, bool)}
+        if attrs:
+            modules[name] = attrs
+    return {"modules": modules, "tensors": {k: list(v.shape) for k, v in model.state_dict().items()}}
+
+
+def apply_structure(model: nn.Module, recorded: dict) -> nn.Module:
+    """Give a freshly built network the attributes and tensor shapes `structure` recorded."""
+    for name, attrs in recorded.get("modules", {}).items():
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            raise CompressError(f"checkpoint describes module {name!r}, which the architecture does not have") from None
+        for attr, value in attrs.items():
+            setattr(module, attr, tuple(value) if isinstance(getattr(module, attr, None), tuple) else value)
+    own = model.state_dict()
+    for key, shape in recorded.get("tensors", {}).items():
+        if key in own and list(own[key].shape) != list(shape):
+            owner_name, _, attr = key.rpartition(".")
+            owner = model.get_submodule(owner_name) if owner_name else model
+            old = getattr(owner, attr)
+            fresh = torch.empty(shape, dtype=old.dtype)
+            if isinstance(old, nn.Parameter):
+                setattr(owner, attr, nn.Parameter(fresh, requires_grad=old.requires_grad))
+            else:
+                owner.register_buffer(attr, fresh, persistent=attr not in owner._non_persistent_buffers_set)
     return model
 
 
 # ---------------------------------------------------------------- checkpoints
 
 def save_checkpoint(model: nn.Module, path: Path, meta: dict) -> None:
-    """Write {"state_dict", "meta"}; meta holds arch, classes, shapes and the head's layout
-    (plain JSON-able values, the last two read off the model)."""
-    meta = dict(meta, shapes=module_shapes(model), **head_description(model))
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "meta": meta}, path)
+    """Write {"state_dict", "meta"}; meta holds arch, classes, the head's layout, the network's
+    structure and the state_dict's version metadata (plain JSON-able values, read off the model)."""
+    state = model.state_dict()
+    versions = {prefix: dict(v) for prefix, v in getattr(state, "_metadata", {}).items()}
+    meta = dict(meta, shapes=module_shapes(model), structure=structure(model), state_metadata=versions,
+                **head_description(model))
+    torch.save({"state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()}, "meta": meta}, path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
@@ -196,10 +208,15 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
         raise CompressError(f"checkpoint {path} cannot be read as a PyTorch file ({type(exc).__name__}); "
                             "is it truncated or another format?") from None
     if isinstance(obj, dict) and "state_dict" in obj:
-        return obj["state_dict"], obj.get("meta", {})
-    if isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, {}
-    raise CompressError(f"checkpoint {path} holds neither a state_dict nor {{state_dict, meta}}")
+        state, meta = obj["state_dict"], obj.get("meta", {})
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, meta = obj, {}
+    else:
+        raise CompressError(f"checkpoint {path} holds neither a state_dict nor {{state_dict, meta}}")
+    state = OrderedDict(state)
+    if meta.get("state_metadata") is not None:
+        state._metadata = OrderedDict(meta["state_metadata"])  # type: ignore[attr-defined]
+    return state, meta
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
@@ -207,9 +224,12 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     state, meta = load_checkpoint(path)
     if "arch" not in meta or "classes" not in meta:
         raise CompressError(f"checkpoint {path} has no arch/classes metadata; it was not written by compress")
-    model = torchvision.models.get_model(meta["arch"], weights=None, num_classes=len(meta["classes"]))
+    model = architectures.create(meta["arch"], len(meta["classes"]))
     attach_head(model, [int(w) for w in meta.get("head_hidden", [])], float(meta.get("head_dropout", 0.0)))
-    apply_shapes(model, meta.get("shapes", {}))
+    if "structure" in meta:
+        apply_structure(model, meta["structure"])
+    else:  # checkpoints written before the structure was recorded: conv/BN/linear channel counts
+        apply_shapes(model, meta.get("shapes", {}))
     model.load_state_dict(state)
     return model.eval(), meta
 

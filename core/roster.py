@@ -65,8 +65,19 @@ def plot_path(name: str) -> str:
 # ---------------------------------------------------------------- which models a config makes
 
 def fp32_models(cfg: Config) -> list[str]:
-    """The PyTorch models this config trains, in the order the report lists them."""
+    """The fp32 models of this config (each becomes an ONNX file), in the order the report lists them."""
     return [TEACHER, STUDENT] + ([BASELINE] if cfg.distill.baseline else []) + ([PRUNED] if cfg.prune.enabled else [])
+
+
+def torch_models(cfg: Config) -> list[str]:
+    """The fp32 models that exist as PyTorch checkpoints: all but a teacher given as an ONNX file."""
+    return [n for n in fp32_models(cfg) if not (n == TEACHER and cfg.teacher.onnx)]
+
+
+def teacher_file(cfg: Config) -> str:
+    """What the teacher stage leaves for the stages it teaches: a checkpoint, or the given ONNX file
+    (taking the run's preprocessing) when teacher.onnx is set."""
+    return onnx_path(TEACHER) if cfg.teacher.onnx else checkpoint_path(TEACHER)
 
 
 def final_fp32_student(cfg: Config) -> str:

@@ -1,23 +1,39 @@
 """Where a model's starting weights come from, parsed once from `teacher.weights` /
-`distill.weights`: `none` (random initialisation), `imagenet` (the model zoo's pretrained
-weights) or the path of a local checkpoint."""
+`distill.weights`, and fetching them: `auto` (ImageNet weights when they are cached or can be
+downloaded, else random initialisation, said in one line), `none` (random initialisation),
+`imagenet` (the model zoo's pretrained weights: torchvision's, or timm's through its hub) or the
+path of a local checkpoint."""
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
+
+import torch
+import torchvision
+from torch import nn
+
+from compress.core import architectures
+from compress.core.errors import CompressError
+
+DOWNLOAD_TIMEOUT_S = 20  # per socket operation: an offline machine that drops packets must not hang a run
 
 
 @dataclass(frozen=True)
 class WeightsSource:
-    kind: Literal["none", "imagenet", "file"]
+    kind: Literal["auto", "none", "imagenet", "file"]
     path: str = ""
 
     @classmethod
     def parse(cls, text: str) -> WeightsSource:
         if text in ("", "none"):
             return cls("none")
-        if text == "imagenet":
-            return cls("imagenet")
+        if text in ("auto", "imagenet"):
+            return cls(text)  # type: ignore[arg-type]
         return cls("file", text)
 
     @property
@@ -27,3 +43,69 @@ class WeightsSource:
 
     def files(self) -> list[str]:
         return [self.path] if self.kind == "file" else []
+
+    def describe(self) -> str:
+        return {"none": "random initialisation", "imagenet": "ImageNet weights", "auto": "ImageNet weights if available",
+                "file": f"the checkpoint {self.path}"}[self.kind]
+
+
+def _torchvision_weights(arch: str):
+    weights = torchvision.models.get_model_weights(arch).DEFAULT
+    return weights, Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
+
+
+def _download_torchvision(arch: str):
+    """torchvision's DEFAULT weights enum for `arch`, its file in the local cache (downloaded once)."""
+    weights, cache = _torchvision_weights(arch)
+    if cache.is_file():
+        return weights
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # torch.hub announces every download on stdout
+            torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
+    except Exception as exc:  # offline, proxy, HTTP error: all end the same way for the user
+        raise CompressError(
+            f"ImageNet weights for {arch} are not cached at {cache} and could not be downloaded "
+            f"({type(exc).__name__}); copy {weights.url} to that path (or set TORCH_HOME), "
+            "or use weights = \"none\"") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return weights
+
+
+def imagenet_model(arch: str) -> nn.Module:
+    """The architecture with its zoo's ImageNet weights (1000-class head), from the local cache or
+    downloaded once into it (torchvision: $TORCH_HOME/hub/checkpoints; timm: the Hugging Face cache)."""
+    if architectures.is_timm(arch):
+        return _timm_pretrained(arch)
+    return torchvision.models.get_model(arch, weights=_download_torchvision(arch))
+
+
+def _timm_pretrained(arch: str) -> nn.Module:
+    timm, name = architectures._timm(), arch[len(architectures.TIMM):]
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return timm.create_model(name, pretrained=True)
+    except Exception as exc:
+        raise CompressError(f"ImageNet weights for {arch} are not in the Hugging Face cache and could not be "
+                            f"downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); set HF_HOME to a "
+                            "cache holding them, or use weights = \"none\"") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def resolve_auto(arch: str, text: str) -> tuple[str, str | None]:
+    """`weights = "auto"` made concrete for `arch`: ("imagenet", None) when the weights are cached or
+    could be downloaded now, else ("none", why). Anything else is returned as it is."""
+    if WeightsSource.parse(text).kind != "auto":
+        return text, None
+    try:
+        if architectures.is_timm(arch):
+            _timm_pretrained(arch)
+        else:
+            _download_torchvision(arch)
+    except CompressError as exc:
+        return "none", str(exc).split(";")[0]
+    return "imagenet", None

@@ -189,8 +189,8 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 {_quality(f, m)}
 {_speed(m, env, f.report.benchmark.contention)}
 {_runtimes(f)}## How it was made
-- teacher: {f.teacher['arch']}, val accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} ({f.teacher.get('source', '')})
-- student: {f.config['distill']['arch']}, loss {f.student_loss}
+- teacher: {f.teacher.get('source') or f.teacher['arch']}; accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} on the report split
+- student: {(f.report.origins or {}).get('student', f.config['distill']['arch'])}; loss {f.student_loss}
 - pruning: {_pruning_line(f.config, f.pruning)}
 - quantization: {quant.chosen if quant else 'off'} ({quant.reason if quant else 'quantize.enabled = false'})
 """

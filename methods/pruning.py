@@ -16,6 +16,7 @@ at batch 1 on this CPU (`onnx_p50_ms`); stop when met or after `prune.max_rounds
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,8 +25,9 @@ import torch_pruning as tp
 
 from compress.benchmarks.measure import percentiles
 from compress.benchmarks.suite import time_latency
+from compress.core.architectures import classifier_head
 from compress.core.config import BenchConfig, DataConfig, PruneConfig
-from compress.core.models import count_macs, count_params, last_linear
+from compress.core.models import count_macs, count_params
 from compress.exports.onnx import client_metadata, export_onnx
 
 PRUNE_STEPS = 40  # granularity of the search: the target is met within ~1/40 of the range
@@ -48,11 +50,14 @@ class Pruner:
         self.model, self.crop, self.steps = model.cpu().eval(), crop, 0
         self.base_macs, self.base_params = count_macs(model, crop), count_params(model)
         self.gradients = gradients if cfg.importance == "taylor" else None  # only Taylor reads .grad
-        _, head = last_linear(model)
-        self.pruner = tp.pruner.MetaPruner(
-            model, torch.zeros(1, 3, crop, crop), importance=make_importance(cfg.importance),
-            global_pruning=cfg.global_pruning, pruning_ratio=0.95, max_pruning_ratio=0.9 if cfg.global_pruning else 1.0,
-            iterative_steps=PRUNE_STEPS, ignored_layers=[head], round_to=cfg.round_to if cfg.round_to > 1 else None)
+        _, head = classifier_head(model)
+        with warnings.catch_warnings():  # torch-pruning notes each bare parameter it prunes by shape
+            warnings.simplefilter("ignore")
+            self.pruner = tp.pruner.MetaPruner(
+                model, torch.zeros(1, 3, crop, crop), importance=make_importance(cfg.importance),
+                global_pruning=cfg.global_pruning, pruning_ratio=0.95,
+                max_pruning_ratio=0.9 if cfg.global_pruning else 1.0, iterative_steps=PRUNE_STEPS,
+                ignored_layers=[head], round_to=cfg.round_to if cfg.round_to > 1 else None)
 
     def ratios(self) -> tuple[float, float]:
         return count_macs(self.model, self.crop) / self.base_macs, count_params(self.model) / self.base_params

@@ -18,10 +18,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from compress.core import architectures
 from compress.core.config import DataConfig, DistillConfig, TrainConfig
 from compress.core.data import Dataset, normalize
 from compress.core.errors import CompressError
-from compress.core.models import build_model, classification_archs, head_module
+from compress.core.models import build_model, head_module
 from compress.core.train import prepare
 from compress.core.weights import WeightsSource
 from compress.methods.kd.objective import Objective, Settings, TeacherSignal, named_module
@@ -129,18 +130,23 @@ def describe_loss(recipe: DistillConfig) -> str:
 
 def check_student(recipe: DistillConfig) -> None:
     """The student's architecture and starting weights exist (checked before any work)."""
-    if recipe.arch not in classification_archs():
-        raise CompressError(f"distill.arch: unknown architecture {recipe.arch!r}; "
-                            f"valid: {', '.join(classification_archs())}")
+    architectures.check_arch(recipe.arch, "distill.arch")
     if WeightsSource.parse(recipe.weights).kind != "none":
         build_model(recipe.arch, 2, recipe.weights)
 
 
-def check_loss_recipe(recipe: DistillConfig, train_cfg: TrainConfig, teacher_arch: str) -> None:
+def check_loss_recipe(recipe: DistillConfig, train_cfg: TrainConfig, teacher_arch: str,
+                      onnx_teacher: bool = False) -> None:
     """The loss spec parses, and the teacher signal it needs can be had with these settings."""
     spec = recipe.loss
     parse_spec(spec)
     features = needs_teacher_features(spec)
+    if onnx_teacher and features:
+        raise CompressError(f"distill.loss {spec!r} compares the teacher's {', '.join(sorted(features))}, and a teacher "
+                            "given as teacher.onnx gives logits only; use kl, mse or adversarial")
+    if onnx_teacher and recipe.teacher_folds >= 2:
+        raise CompressError("distill.teacher_folds trains fold teachers from teacher.arch; a teacher given as "
+                            "teacher.onnx cannot be retrained: set distill.teacher_folds = 0")
     if recipe.teacher_folds >= 2 and features:
         raise CompressError(f"distill.teacher_folds = {recipe.teacher_folds} gives logits only, but distill.loss "
                             f"{spec!r} compares {', '.join(sorted(features))}; use kl/mse/adversarial or teacher_folds = 0")
@@ -148,6 +154,7 @@ def check_loss_recipe(recipe: DistillConfig, train_cfg: TrainConfig, teacher_arc
         raise CompressError("distill.teacher_folds gives one soft label per image, which mixup/cutmix images do not "
                             "have; set train.mixup = train.cutmix = 0 or distill.teacher_folds = 0")
     if "hint" in features:
-        layers = HintLayers.parse(recipe.hint_layers)
-        for arch, layer in ((recipe.arch, layers.student), (teacher_arch, layers.teacher)):
-            named_module(build_model(arch, 2), layer)
+        student, teacher = build_model(recipe.arch, 2), build_model(teacher_arch, 2)
+        layers = HintLayers.parse(recipe.hint_layers).resolve(student, teacher)
+        for model, layer in ((student, layers.student), (teacher, layers.teacher)):
+            named_module(model, layer)

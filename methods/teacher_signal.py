@@ -32,6 +32,7 @@ from compress.core.distributed import barrier, is_main
 from compress.core.models import load_model
 from compress.core.rundir import atomic_path, sha256_file, sha256_json
 from compress.core.train import predict_logits, prepare
+from compress.exports.given_onnx import OnnxTeacher
 from compress.methods.kd.objective import TeacherSignal
 from compress.methods.kd.spec import needs_teacher, needs_teacher_features
 from compress.methods.teacher import train_teacher
@@ -44,7 +45,7 @@ class TeacherSource:
     folder, and for out-of-fold logits the teacher recipe, the run's seed and the settings that
     key the fold teachers' cache file."""
 
-    checkpoint: Path
+    checkpoint: Path  # or the given ONNX teacher
     cache_dir: Path
     recipe: TeacherConfig | None  # only for out-of-fold logits
     seed: int
@@ -73,6 +74,9 @@ def teacher_signal(spec: str, recipe: DistillConfig, trainer: Trainer, source: T
 
 
 def _load(checkpoint: Path, device: torch.device) -> nn.Module:
+    """The trained teacher, or a given ONNX teacher run by ONNX Runtime."""
+    if checkpoint.suffix == ".onnx":
+        return OnnxTeacher(checkpoint, device).eval()
     teacher, _ = load_model(checkpoint)
     return prepare(teacher, device).eval()
 

@@ -97,8 +97,9 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, t
     out = out or str(Path("runs") / (Path(cfg.data.path).name or "run"))
     from compress.core import distributed
     if nproc > 1 and not distributed.requested():
+        from compress.core.auto_settings import resolve
         from compress.pipeline.runner import preflight
-        preflight(cfg)  # bad input is one line here, before torchrun starts (and a disk cache is built once)
+        preflight(resolve(cfg)[0])  # bad input is one line here, before torchrun starts (weights and disk cache once)
         sys.exit(launch_torchrun(nproc))
     if distributed.requested() and int(os.environ.get("RANK", "0")) > 0:
         configure_logging(True)  # one voice: rank 0 reports

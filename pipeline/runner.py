@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from compress.core.auto_settings import resolve
 from compress.core.config import Config
 from compress.core.data import Dataset, load_dataset
 from compress.core.distributed import active, barrier, from_main, is_main, start, world_size
@@ -111,9 +112,12 @@ def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequ
     manifest. A sweep passes its already-decoded `data`, a subset of `stages` and one `shared_cache`.
     """
     t_start = time.perf_counter()
+    cfg, notes = resolve(cfg)  # `auto` settings made concrete: what is keyed, recorded and reported
     if not is_main():  # torchrun rank > 0: no lock, no writes; trains beside rank 0
         data = preflight(cfg, data, stages)
-        return _run_locked(cfg, RunDir(out, writer=False), True, stages, data, shared_cache, t_start)
+        return _run_locked(cfg, RunDir(out, writer=False), True, stages, data, shared_cache, t_start, notes)
+    for note in notes:
+        log.info(note)
     check_writable(Path(out))
     with ExitStack() as held:
         # an existing run directory is locked at once, so a second run fails before decoding
@@ -127,11 +131,11 @@ def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequ
         removed = remove_debris(Path(out))
         if removed:
             log.info("removed what an interrupted run left: %s", ", ".join(removed))
-        return _run_locked(cfg, RunDir(out), quiet, stages, data, shared_cache, t_start)
+        return _run_locked(cfg, RunDir(out), quiet, stages, data, shared_cache, t_start, notes)
 
 
 def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], data: Dataset,
-                shared_cache: Path | None, t_start: float) -> dict:
+                shared_cache: Path | None, t_start: float, notes: list[str]) -> dict:
     device = start(resolve_device(cfg.device))  # joins torchrun's process group, if any
     sizes = f"{len(data.train)} train / {len(data.val)} val" + (f" / {len(data.test)} test" if data.test is not None
                                                                else " (no test split: too few images per class)")
@@ -144,7 +148,7 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
         "dataset": {"name": data.name, "path": cfg.data.path, "classes": data.classes,
                     "train_size": len(data.train), "val_size": len(data.val), "fingerprint": data.fingerprint,
                     "bad_images_skipped": len(data.bad_images), "bad_images": data.bad_images},
-        "stages": records, "executed": [], "skipped": [], "artifacts": {},
+        "resolved": notes, "stages": records, "executed": [], "skipped": [], "artifacts": {},
     }
     for number, stage in enumerate(stages, 1):
         if not stage.enabled(cfg):

@@ -209,6 +209,10 @@ def run_sweep(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Pa
     t0 = time.perf_counter()
     if jobs < 1:
         raise CompressError("--jobs must be >= 1")
+    from compress.core.auto_settings import resolve
+    cfg, notes = resolve(cfg)  # once, so every cell starts from the same weights
+    for note in notes:
+        log.info(note)
     data = preflight(cfg)
     teacher, tasks, records = plan(cfg, grid, seeds, out, jobs)
     with RunLock(out):

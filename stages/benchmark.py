@@ -24,19 +24,22 @@ from compress.core.roster import (
     comparisons,
     fp32_models,
     onnx_path,
+    torch_models,
 )
 from compress.core.stage import Context, Stage
+from compress.core.weights import WeightsSource
 
 
 class BenchmarkStage(Stage):
     name = "benchmark"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled", *COMPARED_SETTINGS)
+        origins = ("teacher.onnx", "teacher.checkpoint", "teacher.weights", "distill.weights")  # where models started
+        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled", *origins, *COMPARED_SETTINGS)
 
     def inputs(self, cfg: Config) -> list[str]:
         return ([onnx_path(n) for n in all_models(cfg)] + [EXPORT_INFO]
-                + [checkpoint_path(n) for n in fp32_models(cfg)]
+                + [checkpoint_path(n) for n in torch_models(cfg)]
                 + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
@@ -51,7 +54,7 @@ class BenchmarkStage(Stage):
                                   reference=TEACHER, root=ctx.run.root, pairs=comparisons(cfg))
         info = ctx.run.read_json(EXPORT_INFO)
         if torch.cuda.is_available():
-            for name in fp32_models(cfg):
+            for name in torch_models(cfg):
                 model, _ = load_model(ctx.run.path(checkpoint_path(name)))
                 by_batch = {str(b): cuda_latency_ms(model, images, b, cfg.bench.warmup, cfg.bench.runs)
                             for b in sorted(set(cfg.bench.batch_sizes))}
@@ -68,9 +71,22 @@ class BenchmarkStage(Stage):
                                                            "separate test split)")),
             "settings": {k: get_key(cfg, k) for k in COMPARED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
+            "origins": origins(cfg),
             "quantization": quantization,
             "warnings": ctx.earlier_warnings + runtime_warnings(measured.get("runtimes", {})),
         }, "the benchmark")
         ctx.run.write_json(REPORT_JSON, report.to_dict())
         ctx.run.write_text(REPORT_MD, markdown_report(report))
         return {n: {"accuracy": m.accuracy, "p50_ms": m.latency_ms.p50} for n, m in report.models.items()}
+
+
+def origins(cfg: Config) -> dict[str, str]:
+    """Where the teacher and the student started, in words (report and model card)."""
+    t, d = cfg.teacher, cfg.distill
+    if t.onnx:
+        teacher = f"given as the ONNX file {t.onnx} (not trained here; logits from ONNX Runtime)"
+    elif t.checkpoint:
+        teacher = f"given as the checkpoint {t.checkpoint} (not trained here)"
+    else:
+        teacher = f"{t.arch}, fine-tuned from {WeightsSource.parse(t.weights).describe()}"
+    return {TEACHER: teacher, "student": f"{d.arch}, distilled from {WeightsSource.parse(d.weights).describe()}"}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from compress.core.config import Config
 from compress.core.data import Dataset
-from compress.core.roster import STUDENT, TEACHER, checkpoint_path
+from compress.core.roster import STUDENT, checkpoint_path, teacher_file
 from compress.core.stage import Context
 from compress.core.weights import WeightsSource
+from compress.methods.fitness import check_runs
 from compress.methods.student import build_student, check_loss_recipe, check_student, describe_loss, train_student
 from compress.stages.training_stage import StudentStage
 
@@ -17,14 +18,16 @@ class DistillStage(StudentStage):
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         distill = tuple(f"distill.{k}" for k in cfg.section("distill") if k != "baseline")
-        return ("data", "train", *distill, *self.fold_teacher_keys(cfg))
+        return ("data", "train", *distill, "teacher.onnx", *self.fold_teacher_keys(cfg))
 
     def check(self, cfg: Config, data: Dataset | None) -> None:
         check_student(cfg.distill)
-        check_loss_recipe(cfg.distill, cfg.train, cfg.teacher.arch)
+        check_loss_recipe(cfg.distill, cfg.train, cfg.teacher.arch, bool(cfg.teacher.onnx))
+        if data is None:
+            check_runs(cfg.distill.arch, "distill.arch", cfg.data.crop, cfg.export.opset, cfg.distill.head_hidden)
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [checkpoint_path(TEACHER)]
+        return [teacher_file(cfg)]
 
     def external_inputs(self, cfg: Config) -> list[str]:
         return WeightsSource.parse(cfg.distill.weights).files()

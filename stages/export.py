@@ -2,13 +2,14 @@
 check against PyTorch on real val images; records params and MACs for the report."""
 from __future__ import annotations
 
+from compress.core import architectures
 from compress.core.config import Config
 from compress.core.models import count_macs, count_params, load_model
-from compress.core.roster import EXPORT_INFO, checkpoint_path, fp32_models, onnx_path
+from compress.core.roster import EXPORT_INFO, TEACHER, checkpoint_path, onnx_path, teacher_file, torch_models
 from compress.core.stage import Context, Stage
-from compress.exports.onnx import client_metadata, export_onnx, parity
+from compress.exports.onnx import client_metadata, export_onnx, parity, read_metadata
 
-ROSTER_KEYS = ("distill.baseline", "prune.enabled")  # which fp32 models exist (compress.core.roster)
+ROSTER_KEYS = ("distill.baseline", "prune.enabled", "teacher.onnx")  # which models exist (compress.core.roster)
 
 
 class ExportStage(Stage):
@@ -18,17 +19,23 @@ class ExportStage(Stage):
         return ("data", "export", *ROSTER_KEYS)
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [checkpoint_path(n) for n in fp32_models(cfg)]
+        given = [teacher_file(cfg)] if cfg.teacher.onnx else []  # already ONNX: recorded, not exported
+        return [checkpoint_path(n) for n in torch_models(cfg)] + given
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [onnx_path(n) for n in fp32_models(cfg)] + [EXPORT_INFO]
+        return [onnx_path(n) for n in torch_models(cfg)] + [EXPORT_INFO]
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
         images = data.val_inputs(cfg.data)[:cfg.export.parity_samples]
-        info = {}
-        for name in fp32_models(cfg):
+        info: dict[str, dict] = {}
+        if cfg.teacher.onnx:
+            info[TEACHER] = {"arch": read_metadata(ctx.run.path(onnx_path(TEACHER)))["arch"], "params": None,
+                             "macs": None, "parity_max_abs_diff": None, "pytorch_val_accuracy": None, "history": [],
+                             "pruning": None, "source": cfg.teacher.onnx}
+        for name in torch_models(cfg):
             model, meta = load_model(ctx.run.path(checkpoint_path(name)))
+            model = architectures.reparameterize(model)  # RepVGG/MobileOne: the fused form ships
             params, macs = count_params(model), count_macs(model, cfg.data.crop)
             metadata = client_metadata(data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,
                                        model_name=name, arch=meta["arch"], producer="compress",
@@ -41,4 +48,5 @@ class ExportStage(Stage):
                           "history": meta.get("history", []), "pruning": meta.get("pruning")}
             ctx.log(f"export {name}: parity max |diff| {diff:.2e}")
         ctx.run.write_json(EXPORT_INFO, info)
-        return {n: {"parity_max_abs_diff": v["parity_max_abs_diff"]} for n, v in info.items()}
+        return {n: {"parity_max_abs_diff": v["parity_max_abs_diff"]} for n, v in info.items() if n != TEACHER
+                or not cfg.teacher.onnx}

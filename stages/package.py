@@ -95,7 +95,7 @@ class PackageStage(Stage):
                 shutil.copyfile(run.path(decision.executorch["file"]), tmp)
         report, info = Report.read(run.path(REPORT_JSON)), run.read_json(EXPORT_INFO)
         teacher = {"arch": info[TEACHER]["arch"], "val_accuracy": report.models[TEACHER].accuracy,
-                   "source": "through ONNX Runtime"}
+                   "source": (report.origins or {}).get(TEACHER, "")}
         card = render(CardFacts(name=name, onnx_file=deploy, ort_file=DEPLOY_ORT if cfg.export.ort else None,
                                 metadata=metadata, report=report, config=cfg.to_dict(),
                                 config_hash=sha256_json(cfg.to_dict())[:16], teacher=teacher,

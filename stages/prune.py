@@ -5,10 +5,11 @@ counts, so it reloads with `weights_only=True`."""
 from __future__ import annotations
 
 from compress.core.config import Config
-from compress.core.data import calibration_batch, calibration_indices
+from compress.core.data import Dataset, calibration_batch, calibration_indices
 from compress.core.models import load_model, save_checkpoint
-from compress.core.roster import PRUNED, STUDENT, TEACHER, checkpoint_path
+from compress.core.roster import PRUNED, STUDENT, checkpoint_path, teacher_file
 from compress.core.stage import Context
+from compress.methods.fitness import check_prunable
 from compress.methods.pruning import ROUND_MACS_CUT, Pruner, macs_at_most, onnx_p50_ms, taylor_gradients
 from compress.methods.student import phase_loss, train_student
 from compress.stages.training_stage import StudentStage
@@ -19,13 +20,17 @@ class PruneStage(StudentStage):
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         measured = ("export", "bench") if cfg.prune.target == "latency" else ()  # the measurement depends on them
-        return ("data", "train", "prune", "distill", *measured, *self.fold_teacher_keys(cfg))
+        return ("data", "train", "prune", "distill", "teacher.onnx", *measured, *self.fold_teacher_keys(cfg))
 
     def enabled(self, cfg: Config) -> bool:
         return cfg.prune.enabled
 
+    def check(self, cfg: Config, data: Dataset | None) -> None:
+        if data is None:
+            check_prunable(cfg.distill.arch, cfg.prune, cfg.data.crop, cfg.distill.head_hidden)
+
     def inputs(self, cfg: Config) -> list[str]:
-        return [checkpoint_path(TEACHER), checkpoint_path(STUDENT)]
+        return [teacher_file(cfg), checkpoint_path(STUDENT)]
 
     def outputs(self, cfg: Config) -> list[str]:
         return [checkpoint_path(PRUNED)]

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compress.core import architectures
 from compress.core.config import Config
 from compress.core.data import calibration_batch
 from compress.core.documents import Candidate, QuantizeDecision
@@ -33,11 +34,11 @@ from compress.core.roster import (
     PTE_INT8,
     QUANTIZE_INFO,
     SENSITIVITY,
-    TEACHER,
     checkpoint_path,
     final_fp32_student,
     onnx_path,
     pte_path,
+    teacher_file,
 )
 from compress.core.stage import Context
 from compress.exports.fake_quant import export_fake_quant
@@ -45,6 +46,7 @@ from compress.exports.onnx import layer_names, read_metadata
 from compress.exports.quantize import choose, preprocessed
 from compress.exports.runtimes import EXTRAS, require
 from compress.methods import int8_search as search
+from compress.methods.fitness import check_executorch, qat_blocker
 from compress.methods.int8_search import REFERENCE_ONLY, Trial
 from compress.methods.pte import choose_pte
 from compress.methods.qat import QAT_CANDIDATE, QAT_NAME, train_qat
@@ -56,7 +58,7 @@ class QuantizeStage(StudentStage):
     name = "quantize"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        qat = ("train", "distill", "export.opset", "seed", *self.fold_teacher_keys(cfg)) \
+        qat = ("train", "distill", "export.opset", "seed", "teacher.onnx", *self.fold_teacher_keys(cfg)) \
             if cfg.quantize.qat != "off" else ()  # QAT trains
         return ("data", "quantize", "bench", "prune.enabled", "deploy.target", *qat)
 
@@ -64,7 +66,7 @@ class QuantizeStage(StudentStage):
         return cfg.quantize.enabled
 
     def inputs(self, cfg: Config) -> list[str]:
-        qat = [checkpoint_path(TEACHER)] if cfg.quantize.qat != "off" else []
+        qat = [teacher_file(cfg)] if cfg.quantize.qat != "off" else []
         weights = [checkpoint_path(final_fp32_student(cfg))] if qat or cfg.deploy.target == "executorch" else []
         return [onnx_path(final_fp32_student(cfg)), *weights, *qat]
 
@@ -75,6 +77,12 @@ class QuantizeStage(StudentStage):
     def check(self, cfg: Config, data) -> None:
         if cfg.deploy.target in EXTRAS:
             require(cfg.deploy.target)
+        if data is None and cfg.deploy.target == "executorch":
+            check_executorch(cfg.distill.arch, cfg.data.crop)
+        if data is None and cfg.quantize.qat == "on":
+            blocked = qat_blocker(cfg.distill.arch, cfg.data.crop, cfg.quantize.per_channel)
+            if blocked:
+                raise CompressError(f"quantize.qat = on: {blocked}; set quantize.qat = auto or off")
         if cfg.quantize.keep_float and data is None:  # names depend only on the architecture: checked up front
             student = build_model(cfg.distill.arch, 2, head_hidden=cfg.distill.head_hidden)
             valid = layer_names(student, cfg.data.crop, cfg.export.opset)
@@ -104,7 +112,11 @@ class QuantizeStage(StudentStage):
                 if mixed:
                     files[mixed["name"]], preds[mixed["name"]] = mixed.pop("path"), mixed.pop("predictions")
             qat = None
-            if q.qat == "on" or (q.qat == "auto" and q.format == "auto" and not (ptq_met or mixed)):
+            wanted = q.qat == "on" or (q.qat == "auto" and q.format == "auto" and not (ptq_met or mixed))
+            blocked = qat_blocker(cfg.distill.arch, cfg.data.crop, q.per_channel) if wanted and q.qat == "auto" else None
+            if blocked:
+                ctx.warn(f"quantization-aware training skipped: {blocked}")
+            if wanted and not blocked:
                 files[QAT_CANDIDATE] = trial.tmp / "qat.onnx"
                 qat = self._qat(ctx, key, source_name, source, files[QAT_CANDIDATE])
                 preds[QAT_CANDIDATE] = trial.predict(files[QAT_CANDIDATE])
@@ -139,7 +151,7 @@ class QuantizeStage(StudentStage):
         """Fine-tune `source_name`'s checkpoint with fake quantization and write it as QDQ ONNX to
         `target` with the source file's metadata; returns what was done."""
         cfg, q = ctx.cfg, ctx.cfg.quantize
-        model, _ = load_model(ctx.run.path(checkpoint_path(source_name)))
+        model = architectures.reparameterize(load_model(ctx.run.path(checkpoint_path(source_name)))[0])
         trainer, seed, loss = self.trainer(ctx), self.seed(ctx), phase_loss(cfg.distill.loss, "qat")
         if loss != cfg.distill.loss:
             ctx.log(f"QAT: distill.loss {cfg.distill.loss!r} compares features a folded graph does not expose; "
@@ -159,7 +171,7 @@ class QuantizeStage(StudentStage):
     def _pte(ctx: Context, source_name: str, trial: Trial) -> dict:
         """The fp32 and int8 .pte of the final student, measured in ExecuTorch; the faster within budget ships."""
         files = {"fp32": pte_path(source_name), "int8": PTE_INT8}
-        model, _ = load_model(ctx.run.path(checkpoint_path(source_name)))
+        model = architectures.reparameterize(load_model(ctx.run.path(checkpoint_path(source_name)))[0])
         decision = choose_pte(model, {n: ctx.run.path(rel) for n, rel in files.items()}, ctx.cfg.data.crop,
                               trial.calibration, trial.val, trial.labels, ctx.cfg.bench,
                               ctx.cfg.quantize.max_accuracy_drop)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import html
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from compress.benchmarks import plots
-from compress.benchmarks.gradcam import gradcam, top_region_iou
+from compress.benchmarks.gradcam import BATCH, gradcam, top_region_iou
 from compress.benchmarks.report import inline_html, report_blocks, to_html
+from compress.core.architectures import gradcam_map
 from compress.core.config import Config
 from compress.core.documents import QuantizeDecision, Report
 from compress.core.models import load_model
@@ -23,8 +26,10 @@ from compress.core.roster import (
     deployable,
     final_fp32_student,
     plot_path,
+    teacher_file,
 )
 from compress.core.stage import Context, Stage
+from compress.core.train import predict_logits
 
 GRADCAM_PANELS = 6  # val images shown side by side
 GRADCAM_MAX_IMAGES = 256  # val images averaged for the overlap figure (bounded for big val sets)
@@ -36,10 +41,10 @@ class ReportStage(Stage):
     name = "report"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        return ("data", "prune.enabled", "quantize.enabled")  # the last two: which model is deployable
+        return ("data", "prune.enabled", "quantize.enabled", "teacher.onnx")  # which models exist, which is deployable
 
     def inputs(self, cfg: Config) -> list[str]:
-        return ([REPORT_JSON, checkpoint_path(TEACHER), checkpoint_path(final_fp32_student(cfg))]
+        return ([REPORT_JSON, teacher_file(cfg), checkpoint_path(final_fp32_student(cfg))]
                 + ([QUANTIZE_INFO, SENSITIVITY] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
@@ -52,22 +57,15 @@ class ReportStage(Stage):
         chosen, source = deployable(cfg, decision), final_fp32_student(cfg)
         order = spread_over_classes(data.val.labels)[:GRADCAM_MAX_IMAGES]  # panels show several classes
         crops = data.val_crops(cfg.data.crop)[order]
-        images = data.val_inputs(cfg.data)[order]
-        teacher, _ = load_model(ctx.run.path(checkpoint_path(TEACHER)))
-        student, _ = load_model(ctx.run.path(checkpoint_path(source)))
-        with torch.no_grad():
-            target = teacher(images).argmax(1)  # both explain the teacher's class
-        (t_cam, t_grid), (s_cam, s_grid) = gradcam(teacher, images, target), gradcam(student, images, target)
-        spatial = min(t_grid + s_grid) > 1  # 1x1 feature maps say nothing about where a model looks
-        overlap = top_region_iou(t_cam, s_cam) if spatial else torch.tensor([float("nan")])
+        cams = self._gradcam(ctx, source, data.val_inputs(cfg.data)[order])
         pngs = {
             "accuracy_vs_latency": plots.accuracy_vs_latency(report.models, chosen),
             "size": plots.sizes(report.models),
             "training": plots.training_curves(report.training or {}),
             "confusion": plots.confusion(report.models[chosen].confusion_matrix, data.classes,
                                          f"{chosen} on {report.figures_from}"),
-            "gradcam": plots.gradcam_panels(crops[:GRADCAM_PANELS].numpy(), t_cam[:GRADCAM_PANELS].numpy(),
-                                            s_cam[:GRADCAM_PANELS].numpy(), source, spatial),
+            "gradcam": plots.gradcam_panels(crops[:GRADCAM_PANELS].numpy(), *cams.panels(GRADCAM_PANELS),
+                                            student_name=source, note=cams.note),
         }
         if cfg.quantize.enabled:
             ranking = ctx.run.read_json(SENSITIVITY)
@@ -75,12 +73,58 @@ class ReportStage(Stage):
         for name, png in pngs.items():
             with ctx.run.atomic(plot_path(name)) as tmp:
                 tmp.write_bytes(png)
-        summary = {"deployable": chosen, "gradcam_source": source, "gradcam_images": len(images),
-                   "gradcam_feature_maps": {TEACHER: list(t_grid), source: list(s_grid)},
-                   "gradcam_top20_iou_mean": float(overlap.mean()) if spatial else None,
-                   "gradcam_top20_iou_std": float(overlap.std()) if spatial and len(overlap) > 1 else None}
+        summary = {"deployable": chosen, "gradcam_source": source, **cams.summary()}
         ctx.run.write_text(REPORT_HTML, render_html(report, pngs, summary))
         return summary
+
+
+    @staticmethod
+    def _gradcam(ctx: Context, source: str, images: torch.Tensor) -> CamComparison:
+        """Grad-CAM of teacher and student for the teacher's class, or why it does not apply."""
+        teacher_file = ctx.run.path(checkpoint_path(TEACHER))
+        if not teacher_file.is_file():
+            return CamComparison(note="the teacher is an ONNX file: Grad-CAM needs its PyTorch gradients")
+        teacher, _ = load_model(teacher_file)
+        student, _ = load_model(ctx.run.path(checkpoint_path(source)))
+        layers = {TEACHER: gradcam_map(teacher), source: gradcam_map(student)}
+        missing = [n for n, layer in layers.items() if layer is None]
+        if missing:
+            return CamComparison(note=f"{', '.join(missing)} has no spatial feature map before pooling "
+                                      "(a transformer's tokens): Grad-CAM does not apply")
+        target = predict_logits(teacher, [(images[i:i + BATCH], None) for i in range(0, len(images), BATCH)],
+                                torch.device("cpu")).argmax(1)  # both explain the teacher's class
+        (t_cam, t_grid), (s_cam, s_grid) = (gradcam(teacher, images, target, layers[TEACHER]),
+                                            gradcam(student, images, target, layers[source]))
+        return CamComparison(t_cam, s_cam, {TEACHER: t_grid, source: s_grid}, layers)
+
+
+@dataclass
+class CamComparison:
+    """Teacher and student CAMs on the same images, or the note saying why there are none."""
+
+    teacher: torch.Tensor | None = None
+    student: torch.Tensor | None = None
+    grids: dict[str, tuple[int, int]] = field(default_factory=dict)
+    layers: dict[str, str | None] = field(default_factory=dict)
+    note: str | None = None
+
+    def __post_init__(self):
+        if self.note is None and self.grids and min(min(g) for g in self.grids.values()) <= 1:
+            self.note = "feature maps are 1×1 at this input size: Grad-CAM has no location to show"
+
+    def panels(self, n: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        if self.teacher is None or self.student is None:
+            return None, None
+        return self.teacher[:n].numpy(), self.student[:n].numpy()
+
+    def summary(self) -> dict:
+        spatial = self.note is None and self.teacher is not None and self.student is not None
+        overlap = top_region_iou(self.teacher, self.student) if spatial else None  # type: ignore[arg-type]
+        return {"gradcam_images": 0 if self.teacher is None else len(self.teacher),
+                "gradcam_layers": self.layers, "gradcam_feature_maps": {n: list(g) for n, g in self.grids.items()},
+                "gradcam_note": self.note,
+                "gradcam_top20_iou_mean": float(overlap.mean()) if overlap is not None else None,
+                "gradcam_top20_iou_std": float(overlap.std()) if overlap is not None and len(overlap) > 1 else None}
 
 
 def spread_over_classes(labels: torch.Tensor) -> torch.Tensor:
@@ -93,6 +137,8 @@ def spread_over_classes(labels: torch.Tensor) -> torch.Tensor:
 
 def _overlap_sentence(summary: dict) -> str:
     grids = ", ".join(f"{n} {g[0]}×{g[1]}" for n, g in summary["gradcam_feature_maps"].items())
+    if not summary["gradcam_feature_maps"]:
+        return f"Grad-CAM skipped: {summary['gradcam_note']}."
     if summary["gradcam_top20_iou_mean"] is None:
         return (f"Feature maps entering global pooling are {grids} at this input size: they carry no spatial "
                 "information, so no overlap is computed. Use a larger data.crop to compare where the models look.")

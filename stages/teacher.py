@@ -1,17 +1,25 @@
-"""Stage `teacher`: fine-tune a torchvision classifier (ResNet50 by default) on the train split,
-or adopt a finished teacher checkpoint after checking its classes against the data."""
+"""Stage `teacher`: fine-tune a classifier (ResNet50 by default; torchvision or timm) on the train
+split, adopt a finished teacher checkpoint after checking its classes against the data, or take
+a teacher given as an ONNX file from any framework (checked, and adapted to the run's
+preprocessing, in onnx/teacher.onnx)."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
+from compress.core import architectures
 from compress.core.config import Config
 from compress.core.data import Dataset
 from compress.core.errors import CompressError
-from compress.core.models import build_model, classification_archs, save_checkpoint
-from compress.core.roster import TEACHER, checkpoint_path
+from compress.core.models import build_model, save_checkpoint
+from compress.core.roster import TEACHER, checkpoint_path, onnx_path, teacher_file
 from compress.core.stage import Context
 from compress.core.train import evaluate
 from compress.core.weights import WeightsSource
+from compress.exports import given_onnx
+from compress.exports.metadata import client_metadata
+from compress.methods.fitness import check_runs
 from compress.methods.teacher import given_teacher, train_teacher
 from compress.stages.training_stage import TrainingStage
 
@@ -25,13 +33,19 @@ class TeacherStage(TrainingStage):
 
     def check(self, cfg: Config, data: Dataset | None) -> None:
         t = cfg.teacher
-        if t.arch not in classification_archs():
-            raise CompressError(f"teacher.arch: unknown architecture {t.arch!r}; valid: {', '.join(classification_archs())}")
+        if t.onnx:
+            if t.checkpoint:
+                raise CompressError("teacher.onnx and teacher.checkpoint both name a finished teacher; keep one")
+            given_onnx.inspect(t.onnx, data.classes if data is not None else None, t.classes, cfg.data.crop)
+            return
+        architectures.check_arch(t.arch, "teacher.arch")
         weights = WeightsSource.parse(t.weights)
         for key, path in (("teacher.checkpoint", t.checkpoint), ("teacher.weights", weights.file)):
             if path and not Path(path).is_file():
                 raise CompressError(f"{key}: checkpoint file {path} does not exist")
         if data is None:
+            if not t.checkpoint:
+                check_runs(t.arch, "teacher.arch", cfg.data.crop, cfg.export.opset, t.head_hidden, t.dropout)
             return
         if t.checkpoint:
             given_teacher(t.checkpoint, data.classes, t.arch)
@@ -39,14 +53,16 @@ class TeacherStage(TrainingStage):
             build_model(t.arch, len(data.classes), t.weights)  # fails now, not after an hour of training
 
     def external_inputs(self, cfg: Config) -> list[str]:
-        given = [cfg.teacher.checkpoint] if cfg.teacher.checkpoint else []
+        given = [p for p in (cfg.teacher.checkpoint, cfg.teacher.onnx) if p]
         return given + WeightsSource.parse(cfg.teacher.weights).files()
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [checkpoint_path(TEACHER)]
+        return [teacher_file(cfg)]
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
+        if cfg.teacher.onnx:
+            return self._given_onnx(ctx)
         meta = {"arch": cfg.teacher.arch, "classes": data.classes, "crop": cfg.data.crop}
         run = self.train_run(ctx, TEACHER, key, cfg.teacher.epochs, cfg.teacher.lr, cfg.seed, cfg.teacher.augment)
         if cfg.teacher.checkpoint:
@@ -63,3 +79,20 @@ class TeacherStage(TrainingStage):
         run.state_path.unlink(missing_ok=True)
         ctx.log(f"teacher: val accuracy {accuracy:.4f}")
         return {"val_accuracy": accuracy, "history": meta["history"]}
+
+    @staticmethod
+    def _given_onnx(ctx: Context) -> dict:
+        """The ONNX teacher, checked and adapted to the run's preprocessing, as onnx/teacher.onnx."""
+        cfg, data = ctx.cfg, ctx.data
+        given = given_onnx.inspect(cfg.teacher.onnx, data.classes, cfg.teacher.classes, cfg.data.crop)
+        metadata = client_metadata(data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,
+                                   model_name=TEACHER, arch=f"onnx:{Path(cfg.teacher.onnx).name}",
+                                   producer=f"given ONNX file {cfg.teacher.onnx}")
+        with ctx.run.atomic(onnx_path(TEACHER)) as tmp:
+            given_onnx.adapt(given, tmp, cfg.data.mean, cfg.data.std, metadata)
+        teacher = given_onnx.OnnxTeacher(ctx.run.path(onnx_path(TEACHER)), torch.device("cpu"))
+        accuracy = evaluate(teacher, data, cfg.data, torch.device("cpu"))
+        renormalised = given.mean is not None and (given.mean != list(cfg.data.mean) or given.std != list(cfg.data.std))
+        ctx.log(f"teacher: the given ONNX file {cfg.teacher.onnx}, val accuracy {accuracy:.4f}"
+                + (" (its own mean/std restored in front of its graph)" if renormalised else ""))
+        return {"val_accuracy": accuracy, "history": [], "source": cfg.teacher.onnx, "renormalised": renormalised}

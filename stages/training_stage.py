@@ -7,7 +7,7 @@ from torch import nn
 
 from compress.core.config import Config
 from compress.core.models import save_checkpoint
-from compress.core.roster import TEACHER, checkpoint_path, training_state_path
+from compress.core.roster import checkpoint_path, teacher_file, training_state_path
 from compress.core.stage import Context, Stage
 from compress.methods.student import Distillation, distillation, student_seed
 from compress.methods.teacher_signal import TeacherSource, teacher_signal
@@ -50,7 +50,7 @@ class StudentStage(TrainingStage):
             return None
         folds = cfg.distill.teacher_folds >= 2
         source = TeacherSource(
-            checkpoint=ctx.run.path(checkpoint_path(TEACHER)), cache_dir=ctx.cache_dir,
+            checkpoint=ctx.run.path(teacher_file(cfg)), cache_dir=ctx.cache_dir,
             recipe=cfg.teacher if folds else None, seed=cfg.seed,
             fold_settings={"data_cfg": cfg.section("data"), "train": cfg.section("train"),
                            "teacher": {k: v for k, v in cfg.section("teacher").items() if k != "checkpoint"}}

@@ -11,7 +11,7 @@ import torchvision
 from compress.core.config import PruneConfig
 from compress.core.errors import CompressError
 from compress.core.models import build_model, count_macs, load_model, save_checkpoint
-from compress.stages.prune import Pruner, taylor_gradients
+from compress.methods.pruning import Pruner, taylor_gradients
 
 
 def test_unknown_arch_lists_valid_ones():

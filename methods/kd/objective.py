@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from compress.core.architectures import classifier_head
 from compress.core.config import DistillConfig
 from compress.core.errors import CompressError
-from compress.core.models import last_linear
 from compress.methods.kd.logit import cross_entropy
 from compress.methods.kd.registry import TERMS
 from compress.methods.kd.spec import HintLayers, parse_spec
@@ -31,13 +31,14 @@ class FeatureTap:
         self.embedding = self.hint = None
         self.handles = []
         if embedding:
-            _, head = last_linear(model)
+            _, head = classifier_head(model)
             self.handles.append(head.register_forward_pre_hook(self._keep_embedding))
         if hint_module:
             self.handles.append(named_module(model, hint_module).register_forward_hook(self._keep_hint))
 
     def _keep_embedding(self, _module, inputs):
-        self.embedding = inputs[0]
+        x = inputs[0]
+        self.embedding = x.mean(dim=(2, 3)) if x.dim() == 4 else x  # a 1x1-conv head takes the map itself
 
     def _keep_hint(self, _module, _inputs, output):
         self.hint = output
@@ -120,9 +121,9 @@ class Objective:
         kinds = [TERMS[name] for _, name in self.weighted]
         features = {f for k in kinds for f in k.features}
         hint = "hint" in features
-        layers = HintLayers.parse(settings.options.hint_layers) if hint else None
-        s_layer, t_layer = (layers.student, layers.teacher) if layers else (None, None)
         teacher = signal.module
+        layers = HintLayers.parse(settings.options.hint_layers).resolve(student, teacher) if hint and teacher else None
+        s_layer, t_layer = (layers.student, layers.teacher) if layers else (None, None)
         self.needs_teacher = any(k.needs_teacher for k in kinds)
         if self.needs_teacher and teacher is None and signal.logits is None:
             raise CompressError(f"distill.loss {spec!r} needs a teacher, and none was given")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from torch import nn
+
+from compress.core import architectures
 from compress.core.errors import CompressError
 from compress.methods.kd.registry import TERMS
 
@@ -50,7 +53,24 @@ class HintLayers:
 
     @classmethod
     def parse(cls, text: str) -> HintLayers:
+        if text == "auto":
+            return cls("auto", "auto")
         student, sep, teacher = text.partition(":")
         if not sep or not student or not teacher or ":" in teacher:
-            raise CompressError(f"distill.hint_layers {text!r} must be student_module:teacher_module, e.g. layer3:layer3")
+            raise CompressError(f"distill.hint_layers {text!r} must be auto or student_module:teacher_module, "
+                                "e.g. layer3:layer3")
         return cls(student.strip(), teacher.strip())
+
+    def resolve(self, student: nn.Module, teacher: nn.Module) -> HintLayers:
+        """Module paths for `auto` sides: each network's stride-16 stage output (ResNet: layer3)."""
+        return HintLayers(*(_stride16(model, name, side) if name == "auto" else name
+                            for model, name, side in ((student, self.student, "student"),
+                                                      (teacher, self.teacher, "teacher"))))
+
+
+def _stride16(model: nn.Module, name: str, side: str) -> str:
+    found = architectures.stride16_map(model)
+    if found is None:
+        raise CompressError(f"distill.hint_layers = auto: the {side} ({type(model).__name__}) has no stride-16 "
+                            "feature map to compare; name its module in distill.hint_layers, or use a loss on logits")
+    return found
