@@ -44,6 +44,8 @@ def accuracy_figures(logits: np.ndarray, labels: np.ndarray, classes: list[str],
         "agreement_with_teacher": float((predicted == (predicted if teacher_predicted is None
                                                        else teacher_predicted)).mean()),
     }
+    recalls = [v for v in per_class.values() if v is not None]
+    figures["balanced_accuracy"] = float(np.mean(recalls)) if recalls else float("nan")
     if len(classes) > 5:
         top5 = np.argsort(-logits, axis=1)[:, :5]
         figures["top5_accuracy"] = float((top5 == labels[:, None]).any(axis=1).mean())

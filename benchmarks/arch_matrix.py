@@ -95,13 +95,13 @@ def row(arch: str, data: Path, root: Path, crop: int) -> dict:
         column, setting = next(((c, s) for key, (c, s) in OPTIONAL.items() if where.startswith(key)), (None, None))
         if column is None or setting is None or setting in extra:
             break
-        cells[column] = "refused (" + message.split(": ", 2)[-1][:70] + ")"
+        cells[column] = "refused (" + message.split(": ", 2)[-1].removeprefix(arch + " ")[:60] + ")"
         extra.append(setting)
         code, message, more = run(arch, data, out, crop, extra)
         seconds += more
-    if code != 0:
-        verdict = "refused" if code == 2 else "✗"
-        reason = message.removeprefix("error: ")[:90]
+    if code != 0:  # refused before any work (no manifest yet), or failed in a stage (✗)
+        verdict = "refused" if code == 2 and not (out / "manifest.json").is_file() else "✗"
+        reason = message.removeprefix("error: ").split(": ", 1)[-1].removeprefix(arch + " ")[:80]
         return {"arch": arch, **{s: cells[s] if cells[s] != "–" else f"{verdict} ({reason})" for s in STAGES},
                 "seconds": seconds}
     report = json.loads((out / "report.json").read_text())
@@ -139,17 +139,18 @@ def markdown(rows: list[dict], crop: int) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--archs", default=None, help="comma-separated; default: the built-in torchvision + timm list")
-    ap.add_argument("--crop", type=int, default=32)
+    ap.add_argument("--crop", type=int, default=64, help="64: a stride-32 map is 2x2, so Grad-CAM has a location")
     ap.add_argument("--out", type=Path, default=Path("runs/arch-matrix"))
     args = ap.parse_args()
     archs = args.archs.split(",") if args.archs else TORCHVISION + (TIMM if importlib.util.find_spec("timm") else [])
     data = write_images(args.out / "data")
-    rows = []
+    table = args.out / "matrix.json"
+    earlier = {r["arch"]: r for r in json.loads(table.read_text())} if table.is_file() else {}  # rows kept
     for arch in archs:
-        rows.append(row(arch, data, args.out, args.crop))
-        print(f"{arch}: " + ", ".join(f"{s} {rows[-1][s]}" for s in STAGES), file=sys.stderr, flush=True)
-    (args.out / "matrix.json").write_text(json.dumps(rows, indent=2))
-    print(markdown(rows, args.crop))
+        earlier[arch] = row(arch, data, args.out, args.crop)
+        print(f"{arch}: " + ", ".join(f"{s} {earlier[arch][s]}" for s in STAGES), file=sys.stderr, flush=True)
+        table.write_text(json.dumps(list(earlier.values()), indent=2))
+    print(markdown(list(earlier.values()), args.crop))
 
 
 if __name__ == "__main__":

@@ -102,12 +102,16 @@ def compare(report: dict, baseline: Baseline, limits: Limits, models: list[str] 
                      f"with `compress baseline --add` (portable figures compared with the entry for "
                      f"{entry.testbed.describe()})")
     names = models or sorted(set(entry.models) | set(now.models), key=lambda n: (n != reference, n))
+    # a search's points differ between runs (a prune round more or less): it compares what both hold,
+    # and follows its chosen model under the stable name `deployable`
+    search = bool(report.get("pareto"))
     rows: list[Row] = []
     for name in names:
         b, n = entry.models.get(name), now.models.get(name)
         if b is None or n is None:
+            missing = "INFO" if search and name not in (reference, "deployable") else "MISSING"
             rows.append(Row(name, "model", None, None, "absent from " + ("baseline" if b is None else "report"), "-",
-                            "NEW" if b is None else "MISSING"))
+                            "NEW" if b is None else missing))
             continue
         rows += _portable_rows(name, b, n, limits)
         rows += _paired_rows(name, entry.comparisons, now.comparisons, limits)

@@ -48,18 +48,41 @@ def _acc(m: ModelReport) -> str:
 
 
 def models_table(report: Report) -> Table:
-    """Every model against the reference: size, compute, accuracy, agreement, latency, ratios."""
+    """Every model against the reference: size, compute, accuracy (and balanced accuracy when the
+    classes are lopsided), agreement, latency, ratios."""
     flag = " ⚠busy" if report.busy() else ""
+    lopsided = report.dataset is not None and report.dataset.lopsided()
     rows = []
     for name, m in report.models.items():
         r = m.vs_reference
         noisy = " ⚠" if m.latency_ms.noisy or report.busy() else ""
+        balanced = [_num(m.balanced_accuracy, ".4f")] if lopsided else []
         rows.append([name, _num(m.params and m.params / 1e6, ".2f"), _num(m.macs and m.macs / 1e6, ".1f"),
-                     f"{m.onnx_bytes / 1e6:.2f}", _acc(m), f"{m.agreement:.4f}", f"{m.latency_ms.p50:.2f}{noisy}",
-                     f"{m.latency_ms.p90:.2f}", f"{r.size_x if r else 0:.1f}", _num(r.macs_x if r else None, ".1f"),
-                     f"{r.speed_x if r else 0:.2f}{flag}", f"{100 * (r.accuracy_delta if r else 0):+.1f}"])
-    return Table(["model", "params (M)", "MACs (M)", "ONNX MB", "accuracy [95% CI]", f"agree w/ {report.reference}",
+                     f"{m.onnx_bytes / 1e6:.2f}", _acc(m), *balanced, f"{m.agreement:.4f}",
+                     f"{m.latency_ms.p50:.2f}{noisy}", f"{m.latency_ms.p90:.2f}", f"{r.size_x if r else 0:.1f}",
+                     _num(r.macs_x if r else None, ".1f"), f"{r.speed_x if r else 0:.2f}{flag}",
+                     f"{100 * (r.accuracy_delta if r else 0):+.1f}"])
+    return Table(["model", "params (M)", "MACs (M)", "ONNX MB", "accuracy [95% CI]",
+                  *(["balanced accuracy"] if lopsided else []), f"agree w/ {report.reference}",
                   "p50 ms", "p90 ms", "size ×", "MACs ×", "speed ×", "Δ acc (pts)"], rows)
+
+
+def class_counts_blocks(report: Report) -> list[Block]:
+    """Images per class in each split, and what lopsided classes or copies across splits mean."""
+    d = report.dataset
+    if d is None or not d.class_counts:
+        return []
+    splits = list(d.class_counts)
+    blocks: list[Block] = [Table(["class", *splits], [[c, *[str(d.class_counts[s].get(c, 0)) for s in splits]]
+                                                     for c in d.classes])]
+    notes = []
+    if d.lopsided():
+        train = d.class_counts["train"]
+        notes.append(f"The classes are lopsided ({max(train.values())} vs {min(train.values())} training images): "
+                     "balanced accuracy (the mean of per-class recalls) is shown beside top-1; "
+                     "`bench.metric = balanced` makes the int8 and deployable choices use it.")
+    notes += [f"**{w}.**" for w in d.copy_warnings()]
+    return blocks + ([Paragraph(notes)] if notes else [])
 
 
 def headline(report: Report) -> list[str]:
@@ -98,6 +121,7 @@ def report_blocks(report: Report) -> list[Block]:
     blocks: list[Block] = [Heading("compress report")]
     if report.dataset is not None:
         blocks += [Paragraph([report.dataset.describe()]), Paragraph([figures_note(report)])]
+        blocks += class_counts_blocks(report)
     if report.origins:
         blocks.append(Paragraph([f"Models: {name} {words}." for name, words in report.origins.items()]))
     blocks.append(Paragraph(headline(report)))

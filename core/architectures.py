@@ -66,7 +66,18 @@ def create(arch: str, num_classes: int) -> nn.Module:
     """The architecture with random weights and a `num_classes` head."""
     if is_timm(arch):
         return _timm().create_model(arch[len(TIMM):], pretrained=False, num_classes=num_classes)
-    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+    return without_auxiliary_heads(torchvision.models.get_model(arch, weights=None, num_classes=num_classes))
+
+
+def without_auxiliary_heads(model: nn.Module) -> nn.Module:
+    """GoogLeNet and Inception v3 return (logits, aux...) in training mode for their auxiliary
+    classifiers; distillation and export read one logits tensor, so the auxiliary heads are removed."""
+    if getattr(model, "aux_logits", False):
+        model.aux_logits = False  # type: ignore[assignment]  # a bool attribute of those two classes
+        for name in ("aux1", "aux2", "AuxLogits"):
+            if hasattr(model, name):
+                setattr(model, name, None)
+    return model
 
 
 def preprocessing(arch: str) -> tuple[list[float], list[float]]:

@@ -86,7 +86,10 @@ class TeacherConfig:
 
 @dataclass
 class DistillConfig:
-    arch: str = opt("resnet18", "a small classifier that runs on edge CPUs: a torchvision name or timm:<name>")
+    arch: str = opt("resnet18", "a small classifier that runs on edge CPUs: a torchvision name or timm:<name>; a list "
+                                "searches several students against one teacher (see distill.archs)")
+    archs: list = opt_list(list, "the students of a search (set by giving distill.arch a list): each is distilled, "
+                                 "pruned and quantized, and deploy.objective chooses among all of them; [] = one student")
     weights: str = opt("auto", "auto = ImageNet weights when cached or downloadable, else random (said in one line) "
                                "| none | imagenet | path to a checkpoint to start from")
     loss: str = opt("kl", "a name or weighted sum, e.g. 'kl' or 'kl + 0.5*hint'; `compress losses` lists them")
@@ -112,7 +115,9 @@ class DistillConfig:
 @dataclass
 class PruneConfig:
     enabled: bool = opt(True, "structured pruning is part of the default deliverable")
-    target: Literal["macs", "params", "latency"] = opt("params", "params sets the file size: int8 at 0.35 is >= 20x smaller than the teacher")
+    target: Literal["macs", "params", "latency", "accuracy"] = opt(
+        "params", "params sets the file size: int8 at 0.35 is >= 20x smaller than the teacher; accuracy prunes in "
+                  "rounds while val accuracy stays within deploy.max_accuracy_drop, every round a point to choose from")
     macs_ratio: float = opt(0.5, "target MACs of the pruned student relative to the unpruned one")
     params_ratio: float = opt(0.35, "ResNet18 x 0.35 in int8 is ~4 MB, about 1/24 of a fp32 ResNet50")
     target_latency_ms: float = opt(0.0, "target = latency: ORT p50 at batch 1 on this CPU at bench.threads")
@@ -128,7 +133,8 @@ class PruneConfig:
 @dataclass
 class ExportConfig:
     opset: int = opt(17, "supported by every ONNX Runtime release since 1.11")
-    parity_tolerance: float = opt(1e-3, "max |logit difference| ONNX Runtime vs PyTorch")
+    parity_tolerance: float = opt(1e-3, "max |logit difference| ONNX Runtime vs PyTorch, relative to the logits' "
+                                        "scale max(1, largest |logit|)")
     parity_samples: int = opt(32, "real val images used for the parity check")
     dynamic_batch: bool = opt(True, "batch axis free; false fixes it at export.batch_size (some NPUs need it)")
     batch_size: int = opt(1, "the fixed batch size when dynamic_batch = false")
@@ -166,6 +172,14 @@ class DeployConfig:
                     "the int8 choice in OpenVINO and writes its IR (needs the openvino extra); executorch "
                     "chooses fp32 or int8 .pte measured in ExecuTorch and writes deploy/model.pte (needs the "
                     "executorch extra)")
+    objective: Literal["fastest_within_budget", "most_accurate_under"] = opt(
+        "fastest_within_budget", "how a search (several students, or prune.target = accuracy) chooses: the fastest "
+                                 "model within max_accuracy_drop of the best fp32 student, or the most accurate "
+                                 "under max_latency_ms (and max_size_mb)")
+    max_accuracy_drop: float = opt(1.0, "points of val accuracy the deployable may lose against the most accurate fp32 "
+                                        "student; also the budget of prune.target = accuracy")
+    max_latency_ms: float = opt(0.0, "most_accurate_under: batch-1 p50 limit on the target runtime (0 = none)")
+    max_size_mb: float = opt(0.0, "most_accurate_under: file size limit in MB (0 = none)")
 
 
 @dataclass
@@ -177,6 +191,9 @@ class BenchConfig:
     calls_per_sample: int = opt(1, "back-to-back calls averaged into one sample; >1 steadies sub-ms ratios")
     processes: int = opt(3, "fresh torch-free child processes the rounds are split over; on the CI models the worst "
                             "ratio spread over 8 repeats was 11.7% in 1 process, 3.8% in 3")
+    metric: Literal["top1", "balanced"] = opt(
+        "top1", "what choices rank accuracy by (int8 layout, ExecuTorch program, the deployable): top-1, or balanced "
+                "accuracy (mean per-class recall), which lopsided classes need")
 
 
 @dataclass
@@ -288,7 +305,14 @@ def _coerce(key: str, current: Any, value: Any) -> Any:
 
 
 def set_key(cfg: Config, key: str, value: Any) -> None:
-    """Set `section.key` (or a top-level key) on `cfg`, type-checked; unknown keys list valid ones."""
+    """Set `section.key` (or a top-level key) on `cfg`, type-checked; unknown keys list valid ones.
+    `distill.arch` also takes a list (a search over students): the list goes to distill.archs."""
+    if key == "distill.arch" and (isinstance(value, list) or (isinstance(value, str) and value.strip().startswith("["))):
+        students = _coerce("distill.archs", [], value)
+        if not students or not all(isinstance(a, str) and a for a in students):
+            raise CompressError(f"distill.arch: {value!r} is not a non-empty list of architecture names")
+        cfg.distill.arch, cfg.distill.archs = students[0], students if len(students) > 1 else []
+        return
     if key not in valid_keys():
         raise CompressError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
     *section, name = key.split(".")
@@ -381,6 +405,13 @@ def validate(cfg: Config) -> None:
          "distill.hint_layers must be auto or student_module:teacher_module"),
         (0.05 <= cfg.prune.macs_ratio < 1.0, "prune.macs_ratio must be in [0.05, 1)"),
         (0.05 <= cfg.prune.params_ratio < 1.0, "prune.params_ratio must be in [0.05, 1)"),
+        (cfg.deploy.objective != "most_accurate_under" or cfg.deploy.max_latency_ms > 0,
+         "deploy.objective = most_accurate_under needs deploy.max_latency_ms > 0 (batch-1 p50 on the target runtime)"),
+        (cfg.deploy.max_accuracy_drop >= 0 and cfg.deploy.max_latency_ms >= 0 and cfg.deploy.max_size_mb >= 0,
+         "deploy.max_accuracy_drop, deploy.max_latency_ms and deploy.max_size_mb must be >= 0"),
+        (not cfg.distill.archs or cfg.deploy.target != "executorch",
+         "a search over students (distill.arch as a list) times ONNX files; deploy.target = executorch chooses "
+         "between one student's .pte files: use portable, onnxruntime or openvino"),
         (cfg.prune.target != "latency" or cfg.prune.target_latency_ms > 0,
          "prune.target = latency needs prune.target_latency_ms > 0 (batch-1 ONNX Runtime p50 on this CPU)"),
         (cfg.prune.max_rounds >= 1 and cfg.prune.round_epochs >= 0, "prune.max_rounds >= 1 and prune.round_epochs >= 0"),

@@ -1,4 +1,8 @@
-"""Datasets: an ImageFolder tree (with or without a train/val split) or the embedded `digits`.
+"""Datasets: an ImageFolder tree (with or without a train/val split), a labels file (csv or
+jsonl, compress.core.labels_file) or the embedded `digits`.
+
+Hidden files and __MACOSX folders are never data; images are turned upright by their EXIF
+orientation; images byte-identical across splits are counted, since their figures are optimistic.
 
 Images are decoded once, converted to RGB, resized so the shorter side is `data.resize`, and
 kept as uint8 tensors in memory or in a disk cache (`data.cache`, compress.core.image_store);
@@ -20,11 +24,21 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from compress.core import labels_file
 from compress.core.architectures import IMAGENET_MEAN, IMAGENET_STD
 from compress.core.config import DataConfig
 from compress.core.errors import CompressError
 from compress.core.image_store import DecodedOnRead, default_cache_dir, resolve_mode, write_disk_cache
-from compress.core.preprocess import IMAGE_EXTENSIONS, crop_offsets, decode, resize_shorter, rgb_array
+from compress.core.preprocess import (
+    IMAGE_EXTENSIONS,
+    crop_offsets,
+    decode,
+    is_data_name,
+    is_image_file,
+    resize_shorter,
+    rgb_array,
+)
+from compress.core.rundir import sha256_file
 
 log = logging.getLogger("compress")
 
@@ -54,7 +68,13 @@ class Dataset:
     name: str
     bad_images: list[str] = field(default_factory=list)
     test: ImageSet | None = None
+    copies: dict[str, int] = field(default_factory=dict)  # val/test images byte-identical to an earlier split's
     _crops: dict = field(default_factory=dict)
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Images per class in each split: {"train": {"cat": 120, ...}, "val": {...}, ...}."""
+        splits = {"train": self.train, "val": self.val, **({"test": self.test} if self.test is not None else {})}
+        return {name: {c: int((s.labels == i).sum()) for i, c in enumerate(self.classes)} for name, s in splits.items()}
 
     @property
     def report_split(self) -> str:
@@ -112,12 +132,8 @@ def normalize(batch_uint8: torch.Tensor, mean, std) -> torch.Tensor:
 
 # ---------------------------------------------------------------- finding files
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
-
-
 def _class_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in root.iterdir() if p.is_dir() and is_data_name(p.name))
 
 
 def _scan_classes(root: Path) -> dict[str, list[Path]]:
@@ -128,7 +144,7 @@ def _scan_classes(root: Path) -> dict[str, list[Path]]:
         raise CompressError(f"{root}: only one class folder ({classes[0].name}); a classifier needs at least two")
     found = {}
     for cls in classes:
-        files = sorted(p for p in cls.rglob("*") if _is_image(p))
+        files = sorted(p for p in cls.rglob("*") if is_image_file(p, cls))
         if not files:
             raise CompressError(
                 f"{cls}: class folder has no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
@@ -197,7 +213,7 @@ def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfi
         images, kept = DecodedOnRead(paths, lambda p: decode_file(p, cfg.resize, draft)), list(range(len(paths)))
     elif mode == "disk":
         key = _fingerprint([[(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths],
-                            cfg.resize, draft, "uint8 CHW v1"])
+                            cfg.resize, draft, "uint8 CHW v2, EXIF orientation applied"])
         folder = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
         images, kept = write_disk_cache(folder / key[:32], name, paths, work, threads)
     else:
@@ -213,9 +229,12 @@ def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfi
 
 def load_folder(root: Path, cfg: DataConfig, seed: int) -> Dataset:
     if not root.exists():
-        raise CompressError(f"data path {root} does not exist; pass an ImageFolder directory or `digits`")
+        raise CompressError(f"data path {root} does not exist; pass an ImageFolder directory, a labels file "
+                            "(.csv or .jsonl) or `digits`")
+    if labels_file.is_labels_file(root) and root.is_file():
+        return _load_listed(root, cfg, seed)
     if not root.is_dir():
-        raise CompressError(f"data path {root} is not a directory")
+        raise CompressError(f"data path {root} is not a directory or a labels file (.csv, .jsonl)")
     has_split = (root / "train").is_dir() and (root / "val").is_dir()
     test_files = None
     if has_split:
@@ -229,32 +248,103 @@ def load_folder(root: Path, cfg: DataConfig, seed: int) -> Dataset:
                 raise CompressError(
                     f"{root}: train and {name} class folders differ (only in train: {only_train or '-'}; "
                     f"only in {name}: {only_other or '-'})")
-        classes = sorted(train_files)
     else:
         all_files = _scan_classes(root)
-        classes = sorted(all_files)
+        _check_splittable(all_files, root)
         train_files, val_files = _stratified_split(all_files, cfg.val_fraction, seed)
-    given_test = test_files is not None
-    if not given_test:
+    return _materialise(root, root.name, train_files, val_files, test_files, has_split, cfg, seed)
+
+
+def _check_splittable(files: dict[str, list], where: Path) -> None:
+    """Without train/ and val/, every class is split here: it needs an image on each side."""
+    small = {c: len(v) for c, v in files.items() if len(v) < 2}
+    if small:
+        name, count = next(iter(small.items()))
+        raise CompressError(f"{where}: class {name!r} has {count} image; without separate train and val splits "
+                            f"each class needs at least 2 (one to train on, one to validate on), and "
+                            f"{MIN_TRAIN_PER_CLASS_FOR_TEST} training images for a test split")
+
+
+def _load_listed(path: Path, cfg: DataConfig, seed: int) -> Dataset:
+    """A labels file: its rows grouped by split (given, or split here per class) and class."""
+    rows = labels_file.read(path)
+    by_split: dict[str | None, dict[str, list[Path]]] = {}
+    for row in rows:
+        by_split.setdefault(row.split, {}).setdefault(row.label, []).append(row.path)
+    classes = sorted({row.label for row in rows})
+    if None in by_split:  # no split column: class by class, like a folder of class folders
+        all_files = {c: sorted(by_split[None].get(c, [])) for c in classes}
+        _check_splittable(all_files, path)
+        train_files, val_files = _stratified_split(all_files, cfg.val_fraction, seed)
+        test_files, has_split = None, False
+    else:
+        for split in ("train", "val"):
+            missing = [c for c in classes if not by_split.get(split, {}).get(c)]
+            if missing:
+                raise CompressError(f"{path}: class {missing[0]!r} has no {split} rows; every class needs train and "
+                                    "val images (or leave out the split column to split here)")
+        train_files, val_files = ({c: sorted(by_split[s][c]) for c in classes} for s in ("train", "val"))
+        test_files = {c: sorted(by_split["test"].get(c, [])) for c in classes} if "test" in by_split else None
+        has_split = True
+    return _materialise(path.parent, path.stem, train_files, val_files, test_files, has_split, cfg, seed,
+                        listed_in=path)
+
+
+def _materialise(root: Path, name: str, train_files: dict, val_files: dict, test_files: dict | None, has_split: bool,
+                 cfg: DataConfig, seed: int, listed_in: Path | None = None) -> Dataset:
+    """Decode the splits (a test split carved from train when none is given), count copies across
+    splits, and fingerprint what was read."""
+    classes = sorted(train_files)
+    if test_files is None:
         train_files, test_files = carve_test(train_files, cfg.test_fraction, seed)
-    listing = [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-               for files in (train_files, val_files, test_files or {}) for paths in files.values() for p in paths]
+    splits = {"train": train_files, "val": val_files, **({"test": test_files} if test_files is not None else {})}
+    listing = [(_relative(p, root), p.stat().st_size, p.stat().st_mtime_ns)
+               for files in splits.values() for paths in files.values() for p in paths]
     bad: list[str] = []
-    count = sum(len(v) for files in (train_files, val_files, test_files or {}) for v in files.values())
+    count = sum(len(v) for files in splits.values() for v in files.values())
     mode = resolve_mode(cfg.cache, count, cfg.resize)
     train = _decode_all(train_files, classes, cfg, bad, draft=True, mode=mode)  # training crops are augmented anyway
     val = _decode_all(val_files, classes, cfg, bad, mode=mode, name="val")
     test = _decode_all(test_files, classes, cfg, bad, mode=mode, name="test") if test_files is not None else None
-    for split, name in ((train, "train"), (val, "val"), (test, "test")):
+    for split, split_name in ((train, "train"), (val, "val"), (test, "test")):
         if split is not None and len(split) == 0:
-            raise CompressError(f"{root}: the {name} split has no readable images")
+            raise CompressError(f"{root}: the {split_name} split has no readable images")
     empty = [c for i, c in enumerate(classes) if not bool((train.labels == i).any())]
     if empty:
         raise CompressError(f"{root}: class {empty[0]!r} has no readable training images"
                             f"{' after skipping bad ones' if bad else ''}; every class needs some")
     fingerprint = _fingerprint([listing, has_split, cfg.val_fraction if not has_split else None,
-                                seed if not has_split else None, cfg.resize, bad, "eval decoded without draft"])
-    return Dataset(classes, train, val, fingerprint, root.name, bad, test)
+                                seed if not has_split else None, cfg.resize, bad, "eval decoded without draft",
+                                "EXIF orientation applied",
+                                labels_file_digest(listed_in) if listed_in else None])
+    copies = copies_across_splits({s: [Path(p) for p in split.sources] for s, split in
+                                   (("train", train), ("val", val), ("test", test)) if split is not None})
+    return Dataset(classes, train, val, fingerprint, name, bad, test, copies)
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:  # a labels file may name images outside its folder
+        return str(path)
+
+
+def labels_file_digest(path: Path) -> str:
+    return sha256_file(path)
+
+
+def copies_across_splits(files: dict[str, list[Path]]) -> dict[str, int]:
+    """How many images of val (and test) are byte-identical to a train image (test: or a val one):
+    counted by content hash, since the same photo on both sides makes a figure optimistic."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        hashes = {split: list(pool.map(sha256_file, paths)) for split, paths in files.items()}
+    seen = set(hashes.get("train", []))
+    copies: dict[str, int] = {}
+    for split in ("val", "test"):
+        if split in hashes:
+            copies[split] = sum(h in seen for h in hashes[split])
+            seen |= set(hashes[split])
+    return copies
 
 
 @functools.cache
@@ -286,8 +376,13 @@ def load_digits(cfg: DataConfig, seed: int) -> Dataset:
 
     fingerprint = _fingerprint(["sklearn-digits", hashlib.sha256(pixels.tobytes()).hexdigest(), cfg.val_fraction,
                                 seed, cfg.resize, cfg.test_fraction])
+    seen = {pixels[i].tobytes() for i in train_idx}
+    copies = {"val": sum(pixels[i].tobytes() in seen for i in val_idx)}
+    if test_idx is not None:
+        seen |= {pixels[i].tobytes() for i in val_idx}
+        copies["test"] = sum(pixels[i].tobytes() in seen for i in test_idx)
     return Dataset(classes, subset(train_idx), subset(val_idx), fingerprint, "digits",
-                   test=subset(test_idx) if test_idx is not None else None)
+                   test=subset(test_idx) if test_idx is not None else None, copies=copies)
 
 
 def raw_rgb(source: str) -> np.ndarray:

@@ -119,6 +119,20 @@ class DatasetInfo:
     test_size: int = 0
     figures_from: str = "val"  # the split the report's figures come from: test when there is one
     selection_split: str = "val"
+    class_counts: dict[str, dict[str, int]] | None = _omit()  # split -> class -> images
+    copies: dict[str, int] | None = _omit()  # split -> images byte-identical to an image of an earlier split
+
+    def lopsided(self) -> bool:
+        """The largest class has at least 3x the training images of the smallest: top-1 hides the small ones."""
+        train = (self.class_counts or {}).get("train") or {}
+        return bool(train) and max(train.values()) >= 3 * max(min(train.values()), 1)
+
+    def copy_warnings(self) -> list[str]:
+        """"12 of 153 val images are copies of train images; their figures are optimistic"."""
+        sizes = {"val": self.val_size, "test": self.test_size}
+        earlier = {"val": "train", "test": "train or val"}
+        return [f"{n} of {sizes[s]} {s} images are copies of {earlier[s]} images; their figures are optimistic"
+                for s, n in (self.copies or {}).items() if n]
 
     def sizes(self) -> str:
         """"1151 train / 359 val / 287 test"."""
@@ -217,6 +231,7 @@ class ModelReport:
     agreement_with_teacher: float | None = _omit()
     agreement_with_reference: float | None = _omit()  # when the reference is not the teacher
     top5_accuracy: float | None = _omit()  # more than 5 classes
+    balanced_accuracy: float | None = _omit()  # mean per-class recall (classes present in the split)
     latency_ms: Latency
     latency_ms_by_batch: dict[str, Latency]
     throughput_ips: float
@@ -276,6 +291,7 @@ class Report(Document):
     training: dict[str, list[dict]] | None = _omit()
     origins: dict[str, str] | None = _omit()  # where the teacher and the student started
     quantization: QuantizeDecision | None = _omit()
+    pareto: dict | None = _omit()  # a search: every point, the front, the rule and what it chose
     warnings: list[str] = field(default_factory=list)
 
     @property

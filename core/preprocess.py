@@ -2,7 +2,7 @@
 (no torch), so `compress predict` and `evaluate` start in a fraction of a second and do exactly
 what an edge client following the card does:
 
-  decode → 8-bit RGB → resize the shorter side to `resize` (bilinear, aspect kept, the long side
+  decode → apply the EXIF orientation (phone photos store it as a tag) → 8-bit RGB → resize the shorter side to `resize` (bilinear, aspect kept, the long side
   truncated: int(resize · long / short)) → centre crop `crop` (offsets int(round((side − crop) / 2)))
   → /255 → (x − mean) / std per channel → NCHW float32.
 """
@@ -11,9 +11,28 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+NOT_DATA_FOLDERS = ("__MACOSX",)  # a zip made on macOS: resource forks, never images
+
+
+def is_data_name(name: str) -> bool:
+    """A file or folder name that can hold data: not hidden (.DS_Store, macOS's `._x.jpg`
+    AppleDouble twins of every file) and not a folder like __MACOSX."""
+    return not name.startswith(".") and name not in NOT_DATA_FOLDERS
+
+
+def is_image_file(path: Path, root: Path | None = None) -> bool:
+    """An image file that is data: an image extension, and no hidden or __MACOSX part in its
+    path below `root` (the data folder; the folders above it are the user's business)."""
+    parts = path.relative_to(root).parts if root is not None else (path.name,)
+    return path.suffix.lower() in IMAGE_EXTENSIONS and all(is_data_name(p) for p in parts) and path.is_file()
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: the EXIF orientation applied (a no-op without the tag)."""
+    return ImageOps.exif_transpose(img) or img
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
@@ -49,7 +68,7 @@ def rgb_array(path: str | Path) -> np.ndarray:
     """An image file decoded in full as uint8 HWC RGB (what a client holds before preprocessing)."""
     with Image.open(path) as img:
         img.load()
-        return np.asarray(to_rgb(img), dtype=np.uint8)
+        return np.asarray(to_rgb(upright(img)), dtype=np.uint8)
 
 
 def preprocess_array(rgb: np.ndarray, resize: int, crop: int, mean, std) -> np.ndarray:
@@ -66,7 +85,8 @@ def decode(path: str | Path, resize: int, draft: bool = False) -> np.ndarray:
         if draft and img.format == "JPEG":
             img.draft("RGB", (resize, resize))
         img.load()
-        return np.ascontiguousarray(np.asarray(resize_shorter(to_rgb(img), resize), dtype=np.uint8).transpose(2, 0, 1))
+        return np.ascontiguousarray(np.asarray(resize_shorter(to_rgb(upright(img)), resize),
+                                               dtype=np.uint8).transpose(2, 0, 1))
 
 
 def center_crop(chw: np.ndarray, size: int) -> np.ndarray:

@@ -27,6 +27,7 @@ REPORT_HTML = "report.html"
 EXPORT_INFO = "onnx/models.json"
 QUANTIZE_INFO = "onnx/quantize.json"
 SENSITIVITY = "onnx/sensitivity.json"
+PRUNE_ROUNDS = "checkpoints/prune_rounds.json"  # prune.target = accuracy: every round's checkpoint and val accuracy
 DEPLOY_ONNX = "deploy/model.onnx"
 DEPLOY_WITH_PREPROCESSING = "deploy/model_with_preprocessing.onnx"
 DEPLOY_ORT = "deploy/model.ort"
@@ -42,6 +43,11 @@ DEPLOY_CARD = "deploy/model_card.md"
 
 def checkpoint_path(name: str) -> str:
     return f"checkpoints/{name}.pt"
+
+
+def round_checkpoint(round_number: int) -> str:
+    """A prune round's model (prune.target = accuracy), a point a search chooses from."""
+    return f"checkpoints/{PRUNED}_r{round_number}.pt"
 
 
 def training_state_path(name: str) -> str:

@@ -79,7 +79,7 @@ def imagenet_model(arch: str) -> nn.Module:
     downloaded once into it (torchvision: $TORCH_HOME/hub/checkpoints; timm: the Hugging Face cache)."""
     if architectures.is_timm(arch):
         return _timm_pretrained(arch)
-    return torchvision.models.get_model(arch, weights=_download_torchvision(arch))
+    return architectures.without_auxiliary_heads(torchvision.models.get_model(arch, weights=_download_torchvision(arch)))
 
 
 def _timm_pretrained(arch: str) -> nn.Module:

@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import UnidentifiedImageError
 
+from compress.core import labels_file
 from compress.core.errors import CompressError
-from compress.core.preprocess import IMAGE_EXTENSIONS, preprocess
+from compress.core.preprocess import is_data_name, is_image_file, preprocess
 from compress.exports.metadata import read_metadata
 from compress.exports.session import cpu_session, run_logits, softmax
 
@@ -69,16 +70,25 @@ def predict(model_path: str | Path, images: list[str], top_k: int = 3) -> list[l
 
 
 def labelled_images(root: Path, labels: list[str]) -> list[tuple[Path, int]]:
-    """(image, class index) from `root/test/<class>/`, else `root/val/<class>/`, else `root/<class>/`."""
+    """(image, class index) from `root/test/<class>/`, else `root/val/<class>/`, else `root/<class>/`;
+    or from a labels file (its test rows, else its val rows, else all). Hidden files and __MACOSX
+    folders are never data."""
+    if labels_file.is_labels_file(root) and root.is_file():
+        rows = labels_file.read(root)
+        split = next((s for s in ("test", "val") if any(r.split == s for r in rows)), None)
+        chosen = [r for r in rows if r.split == split]
+        unknown = sorted({r.label for r in chosen} - set(labels))
+        if unknown:
+            raise CompressError(f"{root}: labels {unknown} are not among the model's labels {labels}")
+        return [(r.path, labels.index(r.label)) for r in chosen]
     if not root.is_dir():
-        raise CompressError(f"data path {root} is not a directory")
+        raise CompressError(f"data path {root} is not a directory or a labels file (.csv, .jsonl)")
     folder = next((root / s for s in ("test", "val") if (root / s).is_dir()), root)
-    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and is_data_name(p.name))
     unknown = [c for c in classes if c not in labels]
     if not classes or unknown:
         raise CompressError(f"{folder}: class folders {unknown or '(none)'} are not among the model's labels {labels}")
-    return [(p, labels.index(c)) for c in classes for p in sorted((folder / c).rglob("*"))
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS]
+    return [(p, labels.index(c)) for c in classes for p in sorted((folder / c).rglob("*")) if is_image_file(p, folder / c)]
 
 
 def _digits(model: ClientModel) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,8 @@ class CardFacts:
     git_commit: str | None
     pruning: dict | None = None
     in_graph: dict | None = None  # agreement of model_with_preprocessing.onnx with the documented recipe
+    choice: dict | None = None  # a search: the rule, the chosen point, the runner-up and what it would cost
+    student: str | None = None  # the chosen point's architecture, when it is not config's distill.arch
 
 
 def _files(f: CardFacts, env: Environment) -> str:
@@ -64,7 +66,8 @@ def _files(f: CardFacts, env: Environment) -> str:
                   "- `model.required_operators.config`: operators a minimal ORT build must include "
                   "(`build.sh --minimal_build --include_ops_by_config model.required_operators.config`)\n")
     if f.in_graph:
-        files += ("- `model_with_preprocessing.onnx`: the same model taking decoded pixels, uint8 RGB `[1, H, W, 3]` "
+        files += ("- `model_with_preprocessing.onnx`: the same model taking decoded pixels (EXIF orientation applied), "
+                  "uint8 RGB `[1, H, W, 3]` "
                   "of any size, with the preprocessing below inside the graph (standard ONNX, opset 18); it agreed "
                   f"with the recipe on {f.in_graph['top1_agreement']:.1%} of {f.in_graph['images']} images (max "
                   f"|logit difference| {f.in_graph['max_abs_logit_diff']:.3g}: PIL's and ONNX's resamplers round a "
@@ -88,7 +91,9 @@ def _interface(f: CardFacts) -> str:
 - name `{in_name}`, shape {in_shape} (NCHW; `batch` is {batch}), dtype {in_dtype}
 
 ## Preprocessing (exactly this, in this order)
-1. Decode the image and convert it to 8-bit RGB (drop alpha; grayscale → 3 equal channels).
+1. Decode the image, **apply its EXIF orientation** (phone photos store rotation as a tag: PIL's
+   `ImageOps.exif_transpose`, Android's `ExifInterface`, iOS's `UIImage.imageOrientation`), and
+   convert it to 8-bit RGB (drop alpha; grayscale → 3 equal channels).
 2. Resize so the **shorter** side is {resize} px, keeping the aspect ratio (bilinear, as PIL's
    `Image.resize(..., BILINEAR)`); the longer side becomes `int({resize} * long / short)` (truncated).
 3. Centre-crop {crop}×{crop} px: top = `round((H - {crop}) / 2)`, left = `round((W - {crop}) / 2)`, with
@@ -118,17 +123,22 @@ def _quality(f: CardFacts, m: ModelReport) -> str:
     caveat = ("held out: it chose nothing" if split == "test"
               else "also used to choose the int8 layout and prune rounds (too few images for a test split), so optimistic")
     top5 = f"\n- top-5 accuracy: {m.top5_accuracy:.4f}" if m.top5_accuracy is not None else ""
-    per_class = "\n".join(f"| {c} | {a:.3f} |" for c, a in m.per_class_accuracy.items())
+    counts = ((d.class_counts or {}).get(split) or {}) if d else {}
+    per_class = "\n".join(f"| {c} | {counts.get(c, '?')} | " + (f"{a:.3f}" if a is not None else "– (no image)") + " |"
+                          for c, a in m.per_class_accuracy.items())
+    balanced = (f"\n- balanced accuracy (mean per-class recall; the classes are lopsided): {m.balanced_accuracy:.4f}"
+                if d and d.lopsided() and m.balanced_accuracy is not None else "")
+    copies = "".join(f"\n- ⚠ {w}" for w in (d.copy_warnings() if d else []))
     compared = "".join(f"\n- {c.model} vs {c.against}: {c.verdict} at 95% (Δ {100 * c.delta:+.2f} points, "
                        f"McNemar exact p = {c.p_value:.3g})" for c in report.comparisons
                        if f.name in (c.model, c.against) or c.against == BASELINE)
     return f"""## Quality ({split} split, {size} images of {d.name if d else 'the data'}, through ONNX Runtime; {caveat})
-- top-1 accuracy: {m.accuracy:.4f}{_interval(m)} (teacher: {reference.accuracy:.4f}, Δ {100 * delta:+.2f} points){top5}{compared}
+- top-1 accuracy: {m.accuracy:.4f}{_interval(m)} (teacher: {reference.accuracy:.4f}, Δ {100 * delta:+.2f} points){top5}{balanced}{compared}{copies}
 - agreement with the teacher's top-1: {m.agreement:.4f}
 - expected calibration error: {m.ece:.4f}
 
-| class | accuracy |
-|---|---:|
+| class | images | accuracy |
+|---|---:|---:|
 {per_class}
 """
 
@@ -193,4 +203,14 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 - student: {(f.report.origins or {}).get('student', f.config['distill']['arch'])}; loss {f.student_loss}
 - pruning: {_pruning_line(f.config, f.pruning)}
 - quantization: {quant.chosen if quant else 'off'} ({quant.reason if quant else 'quantize.enabled = false'})
-"""
+{_choice(f)}"""
+
+
+def _choice(f: CardFacts) -> str:
+    """Why this model, when a search chose it among many."""
+    if not f.choice:
+        return ""
+    runner = f.choice.get("runner_up")
+    cost = f" (it would have cost {f.choice['runner_up_cost']})" if f.choice.get("runner_up_cost") else ""
+    return (f"\n## Why this model\nChosen among every point of a search by {f.choice['rule']}.\n"
+            + (f"Runner-up: {runner}{cost}.\n" if runner else "No runner-up: it was the only point within the rule.\n"))

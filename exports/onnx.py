@@ -55,15 +55,18 @@ def layer_names(model: torch.nn.Module, crop: int, opset: int) -> list[str]:
 
 
 def parity(model: torch.nn.Module, path: Path, images: torch.Tensor, tolerance: float) -> float:
-    """Max |logit difference| between PyTorch (fp32, CPU) and ONNX Runtime on `images`."""
+    """Max |logit difference| between PyTorch (fp32, CPU) and ONNX Runtime on `images`, checked
+    against `tolerance` times the logits' scale (max(1, largest |logit|)): float32 rounding grows
+    with the values, and a briefly trained WideResNet's logits reach the thousands."""
     model = model.cpu().float().eval()
     with torch.no_grad():
         expected = model(images).numpy()
     got = run_logits(cpu_session(path), images.numpy())
     diff = float(np.abs(expected - got).max())
-    if not diff <= tolerance:
-        raise CompressError(f"{path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} "
-                            f"(tolerance {tolerance:.0e}) on real val images; the export is wrong")
+    scale = max(1.0, float(np.abs(expected).max()))
+    if not diff <= tolerance * scale:
+        raise CompressError(f"{path}: ONNX Runtime logits differ from PyTorch by {diff:.2e} (tolerance "
+                            f"{tolerance:.0e} x logit scale {scale:.3g}) on real val images; the export is wrong")
     return diff
 
 

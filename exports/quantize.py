@@ -15,6 +15,7 @@ ONNX Runtime's CPU provider has few fp16 kernels and inserts casts; it is meant 
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -93,7 +94,13 @@ def preprocessed(source: Path) -> Iterator[Path]:
     temporary file; one pass serves every candidate built from the same source."""
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
-        quant_pre_process(str(source), str(prepped), skip_symbolic_shape=False)
+        try:
+            quant_pre_process(str(source), str(prepped), skip_symbolic_shape=False)
+        except Exception:  # symbolic shape inference cannot follow every graph (Swin's window reshapes)
+            try:
+                quant_pre_process(str(source), str(prepped), skip_symbolic_shape=True)
+            except Exception:  # the candidates are then built from the exported graph as it is
+                shutil.copyfile(source, prepped)
         yield prepped
 
 

@@ -2,7 +2,8 @@
 the graph, in standard ONNX operators, so an edge team feeds decoded pixels and cannot get the
 recipe wrong.
 
-Input `image`: uint8 [1, H, W, 3] RGB, any H and W. Inside: resize the shorter side to `resize`
+Input `image`: uint8 [1, H, W, 3] RGB, any H and W, already turned upright by its EXIF
+orientation (a graph cannot read the tag: the client applies it when decoding). Inside: resize the shorter side to `resize`
 (bilinear with antialiasing, ONNX Resize-18, the longer side int(resize · long / short)), round
 to uint8 values as PIL does, centre crop `crop` (offsets rounded half to even, ONNX Round as
 Python's round), scale to [0, 1], normalise by mean and std, NCHW, then the model. Output: the
@@ -87,7 +88,8 @@ def with_preprocessing(model_path: Path, target: Path) -> None:
     del merged.metadata_props[:]
     for p in model.metadata_props:
         merged.metadata_props.add(key=p.key, value=p.value)
-    merged.metadata_props.add(key="input", value="uint8 RGB [1, H, W, 3]; preprocessing inside the graph")
+    merged.metadata_props.add(key="input", value="uint8 RGB [1, H, W, 3], EXIF orientation applied; preprocessing "
+                                                 "inside the graph")
     onnx.checker.check_model(merged, full_check=True)
     onnx.save(merged, str(target))
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from compress.benchmarks.measure import percentiles, predictions
 from compress.benchmarks.suite import time_latency
-from compress.core.budget import within_budget
+from compress.core.budget import selection_accuracy, within_budget
 from compress.core.config import BenchConfig, QuantizeConfig
 from compress.exports.operators import vendor_domains
 from compress.exports.quantize import Int8Recipe, Measured, build_candidate, quantize_int8
@@ -37,20 +37,31 @@ class Trial:
     val: np.ndarray  # the selection split
     labels: np.ndarray
     threads: int
+    metric: str = "top1"  # bench.metric: what the choice ranks accuracy by
 
     def predict(self, path: Path) -> np.ndarray:
         return predictions(cpu_session(path, self.threads), self.val)
 
     def accuracy(self, predicted: np.ndarray) -> float:
-        return float((predicted == self.labels).mean())
+        return selection_accuracy(predicted, self.labels, self.metric)
 
 
-def build_all(trial: Trial, names: list[str], cfg: QuantizeConfig) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
-    """Every named candidate (pre-processing done once), and fp32's and each one's val predictions."""
-    files = {n: trial.tmp / f"{n}.onnx" for n in names}
-    for name, path in files.items():
-        build_candidate(trial.source, path, trial.calibration, cfg, name, trial.prepped)
-    preds = {"fp32": trial.predict(trial.source), **{n: trial.predict(p) for n, p in files.items()}}
+def build_all(trial: Trial, names: list[str], cfg: QuantizeConfig,
+              warn: Callable[[str], None]) -> tuple[dict[str, Path], dict[str, np.ndarray]]:
+    """Every named candidate (pre-processing done once), and fp32's and each one's val predictions.
+    A candidate ONNX Runtime cannot build or run (an operator its int8 kernels lack for this model)
+    is left out with a warning: it is a candidate that failed, not a run that failed."""
+    files, preds = {}, {"fp32": trial.predict(trial.source)}
+    for name in names:
+        path = trial.tmp / f"{name}.onnx"
+        try:
+            build_candidate(trial.source, path, trial.calibration, cfg, name, trial.prepped)
+            preds[name] = trial.predict(path)
+        except Exception as exc:
+            warn(f"int8 candidate {name} left out: ONNX Runtime could not build or run it "
+                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+            continue
+        files[name] = path
     return files, preds
 
 

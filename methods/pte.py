@@ -12,6 +12,7 @@ import numpy as np
 from torch import nn
 
 from compress.benchmarks.measure import percentiles
+from compress.core.budget import selection_accuracy
 from compress.core.config import BenchConfig
 from compress.core.rundir import atomic_path
 from compress.exports.executorch import ExecuTorchModel, version, write_pte
@@ -32,7 +33,8 @@ def choose_pte(model: nn.Module, files: dict[str, Path], crop: int, calibration:
         runtime = ExecuTorchModel(path, bench.threads)
         predictions[name] = runtime.logits(val).argmax(1)
         p50 = percentiles(runtime.latency_ms(val, bench.warmup, bench.runs))["p50"]
-        measured[name] = Measured(name, p50, float((predictions[name] == labels).mean()), path.stat().st_size)
+        measured[name] = Measured(name, p50, selection_accuracy(predictions[name], labels, bench.metric),
+                                  path.stat().st_size)
     winner, reason = choose([measured["int8"]], measured["fp32"], max_accuracy_drop)
     log.info("executorch: chose %s .pte (%s)", winner, reason)
     return {"runtime_version": version(), "chosen": winner, "reason": reason,

@@ -96,6 +96,9 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, t
     tracking.check_available(cfg.track)
     out = out or str(Path("runs") / (Path(cfg.data.path).name or "run"))
     from compress.core import distributed
+    if cfg.distill.archs and (nproc > 1 or distributed.requested()):
+        raise CompressError("a search over students (distill.arch as a list) runs in one process; drop --nproc, or "
+                            "search with one student per run")
     if nproc > 1 and not distributed.requested():
         from compress.core.auto_settings import resolve
         from compress.pipeline.runner import preflight
@@ -104,6 +107,11 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, t
     if distributed.requested() and int(os.environ.get("RANK", "0")) > 0:
         configure_logging(True)  # one voice: rank 0 reports
         quiet = True
+    if cfg.distill.archs:  # a search over students: one process, its own report
+        from compress.pipeline.search import run_search
+        manifest = run_search(cfg, out, quiet=quiet)
+        _print_search(Path(out), manifest)
+        return
     try:
         manifest = run_pipeline(cfg, out, quiet=quiet)
     finally:
@@ -120,11 +128,33 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, t
         click.echo(markdown_table(report))
         for line in headline(report):
             click.echo(line.replace("**", ""))
+        for warning in report.dataset.copy_warnings() if report.dataset else []:
+            click.secho(f"WARNING: {warning}", fg="yellow")
         chosen = manifest["stages"].get("report", {}).get("summary", {}).get("deployable")
         if chosen in report.models:
             click.secho(f"deployable: {report.headline(chosen)} (report: {Path(out) / 'report.html'})", bold=True)
     ran = ", ".join(manifest["executed"]) or "nothing (all stages up to date)"
     click.echo(f"ran: {ran}; run directory: {out} ({manifest['seconds_total_this_invocation']:.0f} s)")
+
+
+def _print_search(out: Path, manifest: dict) -> None:
+    """The front, the rule and the choice; exit 1 when the budget was not met (nothing deployed)."""
+    from compress.core.documents import Report
+    from compress.pipeline.search import pareto_blocks
+    report = Report.read(out / "report.json")
+    for block in pareto_blocks(report)[1:]:
+        text = "\n".join(block.lines) if hasattr(block, "lines") else "\n".join(
+            " | ".join(row) for row in [block.header, *block.rows])
+        click.echo(text.replace("**", ""))
+    times = ", ".join(f"{k} {v:.0f} s" for k, v in manifest["seconds"].items())
+    click.echo(f"search of {len(manifest['students'])} students: {times}; total "
+               f"{manifest['seconds_total_this_invocation']:.0f} s; report: {out / 'report.html'}")
+    refused = (report.pareto or {}).get("refused")
+    if refused:
+        click.secho(f"error: {refused}", fg="red", err=True)
+        sys.exit(1)
+    click.secho(f"deployable: {report.headline(manifest['choice']['chosen'])} (deploy/ and report model `deployable`)",
+                bold=True)
 
 
 @main.command("losses")
@@ -252,8 +282,9 @@ def bench(models, data_path, out, reference, overrides) -> None:
     from compress.benchmarks.suite import benchmark_onnx
     from compress.core.config import DataConfig
     from compress.core.data import load_dataset
-    from compress.core.documents import DatasetInfo, Report
+    from compress.core.documents import Report
     from compress.exports.onnx import read_metadata
+    from compress.stages.benchmark import dataset_info
     cfg = Config.from_toml(None, overrides)
     paths = {Path(m).stem: Path(m) for m in models}
     if len(paths) != len(models):
@@ -273,9 +304,7 @@ def bench(models, data_path, out, reference, overrides) -> None:
     images = data.inputs(split, dcfg).numpy()
     measured = benchmark_onnx(paths, images, data.split(split).labels.numpy(), data.classes, cfg.bench,
                               reference=reference or next(iter(paths)))
-    report = Report.from_dict({**measured, "dataset": DatasetInfo(
-        data.name, data.classes, len(data.train), len(data.val), len(data.test) if data.test is not None else 0,
-        split)}, "the benchmark")
+    report = Report.from_dict({**measured, "dataset": dataset_info(data)}, "the benchmark")
     click.echo(markdown_table(report))
     if out:
         from compress.core.lock import RunLock
@@ -294,9 +323,16 @@ def bench(models, data_path, out, reference, overrides) -> None:
 @click.option("--top-k", default=3, show_default=True, type=click.IntRange(min=1),
               help="How many classes to print per image.")
 def predict(model, images, top_k) -> None:
-    """Print the top-k classes for each image, using only MODEL.onnx and its metadata."""
+    """Print the top-k classes for each image, using only MODEL.onnx and its metadata. Hidden files
+    (macOS's `._*` twins, .DS_Store) and anything under __MACOSX are not images and are skipped."""
+    from compress.core.preprocess import is_data_name
     from compress.exports.client import predict as run_predict
-    for image, top in zip(images, run_predict(model, list(images), top_k)):
+    kept = [i for i in images if all(is_data_name(part) for part in Path(i).parts if part not in (".", ".."))]
+    if len(kept) < len(images):
+        click.echo(f"skipped {len(images) - len(kept)} hidden or __MACOSX files (not images)", err=True)
+    if not kept:
+        raise CompressError("no image files left to predict once hidden and __MACOSX files are skipped")
+    for image, top in zip(kept, run_predict(model, kept, top_k)):
         click.echo(f"{image}: " + ", ".join(f"{label} {p:.3f}" for label, p in top))
 
 

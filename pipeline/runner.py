@@ -73,12 +73,15 @@ def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset) -> str:
     missing = [rel for rel in stage.inputs(cfg) if not run.exists(rel)]
     if missing:
         raise CompressError(f"stage {stage.name} needs {missing}, which an earlier stage did not produce")
-    return sha256_json({
+    key = {
         "stage": stage.name, "version": stage.version, "config": result_settings(stage.view(cfg).to_dict()),
         "data": data.fingerprint,
         "inputs": {rel: run.sha256(rel) for rel in stage.inputs(cfg)},
         "external": {p: sha256_file(Path(p)) for p in stage.external_inputs(cfg)},
-    })
+    }
+    if stage.distributed and world_size() > 1:  # N processes train on N x data.batch_size: another result
+        key["processes"] = world_size()
+    return sha256_json(key)
 
 
 def _up_to_date(record: dict | None, key: str, run: RunDir, expected: list[str]) -> bool:
@@ -145,6 +148,7 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
     records = dict(previous.get("stages", {}))
     manifest: dict[str, Any] = {
         "config": cfg.to_dict(), "versions": library_versions(), "git_commit": git_commit(), "device": str(device),
+        "processes": world_size(),
         "dataset": {"name": data.name, "path": cfg.data.path, "classes": data.classes,
                     "train_size": len(data.train), "val_size": len(data.val), "fingerprint": data.fingerprint,
                     "bad_images_skipped": len(data.bad_images), "bad_images": data.bad_images},

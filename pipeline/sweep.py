@@ -137,10 +137,11 @@ def plan(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, j
 _DATA_CACHE: dict[str, Any] = {}
 
 
-def adopt_teacher(cell_out: Path, teacher_out: Path) -> None:
-    """Put the sweep's teacher checkpoint into a cell's run directory (a hard link where the file
-    system allows, so 45 cells do not hold 45 copies of a 94 MB ResNet50)."""
-    source, target = teacher_out / checkpoint_path(TEACHER), cell_out / checkpoint_path(TEACHER)
+def adopt_teacher(cell_out: Path, teacher_out: Path, rel: str = checkpoint_path(TEACHER)) -> None:
+    """Put the shared teacher (`rel`: its checkpoint, or a given ONNX file) into a cell's run
+    directory (a hard link where the file system allows, so 45 cells do not hold 45 copies of a
+    94 MB ResNet50)."""
+    source, target = teacher_out / rel, cell_out / rel
     if target.is_file() and target.samefile(source):
         return
     target.parent.mkdir(parents=True, exist_ok=True)

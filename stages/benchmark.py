@@ -11,6 +11,7 @@ from compress.benchmarks.report import markdown_report
 from compress.benchmarks.runtimes import warnings as runtime_warnings
 from compress.benchmarks.suite import benchmark_onnx
 from compress.core.config import Config, get_key
+from compress.core.data import Dataset
 from compress.core.documents import DatasetInfo, QuantizeDecision, Report
 from compress.core.models import load_model
 from compress.core.roster import (
@@ -65,15 +66,13 @@ class BenchmarkStage(Stage):
         quantization = QuantizeDecision.read(ctx.run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
         report = Report.from_dict({
             **measured,
-            "dataset": DatasetInfo(
-                data.name, data.classes, len(data.train), len(data.val), len(data.test) if data.test is not None else 0,
-                split, "val" + ("" if split == "test" else " (also the reported figures: too few images for a "
-                                                           "separate test split)")),
+            "dataset": dataset_info(data),
             "settings": {k: get_key(cfg, k) for k in COMPARED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
             "origins": origins(cfg),
             "quantization": quantization,
-            "warnings": ctx.earlier_warnings + runtime_warnings(measured.get("runtimes", {})),
+            "warnings": ctx.earlier_warnings + dataset_info(data).copy_warnings()
+            + runtime_warnings(measured.get("runtimes", {})),
         }, "the benchmark")
         ctx.run.write_json(REPORT_JSON, report.to_dict())
         ctx.run.write_text(REPORT_MD, markdown_report(report))
@@ -90,3 +89,14 @@ def origins(cfg: Config) -> dict[str, str]:
     else:
         teacher = f"{t.arch}, fine-tuned from {WeightsSource.parse(t.weights).describe()}"
     return {TEACHER: teacher, "student": f"{d.arch}, distilled from {WeightsSource.parse(d.weights).describe()}"}
+
+
+def dataset_info(data: Dataset) -> DatasetInfo:
+    """What the report says about the data: sizes, which split the figures come from, images per
+    class per split, and copies across splits."""
+    split = data.report_split
+    return DatasetInfo(data.name, data.classes, len(data.train), len(data.val),
+                       len(data.test) if data.test is not None else 0, split,
+                       "val" + ("" if split == "test" else " (also the reported figures: too few images for a "
+                                                          "separate test split)"),
+                       class_counts=data.class_counts(), copies=data.copies)

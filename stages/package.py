@@ -6,7 +6,6 @@ model_card.md. Which model is deployable was decided by measurement in the
 quantize stage (int8 when it is faster within the accuracy budget, else the fp32 student)."""
 from __future__ import annotations
 
-import json
 import shutil
 
 from compress.core.config import Config, section_names
@@ -33,11 +32,9 @@ from compress.core.roster import (
 )
 from compress.core.rundir import sha256_json
 from compress.core.stage import Context, Stage
+from compress.exports.deploy_folder import package_onnx
 from compress.exports.model_card import CardFacts, render
-from compress.exports.onnx import fix_batch, read_metadata
-from compress.exports.ort_format import convert_to_ort
-from compress.exports.runtimes import write_openvino_ir
-from compress.exports.with_preprocessing import agreement, with_preprocessing
+from compress.exports.onnx import read_metadata
 from compress.methods.student import describe_loss
 
 AGREEMENT_IMAGES = 64  # report-split images on which the in-graph preprocessing is checked
@@ -64,32 +61,12 @@ class PackageStage(Stage):
         decision = QuantizeDecision.read(run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
         name = deployable(cfg, decision)
         source = run.path(onnx_path(name))
-        with run.atomic(DEPLOY_ONNX) as tmp:
-            shutil.copyfile(source, tmp)
-            if not cfg.export.dynamic_batch:
-                fix_batch(tmp, cfg.export.batch_size)
-        deploy = run.path(DEPLOY_ONNX)
-        with run.atomic(DEPLOY_WITH_PREPROCESSING) as tmp:
-            with_preprocessing(deploy, tmp)
         split = ctx.data.split(ctx.data.report_split)
-        in_graph = agreement(deploy, run.path(DEPLOY_WITH_PREPROCESSING),
-                             [raw_rgb(src) for src in split.sources[:AGREEMENT_IMAGES]])
-        ctx.log(f"package: model_with_preprocessing.onnx agrees with the documented recipe on "
-                f"{in_graph['top1_agreement']:.1%} of {in_graph['images']} images "
-                f"(max |logit diff| {in_graph['max_abs_logit_diff']:.3g})")
-        if in_graph["top1_agreement"] < 0.99:
-            ctx.warn(f"model_with_preprocessing.onnx agrees with the documented recipe on only "
-                     f"{in_graph['top1_agreement']:.1%} of {in_graph['images']} images")
+        in_graph = package_onnx(source, run.root, [raw_rgb(src) for src in split.sources[:AGREEMENT_IMAGES]],
+                                None if cfg.export.dynamic_batch else cfg.export.batch_size, cfg.export.ort,
+                                cfg.deploy.target == "openvino", ctx.warn)
+        deploy = run.path(DEPLOY_ONNX)
         metadata = read_metadata(source)
-        labels = json.loads(metadata["labels"])
-        run.write_text(DEPLOY_LABELS, "\n".join(labels) + "\n")
-        if cfg.export.ort:
-            with run.atomic(DEPLOY_ORT) as tmp_ort, run.atomic(DEPLOY_OPS) as tmp_ops:
-                convert_to_ort(deploy, tmp_ort, tmp_ops)
-        if cfg.deploy.target == "openvino":
-            with run.atomic(DEPLOY_OPENVINO[0]) as tmp_xml, run.atomic(DEPLOY_OPENVINO[1]) as tmp_bin:
-                write_openvino_ir(deploy, tmp_xml)  # writes tmp_xml and the .bin beside it
-                tmp_xml.with_suffix(".bin").replace(tmp_bin)
         if cfg.deploy.target == "executorch" and decision and decision.executorch:  # fastest within the budget
             with run.atomic(DEPLOY_PTE) as tmp:
                 shutil.copyfile(run.path(decision.executorch["file"]), tmp)
@@ -104,3 +81,4 @@ class PackageStage(Stage):
         run.write_text(DEPLOY_CARD, card)
         ctx.log(f"package: {name} -> deploy/ ({', '.join(p.split('/')[-1] for p in self.outputs(cfg))})")
         return {"deployable": name, "files": self.outputs(cfg), "preprocessing_in_graph": in_graph}
+

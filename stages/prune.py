@@ -7,8 +7,9 @@ from __future__ import annotations
 from compress.core.config import Config
 from compress.core.data import Dataset, calibration_batch, calibration_indices
 from compress.core.models import load_model, save_checkpoint
-from compress.core.roster import PRUNED, STUDENT, checkpoint_path, teacher_file
+from compress.core.roster import PRUNE_ROUNDS, PRUNED, STUDENT, checkpoint_path, round_checkpoint, teacher_file
 from compress.core.stage import Context
+from compress.core.train import evaluate
 from compress.methods.fitness import check_prunable
 from compress.methods.pruning import ROUND_MACS_CUT, Pruner, macs_at_most, onnx_p50_ms, taylor_gradients
 from compress.methods.student import phase_loss, train_student
@@ -19,7 +20,7 @@ class PruneStage(StudentStage):
     name = "prune"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        measured = ("export", "bench") if cfg.prune.target == "latency" else ()  # the measurement depends on them
+        measured = {"latency": ("export", "bench"), "accuracy": ("deploy.max_accuracy_drop",)}.get(cfg.prune.target, ())
         return ("data", "train", "prune", "distill", "teacher.onnx", *measured, *self.fold_teacher_keys(cfg))
 
     def enabled(self, cfg: Config) -> bool:
@@ -27,13 +28,13 @@ class PruneStage(StudentStage):
 
     def check(self, cfg: Config, data: Dataset | None) -> None:
         if data is None:
-            check_prunable(cfg.distill.arch, cfg.prune, cfg.data.crop, cfg.distill.head_hidden)
+            check_prunable(cfg.distill.arch, cfg.prune, cfg.data.crop, cfg.distill.head_hidden, cfg.export.opset)
 
     def inputs(self, cfg: Config) -> list[str]:
         return [teacher_file(cfg), checkpoint_path(STUDENT)]
 
     def outputs(self, cfg: Config) -> list[str]:
-        return [checkpoint_path(PRUNED)]
+        return [checkpoint_path(PRUNED)] + ([PRUNE_ROUNDS] if cfg.prune.target == "accuracy" else [])
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, p = ctx.cfg, ctx.cfg.prune
@@ -66,13 +67,18 @@ class PruneStage(StudentStage):
             else:
                 ctx.warn(f"prune.target_latency_ms = {p.target_latency_ms} not met after {p.max_rounds} rounds: "
                          f"{rounds[-1]['p50_ms']:.2f} ms (unpruned {start_ms:.2f} ms); raise prune.max_rounds")
+        elif p.target == "accuracy":
+            rounds, model = self._accuracy_rounds(ctx, pruner, meta, fine_tune, seed, key)
+            pruner.model = model  # the round that ships, in place of the last one tried
         elif p.target == "params":
             pruner.prune_until(lambda _macs, params: params <= p.params_ratio)
         else:
             pruner.prune_until(macs_at_most(p.macs_ratio))
         summary = pruner.summary(p)
-        summary.update(target_value={"macs": p.macs_ratio, "params": p.params_ratio,
-                                     "latency": p.target_latency_ms}[p.target], latency_rounds=rounds)
+        summary.update(target_value={"macs": p.macs_ratio, "params": p.params_ratio, "latency": p.target_latency_ms,
+                                     "accuracy": cfg.deploy.max_accuracy_drop if p.target == "accuracy" else None}[p.target],
+                       latency_rounds=rounds if p.target == "latency" else [],
+                       accuracy_rounds=rounds if p.target == "accuracy" else [])
         ctx.log(f"pruned: MACs {summary['macs_before']:,} -> {summary['macs_after']:,} ({summary['macs_ratio']:.3f}x), "
                 f"params {summary['params_ratio']:.3f}x in {summary['steps']} steps")
         final = self.train_run(ctx, PRUNED, key, p.epochs, p.lr, seed, cfg.distill.augment)
@@ -83,3 +89,35 @@ class PruneStage(StudentStage):
             save_checkpoint(model, tmp, meta)
         final.state_path.unlink(missing_ok=True)
         return {**summary, "val_accuracy": accuracy, "history": history}
+
+    def _accuracy_rounds(self, ctx: Context, pruner: Pruner, meta: dict, fine_tune, seed: int, key: str):
+        """Prune ROUND_MACS_CUT more MACs per round, fine-tune briefly, measure val accuracy; stop after
+        the first round below the budget (deploy.max_accuracy_drop points under the unpruned student)
+        or prune.max_rounds. Every round is kept as a checkpoint (a point a search chooses from,
+        listed in checkpoints/prune_rounds.json); the last round within the budget ships."""
+        cfg, p = ctx.cfg, ctx.cfg.prune
+        start = evaluate(pruner.model, ctx.data, cfg.data, ctx.device)
+        floor = start - cfg.deploy.max_accuracy_drop / 100
+        rounds: list[dict] = []
+        for r in range(1, p.max_rounds + 1):
+            pruner.prune_until(macs_at_most((1 - ROUND_MACS_CUT) ** r))
+            history = fine_tune(f"{PRUNED}-round{r}", f"{key}-round{r}", p.round_epochs, seed + r)
+            accuracy = history[-1]["val_accuracy"] if history else evaluate(pruner.model, ctx.data, cfg.data, ctx.device)
+            rel = round_checkpoint(r)
+            with ctx.run.atomic(rel) as tmp:
+                save_checkpoint(pruner.model, tmp, dict(meta, history=history, val_accuracy=accuracy, prune_round=r))
+            macs, params = pruner.ratios()
+            rounds.append({"round": r, "checkpoint": rel, "sha256": ctx.run.sha256(rel), "macs_ratio": macs,
+                           "params_ratio": params, "val_accuracy": accuracy, "within_budget": accuracy >= floor})
+            ctx.log(f"prune round {r}: MACs {macs:.3f}x, val accuracy {accuracy:.4f} (unpruned {start:.4f}, "
+                    f"budget {cfg.deploy.max_accuracy_drop:g} points)")
+            if accuracy < floor:
+                break
+        kept = [r for r in rounds if r["within_budget"]] or rounds[:1]
+        if not any(r["within_budget"] for r in rounds):
+            ctx.warn(f"prune.target = accuracy: even round 1 lost more than {cfg.deploy.max_accuracy_drop:g} val points "
+                     f"({rounds[0]['val_accuracy']:.4f} vs {start:.4f}); it is kept as the pruned student")
+        ctx.run.write_json(PRUNE_ROUNDS, {"unpruned_val_accuracy": start, "floor": floor, "rounds": rounds,
+                                          "shipped_round": kept[-1]["round"]})
+        model, _ = load_model(ctx.run.path(kept[-1]["checkpoint"]))
+        return rounds, model

@@ -80,7 +80,7 @@ class QuantizeStage(StudentStage):
         if data is None and cfg.deploy.target == "executorch":
             check_executorch(cfg.distill.arch, cfg.data.crop)
         if data is None and cfg.quantize.qat == "on":
-            blocked = qat_blocker(cfg.distill.arch, cfg.data.crop, cfg.quantize.per_channel)
+            blocked = qat_blocker(cfg.distill.arch, cfg.data.crop, cfg.quantize.per_channel, cfg.export.opset)
             if blocked:
                 raise CompressError(f"quantize.qat = on: {blocked}; set quantize.qat = auto or off")
         if cfg.quantize.keep_float and data is None:  # names depend only on the architecture: checked up front
@@ -100,9 +100,9 @@ class QuantizeStage(StudentStage):
         with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp, preprocessed(source) as prepped:
             calibration = calibration_batch(ctx.data, cfg.data, q.calibration_samples, cfg.seed).numpy()
             trial = Trial(source, prepped, Path(tmp), calibration, ctx.data.val_inputs(cfg.data).numpy(),
-                          ctx.data.val.labels.numpy(), cfg.bench.threads)
-            files, preds = search.build_all(trial, names, q)
-            static = [n for n in names if n not in REFERENCE_ONLY]
+                          ctx.data.val.labels.numpy(), cfg.bench.threads, cfg.bench.metric)
+            files, preds = search.build_all(trial, names, q, ctx.warn)
+            static = [n for n in names if n in files and n not in REFERENCE_ONLY]
             analysed = search.most_likely_layout(trial, preds, static)
             ranking = search.sensitivity(trial, analysed, q)
             ptq_met = any(search.meets_budget(trial, preds, n, q.max_accuracy_drop) for n in static)
@@ -113,7 +113,8 @@ class QuantizeStage(StudentStage):
                     files[mixed["name"]], preds[mixed["name"]] = mixed.pop("path"), mixed.pop("predictions")
             qat = None
             wanted = q.qat == "on" or (q.qat == "auto" and q.format == "auto" and not (ptq_met or mixed))
-            blocked = qat_blocker(cfg.distill.arch, cfg.data.crop, q.per_channel) if wanted and q.qat == "auto" else None
+            blocked = (qat_blocker(cfg.distill.arch, cfg.data.crop, q.per_channel, cfg.export.opset)
+                       if wanted and q.qat == "auto" else None)
             if blocked:
                 ctx.warn(f"quantization-aware training skipped: {blocked}")
             if wanted and not blocked:
@@ -127,9 +128,13 @@ class QuantizeStage(StudentStage):
                 c.name not in REFERENCE_ONLY and c.p50_ms != float("inf")
                 and (not c.vendor_ops or cfg.deploy.target == "onnxruntime"))] or candidates
             winner, reason = choose(eligible, fp32, q.max_accuracy_drop if q.format == "auto" else 100.0)
-            keep = winner if winner != "fp32" else max(eligible, key=lambda c: (c.accuracy, -c.p50_ms)).name
+            if eligible:
+                keep = winner if winner != "fp32" else max(eligible, key=lambda c: (c.accuracy, -c.p50_ms)).name
+            else:  # every layout failed in ONNX Runtime (warned above): the fp32 model stays the deployable
+                keep, reason = "fp32", "no int8 layout ran in ONNX Runtime for this model"
+                ctx.warn(f"{reason}; {onnx_path(INT8)} is a copy of the fp32 {source_name}")
             with ctx.run.atomic(onnx_path(INT8)) as out:
-                shutil.copyfile(files[keep], out)
+                shutil.copyfile(files.get(keep, source), out)
             executorch = self._pte(ctx, source_name, trial) if cfg.deploy.target == "executorch" else None
         chosen_ops = next((c.vendor_ops for c in candidates if c.name == keep), [])
         decision = QuantizeDecision(

@@ -70,6 +70,11 @@ def test_two_processes_write_what_one_process_writes(digits_folder, tmp_path):
     manifest = json.loads((two / "manifest.json").read_text())
     assert manifest["executed"] == json.loads((one / "manifest.json").read_text())["executed"]
     assert len(history(two, "teacher")) == 2 and all(math.isfinite(v) for v in history(two, "distill"))
+    assert manifest["processes"] == 2 and json.loads((one / "manifest.json").read_text())["processes"] == 1
+    # 2 processes train on twice the global batch: the 1-process results are not reused for them
+    run([sys.executable, *CLI[:3], "--nproc", "2", "--quiet", *run_args(digits_folder, one)])
+    rerun = json.loads((one / "manifest.json").read_text())
+    assert {"teacher", "distill"} <= set(rerun["executed"]) and rerun["processes"] == 2
 
 
 def train_losses(rank: int, world: int, batch: int, port: int, out) -> None:

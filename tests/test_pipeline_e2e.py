@@ -51,7 +51,10 @@ def test_report_json_has_every_model_and_figure(full_run, digits_folder):
     assert report["dataset"] == {"name": digits_folder.name, "classes": ["digit0", "digit1", "digit2"],
                                  "train_size": 36, "val_size": 18, "test_size": 0, "figures_from": "val",
                                  "selection_split": "val (also the reported figures: too few images for a "
-                                                    "separate test split)"}
+                                                    "separate test split)",
+                                 "class_counts": {"train": {"digit0": 12, "digit1": 12, "digit2": 12},
+                                                  "val": {"digit0": 6, "digit1": 6, "digit2": 6}},
+                                 "copies": {"val": 0}}
     assert all(m["accuracy_interval"]["n"] == 18 and m["accuracy_interval"]["low"] <= m["accuracy"]
                <= m["accuracy_interval"]["high"] for m in report["models"].values())
     assert {(c["model"], c["against"]) for c in report["comparisons"]} == {

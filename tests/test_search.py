@@ -1,0 +1,82 @@
+"""A search over students and prune rounds: the Pareto front, the rule that chose (recomputed from
+report.json), a budget nothing meets, and a killed search that resumes."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from helpers import cli_args
+
+from compress.core.errors import CompressError
+from compress.methods.pareto import Point, choose, front
+from compress.pipeline import search
+from compress.pipeline.cli import main
+
+
+def p(name, accuracy, ms, mb=1.0, steps=0, fp32=True, student="a"):
+    return Point(name, student, steps, fp32, accuracy, ms, mb)
+
+
+def test_the_front_and_both_rules_with_their_tie_breaks():
+    points = [p("a", 0.90, 3.0), p("a_pruned", 0.895, 1.5, steps=1), p("a_int8", 0.89, 1.0, 0.3, steps=1, fp32=False),
+              p("a_pruned_int8", 0.80, 0.6, 0.2, steps=2, fp32=False), p("slow_and_bad", 0.70, 4.0, student="b")]
+    assert [q.name for q in front(points)] == ["a_pruned_int8", "a_int8", "a_pruned", "a"]
+    fastest = choose(points, "fastest_within_budget", 1.0)
+    assert fastest.chosen.name == "a_int8" and fastest.runner_up.name == "a_pruned"  # a_pruned_int8 lost 10 points
+    accurate = choose(points, "most_accurate_under", 1.0, max_latency_ms=1.6)
+    assert accurate.chosen.name == "a_pruned" and "under 1.6 ms" in accurate.rule
+    tie = [p("big", 0.9, 1.000, 5.0, steps=1), p("small", 0.9, 1.004, 2.0, steps=2)]  # same speed: size decides
+    assert choose(tie, "fastest_within_budget", 1.0).chosen.name == "small"
+    with pytest.raises(CompressError, match=r"no model meets deploy.max_latency_ms = 0.1: the closest is a_pruned_int8"):
+        choose(points, "most_accurate_under", 1.0, max_latency_ms=0.1)
+
+
+ARGS = dict(distill__arch='["resnet18","mobilenet_v3_small"]', teacher__arch="resnet18", prune__target="accuracy",
+            prune__max_rounds="2", quantize__candidates='["qdq_u8s8"]', deploy__max_accuracy_drop="100",
+            export__ort="false")
+
+
+@pytest.mark.slow
+def test_a_search_measures_every_point_chooses_by_the_rule_and_resumes(digits_folder, tmp_path, monkeypatch):
+    out = tmp_path / "search"
+    real = search.run_pipeline
+
+    def killed_at_the_second_student(cfg, folder, *a, **k):
+        if "mobilenet_v3_small" in str(folder):
+            raise KeyboardInterrupt
+        return real(cfg, folder, *a, **k)
+    monkeypatch.setattr(search, "run_pipeline", killed_at_the_second_student)
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, **ARGS))
+    assert result.exit_code == 130  # interrupted; the first student is finished
+    monkeypatch.setattr(search, "run_pipeline", real)
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, **ARGS))
+    assert result.exit_code == 0, result.output
+    first = json.loads((out / "students/resnet18/manifest.json").read_text())
+    assert first["executed"] == [] and first["skipped"] == ["distill", "baseline", "prune"]  # not retrained
+
+    report = json.loads((out / "report.json").read_text())
+    pareto = report["pareto"]
+    expected = 0
+    for student in ("resnet18", "mobilenet_v3_small"):
+        rounds = json.loads((out / f"students/{student}/checkpoints/prune_rounds.json").read_text())["rounds"]
+        expected += (1 + len(rounds) + 1) * 2  # the student, each round, the shipped pruned one; fp32 and int8
+    assert len(pareto["points"]) == expected and len(rounds) >= 1
+    assert set(pareto["front"]) <= {q["name"] for q in pareto["points"]}
+    # the rule, recomputed from report.json: the fastest point within 100 points of the best fp32 student
+    points = {q["name"]: q for q in pareto["points"]}
+    eligible = [q for q in points.values()]
+    fastest = min(q["p50_ms"] for q in eligible)
+    chosen = points[pareto["chosen"]]
+    assert chosen["p50_ms"] <= fastest + 0.01
+    assert report["models"]["deployable"] == report["models"][pareto["chosen"]]
+    assert (out / "deploy/model.onnx").is_file() and (out / "plots/pareto.png").is_file()
+    card = (out / "deploy/model_card.md").read_text()
+    assert "Chosen among every point of a search by deploy.objective = fastest_within_budget" in card
+    assert "Pareto front" in (out / "report.md").read_text()
+
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, **ARGS, deploy__objective="most_accurate_under",
+                                               deploy__max_latency_ms="0.0001"))
+    assert result.exit_code == 1
+    assert "no model meets deploy.max_latency_ms = 0.0001: the closest is" in result.output
+    assert not (out / "deploy/model.onnx").exists()  # nothing shipped as if the budget had been met
