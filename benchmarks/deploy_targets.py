@@ -15,8 +15,10 @@ import json
 from pathlib import Path
 
 from compress.benchmarks.suite import benchmark_onnx
+from compress.core.budget import accuracy_drop
 from compress.core.config import Config
 from compress.core.data import load_dataset
+from compress.core.documents import QuantizeDecision
 
 SIZE_X, SPEED_X, MAX_DROP_POINTS = 20.0, 6.0, 1.0
 
@@ -28,7 +30,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="ORT threads (default: the run's bench.threads)")
     args = parser.parse_args()
     manifest = json.loads((args.run / "manifest.json").read_text())
-    deployable = json.loads((args.run / "onnx/quantize.json").read_text())["deployable"]
+    deployable = QuantizeDecision.read(args.run / "onnx/quantize.json").deployable
     cfg = Config.from_dict(manifest["config"])
     cfg.bench.runs, cfg.bench.batch_sizes = args.runs, [1]
     if args.threads:
@@ -41,7 +43,7 @@ def main() -> None:
     env, models = result["environment"], result["models"]
     d, t, s = models[deployable], models["teacher"], models["student"]
     size_x, speed_x = d["vs_reference"]["size_x"], d["vs_reference"]["speed_x"]
-    drop = 100 * (s["accuracy"] - d["accuracy"])
+    drop = accuracy_drop(s["accuracy"], d["accuracy"])
     print(f"CPU {env['cpu']} ({', '.join(env['isa'])}), {cfg.bench.threads} threads, {args.runs} interleaved rounds")
     print(f"teacher {t['onnx_bytes'] / 1e6:.2f} MB, p50 {t['latency_ms']['p50']:.2f} ms, acc {t['accuracy']:.4f}")
     print(f"student (fp32 distilled) {s['onnx_bytes'] / 1e6:.2f} MB, p50 {s['latency_ms']['p50']:.2f} ms, acc {s['accuracy']:.4f}")

@@ -190,6 +190,33 @@ def _testbed_rows(name: str, b: ModelFigures, n: ModelFigures, limits: Limits, m
     return rows
 
 
+LATENCY_FIGURES = ("latency_ratio", "latency_p50_ms")
+
+
+def latency_failures(outcome: Outcome) -> list[Row]:
+    """The failed latency rows: the ones a second timing can confirm or clear."""
+    return [r for r in outcome.rows if r.verdict == "FAIL" and r.figure.split("@")[0] in LATENCY_FIGURES]
+
+
+def confirm(outcome: Outcome, retimed: dict[str, dict[str, dict[str, float]]], limits: Limits) -> None:
+    """Re-judge each failed latency row on a second timing of the same files (benchmarks/retime.py):
+    it stays FAIL only when the second timing is also past the limit, else it passes as noise.
+    Both figures are shown; the baseline is the same one."""
+    limit_of = {"latency_ratio": limits.max_latency_regression,
+                "latency_p50_ms": limits.max_absolute_latency_regression}
+    for row in latency_failures(outcome):
+        figure, batch = row.figure.split("@")
+        again = retimed.get(row.model, {}).get(figure, {}).get(batch)
+        if again is None or not isinstance(row.baseline, float):
+            continue
+        growth = _rel(again, row.baseline)
+        confirmed = growth > limit_of[figure]
+        row.change = f"{row.change}, again {growth:+.1%}"
+        row.verdict = "FAIL" if confirmed else "PASS"
+        outcome.notes.append(f"{row.model} {row.figure}: {row.change.split(',')[0]} on the run's timing, "
+                             f"{growth:+.1%} timed again: " + ("confirmed" if confirmed else "not reproduced, passed as noise"))
+
+
 def _settings_warnings(now: dict | None, base: dict | None) -> list[str]:
     """Refuse (exit 2) when both sides record their settings and they differ; warn when one does not."""
     if now is None or base is None:

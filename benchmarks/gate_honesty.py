@@ -2,7 +2,9 @@
 
 1. Stability: benchmark the run directory's ONNX models REPEATS times (fresh sessions each
    time) and report each gated latency ratio's spread around its median, and how many of those
-   unchanged benchmarks the gate passes against the baseline entry of this CPU.
+   unchanged benchmarks the gate passes against the baseline entry of this CPU: on the first
+   timing alone, and as `compress check` judges by default (a latency failure is timed again
+   and must fail again).
 2. Sensitivity: build a variant of one student with ~20% more MACs (one or two extra residual
    blocks, copies of a stage's last block, chosen to bring the growth closest to 20%; their
    residual branch outputs zero, so predictions do not change), then run the
@@ -27,7 +29,8 @@ import torch
 from compress.benchmarks import baseline_file
 from compress.benchmarks.baseline_file import Baseline
 from compress.benchmarks.environment import environment
-from compress.benchmarks.gate import Limits, compare, failed
+from compress.benchmarks.gate import Limits, compare, confirm, failed, latency_failures
+from compress.benchmarks.retime import latency_figures
 from compress.benchmarks.suite import benchmark_onnx
 from compress.benchmarks.testbed import Testbed
 from compress.core.config import Config
@@ -102,9 +105,13 @@ def main() -> None:
     print(f"this CPU: {here.describe()}; its entry: {'yes' if own else 'none'}; "
           f"other entries: {', '.join(e.testbed.describe() for e in others) or 'none'}")
 
-    def verdicts(report, entry, only):
-        rows = compare(report, Baseline(baseline.reference, baseline.settings, [entry]), Limits(),
-                       models=["teacher", only]).rows
+    def verdicts(report, entry, only, again):
+        """The gate's verdict as `compress check` gives it: a latency failure is timed again (`again()`)."""
+        outcome = compare(report, Baseline(baseline.reference, baseline.settings, [entry]), Limits(),
+                          models=["teacher", only])
+        if latency_failures(outcome):
+            confirm(outcome, again(), Limits())
+        rows = outcome.rows
         shown = [r for r in rows if r.model == only and r.verdict != "INFO"]
         return ("FAIL" if failed(rows) else "pass") + " (" + ", ".join(
             f"{r.figure} {r.change} {r.verdict}" for r in shown if r.verdict != "PASS" or "latency" in r.figure
@@ -114,14 +121,20 @@ def main() -> None:
     print(f"\n1. stability: {runs} benchmarks of {list(models)}")
     ratios: dict[str, list[float]] = {}
     passed = {e.testbed.describe(): 0 for e in baseline.entries}
+    confirmed_pass = dict(passed)
     for _ in range(runs):
         report = measure(models)
         for n, m in report["models"].items():
             for b, r in m["latency_ratio_to_reference"].items():
                 ratios.setdefault(f"{n}@{b}", []).append(r)
+        second_timing = None
         for e in baseline.entries:
-            rows = compare(report, Baseline(baseline.reference, baseline.settings, [e]), Limits()).rows
-            passed[e.testbed.describe()] += not failed(rows)
+            outcome = compare(report, Baseline(baseline.reference, baseline.settings, [e]), Limits())
+            passed[e.testbed.describe()] += not outcome.failed
+            if latency_failures(outcome):
+                second_timing = second_timing or latency_figures(measure(models))
+                confirm(outcome, second_timing, Limits())
+            confirmed_pass[e.testbed.describe()] += not outcome.failed
     print(f"{'ratio':24} {'median':>8} {'min %':>7} {'max %':>7}")
     for key, values in ratios.items():
         if key.startswith("teacher@"):
@@ -130,7 +143,8 @@ def main() -> None:
         print(f"{key:24} {med:8.4f} {100 * (min(values) / med - 1):+7.2f} {100 * (max(values) / med - 1):+7.2f}")
     for testbed, count in passed.items():
         kind = "this CPU's entry" if own and testbed == own.testbed.describe() else "another CPU's entry: portable only"
-        print(f"unchanged benchmarks passing against {testbed} ({kind}): {count} of {runs}")
+        print(f"unchanged benchmarks passing against {testbed} ({kind}): {count} of {runs} on one timing, "
+              f"{confirmed_pass[testbed]} of {runs} with a latency failure timed again")
 
     model, growth, added = heavier_variant(args.run_dir / "checkpoints" / f"{args.model}.pt", cfg.data.crop)
     with tempfile.TemporaryDirectory() as tmp:
@@ -144,9 +158,15 @@ def main() -> None:
         caught: dict[tuple[str, str], list[str]] = {(label, e.testbed.describe()): [] for label in ("unchanged", "+compute") for e in baseline.entries}
         for label, path in (("unchanged", models[args.model]), ("+compute", heavy)):
             for _ in range(args.repeats):
-                report = measure({**models, args.model: path})
+                timed = {**models, args.model: path}
+                report = measure(timed)
+                second: list[dict] = []  # the second timing, taken once and shared by the entries
+
+                def again(timed=timed, second=second):
+                    second.append(second[0] if second else latency_figures(measure(timed)))
+                    return second[-1]
                 for e in baseline.entries:
-                    caught[label, e.testbed.describe()].append(verdicts(report, e, args.model))
+                    caught[label, e.testbed.describe()].append(verdicts(report, e, args.model, again))
         for (label, testbed), lines in caught.items():
             fails = sum(v.startswith("FAIL") for v in lines)
             print(f"{label:10} against {testbed}: {fails} of {len(lines)} fail", *lines, sep="\n  ")

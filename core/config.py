@@ -89,7 +89,7 @@ class DistillConfig:
     arch: str = opt("resnet18", "a small classifier that runs on edge CPUs: a torchvision name or timm:<name>; a list "
                                 "searches several students against one teacher (see distill.archs)")
     archs: list = opt_list(list, "the students of a search (set by giving distill.arch a list): each is distilled, "
-                                 "pruned and quantized, and deploy.objective chooses among all of them; [] = one student")
+                                 "pruned and quantized, and deploy.objective chooses among all of them; [] = a single run")
     weights: str = opt("auto", "auto = ImageNet weights when cached or downloadable, else random (said in one line) "
                                "| none | imagenet | path to a checkpoint to start from")
     loss: str = opt("kl", "a name or weighted sum, e.g. 'kl' or 'kl + 0.5*hint'; `compress losses` lists them")
@@ -173,7 +173,7 @@ class DeployConfig:
                     "chooses fp32 or int8 .pte measured in ExecuTorch and writes deploy/model.pte (needs the "
                     "executorch extra)")
     objective: Literal["fastest_within_budget", "most_accurate_under"] = opt(
-        "fastest_within_budget", "how a search (several students, or prune.target = accuracy) chooses: the fastest "
+        "fastest_within_budget", "how a search (distill.arch given as a list, even of one) chooses: the fastest "
                                  "model within max_accuracy_drop of the best fp32 student, or the most accurate "
                                  "under max_latency_ms (and max_size_mb)")
     max_accuracy_drop: float = opt(1.0, "points of val accuracy the deployable may lose against the most accurate fp32 "
@@ -311,7 +311,7 @@ def set_key(cfg: Config, key: str, value: Any) -> None:
         students = _coerce("distill.archs", [], value)
         if not students or not all(isinstance(a, str) and a for a in students):
             raise CompressError(f"distill.arch: {value!r} is not a non-empty list of architecture names")
-        cfg.distill.arch, cfg.distill.archs = students[0], students if len(students) > 1 else []
+        cfg.distill.arch, cfg.distill.archs = students[0], students  # a list, even of one, is a search
         return
     if key not in valid_keys():
         raise CompressError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")

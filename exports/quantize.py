@@ -18,7 +18,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import chdir, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -94,6 +94,15 @@ def preprocessed(source: Path) -> Iterator[Path]:
     temporary file; one pass serves every candidate built from the same source."""
     with tempfile.TemporaryDirectory() as tmp:
         prepped = Path(tmp) / "prepped.onnx"
+        _pre_process(source.resolve(), prepped)
+        yield prepped
+
+
+def _pre_process(source: Path, prepped: Path) -> None:
+    """Shape inference and fusion into `prepped`, run inside `prepped`'s folder: when symbolic shape
+    inference gives up, ONNX Runtime saves its partial graph as sym_shape_infer_temp.onnx (+ weights)
+    into the working directory, which left 223 MB in the user's folder for a Swin student."""
+    with chdir(prepped.parent):
         try:
             quant_pre_process(str(source), str(prepped), skip_symbolic_shape=False)
         except Exception:  # symbolic shape inference cannot follow every graph (Swin's window reshapes)
@@ -101,7 +110,6 @@ def preprocessed(source: Path) -> Iterator[Path]:
                 quant_pre_process(str(source), str(prepped), skip_symbolic_shape=True)
             except Exception:  # the candidates are then built from the exported graph as it is
                 shutil.copyfile(source, prepped)
-        yield prepped
 
 
 def topological_sort(graph: onnx.GraphProto) -> None:

@@ -245,18 +245,31 @@ def baseline(reports, output, add) -> None:
 @click.option("--strict-testbed", is_flag=True,
               help="Exit 2 when the baseline has no entry for this CPU (for fixed runners), instead of gating "
                    "the portable figures alone.")
+@click.option("--confirm/--no-confirm", default=True, show_default=True,
+              help="Time the report's ONNX files again when a latency figure fails, and fail only if it fails again.")
 def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_size_growth, max_compute_growth,
-          models, absolute_latency, latency_batches, strict_testbed) -> None:
+          models, absolute_latency, latency_batches, strict_testbed, confirm) -> None:
     """Exit 0 if REPORT.json holds up against the baseline, 1 on a regression, 2 on unusable input."""
     from compress.benchmarks import baseline_file as files
-    from compress.benchmarks.gate import Limits, compare, render
+    from compress.benchmarks.gate import Limits, compare, latency_failures, render
     limits = Limits(max_accuracy_drop=max_accuracy_drop, max_latency_regression=max_latency_regression,
                     max_size_growth=max_size_growth, max_compute_growth=max_compute_growth,
                     max_absolute_latency_regression=max_latency_regression)
     base = files.read(files.load_json(baseline_file, "baseline"), baseline_file)
-    outcome = compare(files.load_json(report, "report"), base, limits, models.split(",") if models else None,
+    document = files.load_json(report, "report")
+    outcome = compare(document, base, limits, models.split(",") if models else None,
                       absolute_latency, [b.strip() for b in latency_batches.split(",")] if latency_batches else None,
                       strict_testbed)
+    failures = latency_failures(outcome)
+    if confirm and failures:
+        from compress.benchmarks.gate import confirm as confirm_rows
+        from compress.benchmarks.retime import retime
+        click.secho(f"{len(failures)} latency figure(s) past the limit: timing the report's models again to confirm",
+                    fg="yellow", err=True)
+        try:
+            confirm_rows(outcome, retime(document, Path(report).resolve().parent), limits)
+        except CompressError as e:  # the report alone still judges: its failures stand, unconfirmed
+            outcome.notes.append(f"latency failures not timed again: {e}")
     click.echo(render(outcome.rows))
     for w in outcome.warnings:
         click.secho(f"WARNING: {w}", fg="yellow", err=True)

@@ -133,11 +133,13 @@ def _fp32_points(cfg: Config, out: Path, students: list[str]) -> dict[str, tuple
         points[name] = (arch, 0, folder / checkpoint_path(STUDENT))
         if not cfg.prune.enabled:
             continue
-        rounds = folder / PRUNE_ROUNDS
+        rounds, shipped = folder / PRUNE_ROUNDS, 1
         if rounds.is_file():
-            for r in json.loads(rounds.read_text())["rounds"]:
+            index = json.loads(rounds.read_text())
+            for r in index["rounds"]:
                 points[f"{name}_pruned_r{r['round']}"] = (arch, r["round"], folder / r["checkpoint"])
-        points[f"{name}_pruned"] = (arch, 1, folder / checkpoint_path(PRUNED))
+            shipped = index["shipped_round"]
+        points[f"{name}_pruned"] = (arch, shipped, folder / checkpoint_path(PRUNED))  # that round, fine-tuned
     return points
 
 

@@ -331,3 +331,54 @@ def test_a_baseline_of_other_settings_is_refused_naming_them(tmp_path):
 def test_a_baseline_without_settings_is_compared_with_a_warning(tmp_path):
     result = gate(tmp_path, dict(copy.deepcopy(REPORT), settings={"seed": 0}), REPORT)
     assert result.exit_code == 0 and "records no settings" in result.output
+
+
+def conv_file(path: Path, channels: int, kernel: int) -> None:
+    """A one-Conv ONNX model on 3x48x48 images: `channels` and `kernel` set how long it takes."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal(
+        (channels, 3, kernel, kernel)).astype(np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["input", "w"], ["logits"], pads=[kernel // 2] * 4)], "g",
+                              [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 48, 48])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def timed_report(tmp_path, claimed_ratio: float) -> dict:
+    """REPORT with real files beside it: a heavy teacher (64 7x7 filters) and a 1x1 student, so the
+    student's true ratio is far below 0.3; the report claims `claimed_ratio` at batch 1."""
+    conv_file(tmp_path / "teacher.onnx", 64, 7)
+    conv_file(tmp_path / "student.onnx", 1, 1)
+    r = changed(("models", "student", "latency_ratio_to_reference", "1"), claimed_ratio)
+    r["benchmark"].update(threads=1, batch_sizes=[1, 8], warmup=2, runs=30, processes=1, input=[None, 3, 48, 48])
+    for name in r["models"]:
+        r["models"][name]["onnx"] = f"{name}.onnx"
+    return r
+
+
+def test_a_latency_failure_that_does_not_reproduce_passes_as_noise(tmp_path):
+    """The run's timing said +100%; timing the same files again finds the student as fast as ever."""
+    baseline = changed(("models", "student", "latency_ratio_to_reference", "1"), 0.30)
+    result = gate(tmp_path, timed_report(tmp_path, 0.60), baseline)
+    assert result.exit_code == 0, result.output
+    assert "not reproduced, passed as noise" in result.output and "again" in result.output
+    unconfirmed = gate(tmp_path, timed_report(tmp_path, 0.60), baseline, "--no-confirm")
+    assert unconfirmed.exit_code == 1 and "again" not in unconfirmed.output
+
+
+def test_a_latency_failure_that_reproduces_fails(tmp_path):
+    """A baseline far faster than the files can ever be: the second timing confirms the failure."""
+    baseline = changed(("models", "student", "latency_ratio_to_reference", "1"), 0.0001)
+    result = gate(tmp_path, timed_report(tmp_path, 0.0002), baseline)
+    assert result.exit_code == 1, result.output
+    assert "confirmed" in result.output and "REGRESSION: 1 of" in result.output
+
+
+def test_latency_failures_stand_when_the_files_are_gone(tmp_path):
+    baseline = changed(("models", "student", "latency_ratio_to_reference", "1"), 0.30)
+    report = timed_report(tmp_path, 0.60)
+    (tmp_path / "student.onnx").unlink()
+    result = gate(tmp_path, report, baseline)
+    assert result.exit_code == 1, result.output
+    assert "not timed again" in result.output and "student.onnx" in result.output

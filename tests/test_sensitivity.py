@@ -2,6 +2,7 @@
 candidate that keeps the most sensitive layers in float."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -69,3 +70,24 @@ def test_layers_the_user_names_stay_float_in_every_static_candidate(model_file, 
     assert conv1.input[1] not in producers  # its weight is the float initializer, not a DequantizeLinear
     others = [n for n in graph.node if n.op_type == "Conv" and n.name != "/conv1/Conv"]
     assert all(producers[n.input[1]].op_type == "DequantizeLinear" for n in others)
+
+
+def test_pre_processing_leaves_nothing_in_the_working_directory(model_file, tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference saves its partial graph into the working directory
+    when it gives up (it did for Swin, 223 MB); that must land in the temporary folder."""
+    import compress.exports.quantize as quantize
+    real = quantize.quant_pre_process
+
+    def gives_up_like_ort(source, target, skip_symbolic_shape=False):
+        if not skip_symbolic_shape:
+            Path("sym_shape_infer_temp.onnx").write_bytes(b"partial graph")
+            raise RuntimeError("Incomplete symbolic shape inference")
+        real(source, target, skip_symbolic_shape=True)
+
+    monkeypatch.setattr(quantize, "quant_pre_process", gives_up_like_ort)
+    (tmp_path / "run").mkdir()
+    shutil.copyfile(model_file, tmp_path / "run" / "m.onnx")
+    monkeypatch.chdir(tmp_path)
+    with preprocessed(Path("run/m.onnx")) as prepped:  # a relative path, as `--out runs/x` gives
+        assert prepped.is_file() and Path.cwd() == tmp_path  # the caller's directory is left as it was
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
