@@ -209,12 +209,11 @@ def confirm(outcome: Outcome, retimed: dict[str, dict[str, dict[str, float]]], l
         again = retimed.get(row.model, {}).get(figure, {}).get(batch)
         if again is None or not isinstance(row.baseline, float):
             continue
-        growth = _rel(again, row.baseline)
+        growth, first = _rel(again, row.baseline), row.change
         confirmed = growth > limit_of[figure]
-        row.change = f"{row.change}, again {growth:+.1%}"
-        row.verdict = "FAIL" if confirmed else "PASS"
-        outcome.notes.append(f"{row.model} {row.figure}: {row.change.split(',')[0]} on the run's timing, "
-                             f"{growth:+.1%} timed again: " + ("confirmed" if confirmed else "not reproduced, passed as noise"))
+        row.change, row.verdict = f"{first}, again {growth:+.1%}", "FAIL" if confirmed else "PASS"
+        outcome.notes.append(f"{row.model} {row.figure}: {first} on the run's timing, {growth:+.1%} timed again: "
+                             + ("confirmed" if confirmed else "not reproduced, passed as noise"))
 
 
 def _settings_warnings(now: dict | None, base: dict | None) -> list[str]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import itertools
 import json
 import tempfile
@@ -160,11 +161,8 @@ def main() -> None:
             for _ in range(args.repeats):
                 timed = {**models, args.model: path}
                 report = measure(timed)
-                second: list[dict] = []  # the second timing, taken once and shared by the entries
-
-                def again(timed=timed, second=second):
-                    second.append(second[0] if second else latency_figures(measure(timed)))
-                    return second[-1]
+                # the second timing: taken only if some entry needs it, then shared by the others
+                again = functools.cache(lambda timed=timed: latency_figures(measure(timed)))
                 for e in baseline.entries:
                     caught[label, e.testbed.describe()].append(verdicts(report, e, args.model, again))
         for (label, testbed), lines in caught.items():

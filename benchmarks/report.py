@@ -9,6 +9,7 @@ render the same blocks, so the two files cannot say different things. Paragraph 
 """
 from __future__ import annotations
 
+import base64
 import html
 import re
 from dataclasses import dataclass
@@ -245,6 +246,27 @@ def to_html(blocks: list[Block], heading_offset: int = 1) -> str:
                        + "".join("<tr>" + "".join(f"<td>{inline_html(c)}</td>" for c in row) + "</tr>"
                                  for row in blk.rows) + "</table>")
     return "\n".join(out)
+
+
+PAGE_STYLE = """body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}
+td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}
+figure{display:inline-block;margin:1em}img{max-width:100%}.warn{color:#a40}"""
+
+
+def html_page(title: str, body: str) -> str:
+    """One self-contained report.html page (a run's or a search's) around `body`."""
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{PAGE_STYLE}</style></head><body>
+{body}
+</body></html>
+"""
+
+
+def figure_html(png: bytes, alt: str, href: str) -> str:
+    """A plot embedded in the page (so the file travels alone), captioned with where its PNG is."""
+    data = base64.b64encode(png).decode()
+    return (f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{data}"><figcaption>'
+            f'{html.escape(alt)} (<a href="{href}">{href}</a>)</figcaption></figure>')
 
 
 def markdown_report(report: Report) -> str:

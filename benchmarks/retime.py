@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.benchmarks.latency_worker import time_in_fresh_processes
 from compress.benchmarks.measure import paired_ratio, percentiles
+from compress.benchmarks.suite import time_latency
+from compress.core.config import BenchConfig
 from compress.core.errors import CompressError
 
 
@@ -40,19 +41,19 @@ def report_files(report: dict, root: Path) -> dict[str, Path]:
 
 
 def retime(report: dict, root: Path) -> dict[str, dict[str, dict[str, float]]]:
-    """Fresh timings of the report's models under its own bench settings:
-    {model: {"latency_ratio": {batch: r}, "latency_p50_ms": {batch: ms}}}."""
+    """Fresh timings of the report's models under its own bench settings, in `latency_figures`' shape."""
     bench = report.get("benchmark", {})
     lacking = [k for k in ("batch_sizes", "input", "threads", "warmup", "runs") if k not in bench]
     if lacking:
         raise CompressError(f"the report's benchmark section lacks {', '.join(lacking)}, so its timing cannot be repeated")
     files = report_files(report, root)
     reference = bench.get("reference", "teacher")
-    batches = [int(b) for b in bench["batch_sizes"]]
-    shape = [max(batches), *bench["input"][1:]]
-    images = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    timed = time_in_fresh_processes(files, images, batches, bench["threads"], bench["warmup"], bench["runs"],
-                                    bench.get("calls_per_sample", 1), bench.get("processes", 1)).samples
+    settings = BenchConfig(threads=bench["threads"], batch_sizes=bench["batch_sizes"], warmup=bench["warmup"],
+                           runs=bench["runs"], calls_per_sample=bench.get("calls_per_sample", 1),
+                           processes=bench.get("processes", 1))
+    batches = sorted(set(settings.batch_sizes))
+    images = np.random.default_rng(0).standard_normal([max(batches), *bench["input"][1:]], dtype=np.float32)
+    timed = time_latency(files, images, batches, settings).samples
     return {name: {"latency_ratio": {str(b): paired_ratio(timed[b][name], timed[b][reference]) for b in batches},
                    "latency_p50_ms": {str(b): percentiles(timed[b][name])["p50"] for b in batches}}
             for name in files}

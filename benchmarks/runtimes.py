@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from compress.benchmarks.measure import percentiles
+from compress.core.errors import summary
 from compress.exports.runtimes import installed, load, runtime_file, version
 
 MIN_AGREEMENT = 0.99
@@ -25,7 +26,7 @@ def compare(paths: dict[str, Path], images: np.ndarray, labels: np.ndarray, ort_
             try:
                 model = load(runtime, path, threads)
             except Exception as exc:  # a runtime that cannot read the file: a finding, not a crash
-                per_model[name] = {"loads": False, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"}
+                per_model[name] = {"loads": False, "error": summary(exc)}
                 continue
             predicted = model.logits(images).argmax(1)
             per_model[name] = {"loads": True, "accuracy": float((predicted == labels).mean()),

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from compress.core import architectures
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, summary
 
 DOWNLOAD_TIMEOUT_S = 20  # per socket operation: an offline machine that drops packets must not hang a run
 
@@ -90,7 +90,7 @@ def _timm_pretrained(arch: str) -> nn.Module:
         return timm.create_model(name, pretrained=True)
     except Exception as exc:
         raise CompressError(f"ImageNet weights for {arch} are not in the Hugging Face cache and could not be "
-                            f"downloaded ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); set HF_HOME to a "
+                            f"downloaded ({summary(exc, 120)}); set HF_HOME to a "
                             "cache holding them, or use weights = \"none\"") from None
     finally:
         socket.setdefaulttimeout(previous)

@@ -21,8 +21,9 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, summary
 from compress.exports.metadata import set_metadata
+from compress.exports.session import cpu_session
 
 
 @dataclass(frozen=True)
@@ -35,12 +36,6 @@ class GivenTeacher:
     std: list[float] | None
 
 
-def _session(path: Path, providers: list[str] | None = None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
-
-
 def inspect(path: str | Path, data_classes: list[str] | None, given_classes: list[str], crop: int) -> GivenTeacher:
     """Load `path`, run it on two `crop`-px images, and check its classes (`data_classes`: None
     before the data is read). One line naming the file and what to set when anything is off."""
@@ -48,9 +43,9 @@ def inspect(path: str | Path, data_classes: list[str] | None, given_classes: lis
     if not path.is_file():
         raise CompressError(f"teacher.onnx: {path} does not exist")
     try:
-        session = _session(path)
+        session = cpu_session(path)
     except Exception as exc:
-        raise CompressError(f"teacher.onnx: {path} is not a loadable ONNX model ({str(exc).splitlines()[0][:160]})") \
+        raise CompressError(f"teacher.onnx: {path} is not a loadable ONNX model ({summary(exc)})") \
             from None
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
@@ -60,7 +55,7 @@ def inspect(path: str | Path, data_classes: list[str] | None, given_classes: lis
         out = session.run(None, {inputs[0].name: np.zeros((2, 3, crop, crop), np.float32)})[0]
     except Exception as exc:
         raise CompressError(f"teacher.onnx: {path} does not run on a batch of 2 {crop}-px images "
-                            f"(input {inputs[0].shape}: {str(exc).splitlines()[0][:120]}); export it with a dynamic "
+                            f"(input {inputs[0].shape}: {summary(exc, 120)}); export it with a dynamic "
                             "batch axis and set data.crop to its input size") from None
     if out.ndim != 2 or out.shape[0] != 2:
         raise CompressError(f"teacher.onnx: {path} must return logits [N, classes]; it returned shape {list(out.shape)}")
@@ -109,7 +104,8 @@ class OnnxTeacher(nn.Module):
     def __init__(self, path: str | Path, device: torch.device):
         super().__init__()
         cuda = device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers()
-        self.session = _session(Path(path), ["CUDAExecutionProvider", "CPUExecutionProvider"] if cuda else None)
+        self.session = cpu_session(path, providers=("CUDAExecutionProvider", "CPUExecutionProvider") if cuda
+                                   else ("CPUExecutionProvider",))
         self.input = self.session.get_inputs()[0].name
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, summary
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -44,7 +44,7 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     try:
         meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta().custom_metadata_map
     except Exception as exc:
-        raise CompressError(f"{path} is not a loadable ONNX model: {str(exc).splitlines()[0][:200]}") from None
+        raise CompressError(f"{path} is not a loadable ONNX model: {summary(exc, 200)}") from None
     missing = [k for k in REQUIRED_METADATA if k not in meta]
     if missing:
         raise CompressError(f"{path} lacks metadata {missing}; export it with compress to embed labels and preprocessing")

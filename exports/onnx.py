@@ -10,13 +10,17 @@ image and name the class.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
+from compress.core import architectures
+from compress.core.config import DataConfig
 from compress.core.errors import CompressError
+from compress.core.models import count_macs, count_params, load_model
 from compress.exports.metadata import INPUT_NAME, OUTPUT_NAME, client_metadata, read_metadata, set_metadata
 from compress.exports.session import cpu_session, run_logits
 
@@ -36,6 +40,30 @@ def export_onnx(model: torch.nn.Module, path: Path, crop: int, opset: int, metad
     set_metadata(proto, metadata)
     onnx.save(proto, str(path))
     onnx.checker.check_model(str(path), full_check=True)
+
+
+@dataclass
+class Exported:
+    """What exporting a checkpoint produced: the model as exported (re-parameterised), its
+    architecture and the counts written into the file."""
+    model: torch.nn.Module
+    arch: str
+    params: int
+    macs: int
+    meta: dict
+
+
+def export_checkpoint(checkpoint: Path, path: Path, name: str, classes: list[str], data: DataConfig,
+                      opset: int) -> Exported:
+    """A compress checkpoint to ONNX with the client metadata of `data`'s preprocessing: re-parameterised
+    first (RepVGG/MobileOne: the fused form ships), params and MACs counted on what is exported."""
+    model, meta = load_model(checkpoint)
+    model = architectures.reparameterize(model)
+    params, macs = count_params(model), count_macs(model, data.crop)
+    export_onnx(model, path, data.crop, opset, client_metadata(
+        classes, data.mean, data.std, data.resize, data.crop, model_name=name, arch=meta["arch"],
+        producer="compress", params=params, macs=macs))
+    return Exported(model, meta["arch"], params, macs, meta)
 
 
 QUANTIZABLE = ("Conv", "Gemm", "MatMul")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, summary
 
 LEVEL_VARIABLE = "ORT_CONVERT_ONNX_MODELS_TO_ORT_OPTIMIZATION_LEVEL"
 
@@ -42,7 +42,7 @@ def convert_to_ort(source: Path, target: Path, config_target: Path) -> None:
             with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
                 convert_onnx_models_to_ort(staged, output_dir=out, optimization_styles=[OptimizationStyle.Fixed])
         except Exception as exc:
-            raise CompressError(f"ORT-format conversion of {source.name} failed: {str(exc).splitlines()[0][:200]}") from None
+            raise CompressError(f"ORT-format conversion of {source.name} failed: {summary(exc, 200)}") from None
         finally:
             if level is None:
                 os.environ.pop(LEVEL_VARIABLE, None)

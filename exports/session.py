@@ -11,8 +11,10 @@ import numpy as np
 import onnxruntime as ort
 
 
-def cpu_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU session; with `threads`, a fixed pool that sleeps between runs.
+def cpu_session(path: str | Path, threads: int | None = None,
+                providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> ort.InferenceSession:
+    """A CPU session (other `providers` first when given, e.g. CUDA for an ONNX teacher during GPU
+    training); with `threads`, a fixed pool that sleeps between runs.
 
     ONNX Runtime's pool spin-waits after each run by default. With several sessions measured
     in turn, the idle spinners of one steal the cores of the next: measured here, a ResNet50's
@@ -24,7 +26,7 @@ def cpu_session(path: str | Path, threads: int | None = None) -> ort.InferenceSe
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
 def run_logits(session: ort.InferenceSession, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

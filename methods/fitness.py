@@ -24,7 +24,7 @@ from torch import nn
 
 from compress.core import architectures
 from compress.core.config import PruneConfig
-from compress.core.errors import CompressError
+from compress.core.errors import CompressError, summary
 from compress.core.models import build_model, load_model, save_checkpoint
 from compress.core.rundir import sha256_json
 from compress.exports.metadata import client_metadata
@@ -64,9 +64,13 @@ def _remembered(name: str, *args) -> tuple[bool, Callable[[], None]]:
     return False, record
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160]}" if text else type(exc).__name__
+PROBE_META = client_metadata(["a", "b"], [0.5] * 3, [0.25] * 3, 32, 32)  # a probe's file needs some metadata
+
+
+def _exports_and_runs(model: nn.Module, path: Path, crop: int, opset: int) -> None:
+    """Export `model` in its inference form as the export stage does, and run the file once in ONNX Runtime."""
+    export_onnx(architectures.reparameterize(model), path, crop, opset, PROBE_META)
+    run_logits(cpu_session(path), np.zeros((1, 3, crop, crop), np.float32))
 
 
 def _size_hint(model: nn.Module, arch: str, crop: int) -> str:
@@ -97,7 +101,7 @@ def check_runs(arch: str, key: str, crop: int, opset: int, head_hidden=(), dropo
         with torch.no_grad():
             model(torch.zeros(1, 3, crop, crop))
     except Exception as exc:
-        raise CompressError(f"{key}: {_size_hint(model, arch, crop)} ({_short(exc)})") from None
+        raise CompressError(f"{key}: {_size_hint(model, arch, crop)} ({summary(exc)})") from None
     model.train()  # what training sees: one logits tensor per batch
     with torch.no_grad():
         out = model(torch.zeros(2, 3, crop, crop))
@@ -108,11 +112,9 @@ def check_runs(arch: str, key: str, crop: int, opset: int, head_hidden=(), dropo
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "probe.onnx"
         try:
-            export_onnx(architectures.reparameterize(model), path, crop, opset,
-                        client_metadata(["a", "b"], [0.5] * 3, [0.25] * 3, crop, crop))
-            run_logits(cpu_session(path), np.zeros((1, 3, crop, crop), np.float32))
+            _exports_and_runs(model, path, crop, opset)
         except Exception as exc:
-            raise CompressError(f"{key}: {arch} cannot be exported to ONNX opset {opset} ({_short(exc)}); "
+            raise CompressError(f"{key}: {arch} cannot be exported to ONNX opset {opset} ({summary(exc)}); "
                                 "choose another architecture or export.opset") from None
     record()
 
@@ -140,13 +142,11 @@ def check_prunable(arch: str, cfg: PruneConfig, crop: int, head_hidden=(), opset
         with tempfile.TemporaryDirectory() as tmp:
             save_checkpoint(model, Path(tmp) / "pruned.pt", {"arch": arch, "classes": ["a", "b"]})
             rebuilt, _ = load_model(Path(tmp) / "pruned.pt")
-            export_onnx(architectures.reparameterize(rebuilt), Path(tmp) / "pruned.onnx", crop, opset,
-                        client_metadata(["a", "b"], [0.5] * 3, [0.25] * 3, crop, crop))
-            run_logits(cpu_session(Path(tmp) / "pruned.onnx"), np.zeros((1, 3, crop, crop), np.float32))
+            _exports_and_runs(rebuilt, Path(tmp) / "pruned.onnx", crop, opset)
     except CompressError:
         raise
     except Exception as exc:
-        raise CompressError(f"prune: {arch} is not structurally prunable by torch-pruning ({_short(exc)}); "
+        raise CompressError(f"prune: {arch} is not structurally prunable by torch-pruning ({summary(exc)}); "
                             "set prune.enabled=false") from None
     record()
 
@@ -173,15 +173,15 @@ def qat_blocker(arch: str, crop: int, per_channel: bool, opset: int = 17) -> str
     try:
         qat_model = fake_quant_model(model, example, per_channel)
     except Exception as exc:
-        return f"{arch} cannot be traced for quantization-aware training ({_short(exc)})"
+        return f"{arch} cannot be traced for quantization-aware training ({summary(exc)})"
     try:
         calibrate_activations(qat_model, [(example,)], torch.device("cpu"))
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "qat.onnx"
-            export_fake_quant(qat_model, path, crop, opset, client_metadata(["a", "b"], [0.5] * 3, [0.25] * 3, crop, crop))
+            export_fake_quant(qat_model, path, crop, opset, PROBE_META)
             run_logits(cpu_session(path), np.zeros((2, 3, crop, crop), np.float32))
     except Exception as exc:
-        return f"{arch}'s quantization-aware model does not run in ONNX Runtime ({_short(exc)})"
+        return f"{arch}'s quantization-aware model does not run in ONNX Runtime ({summary(exc)})"
     record()
     return None
 
@@ -196,5 +196,5 @@ def check_executorch(arch: str, crop: int) -> None:
         torch.export.export(model, (torch.zeros(1, 3, crop, crop),))
     except Exception as exc:
         raise CompressError(f"deploy.target = executorch: {arch} cannot be exported with torch.export "
-                            f"({_short(exc)}); use deploy.target = portable") from None
+                            f"({summary(exc)}); use deploy.target = portable") from None
     record()

@@ -16,6 +16,7 @@ from compress.benchmarks.measure import percentiles, predictions
 from compress.benchmarks.suite import time_latency
 from compress.core.budget import selection_accuracy, within_budget
 from compress.core.config import BenchConfig, QuantizeConfig
+from compress.core.errors import summary
 from compress.exports.operators import vendor_domains
 from compress.exports.quantize import Int8Recipe, Measured, build_candidate, quantize_int8
 from compress.exports.runtimes import READS_ONNX, load
@@ -59,7 +60,7 @@ def build_all(trial: Trial, names: list[str], cfg: QuantizeConfig,
             preds[name] = trial.predict(path)
         except Exception as exc:
             warn(f"int8 candidate {name} left out: ONNX Runtime could not build or run it "
-                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]})")
+                 f"({summary(exc, 120)})")
             continue
         files[name] = path
     return files, preds

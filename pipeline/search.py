@@ -25,16 +25,24 @@ import shutil
 import time
 from pathlib import Path
 
-from compress.benchmarks.report import Heading, Paragraph, Table, report_blocks, to_html, to_markdown
+from compress.benchmarks.report import (
+    Heading,
+    Paragraph,
+    Table,
+    figure_html,
+    html_page,
+    report_blocks,
+    to_html,
+    to_markdown,
+)
 from compress.benchmarks.suite import benchmark_onnx
-from compress.core import architectures
 from compress.core.auto_settings import resolve
 from compress.core.budget import selection_accuracy
 from compress.core.config import Config
 from compress.core.data import Dataset, calibration_batch, raw_rgb
 from compress.core.documents import Report
+from compress.core.errors import CompressError, summary
 from compress.core.lock import RunLock, remove_debris
-from compress.core.models import count_macs, count_params, load_model
 from compress.core.roster import (
     BASELINE,
     DEPLOY_CARD,
@@ -49,9 +57,8 @@ from compress.core.roster import (
 )
 from compress.core.rundir import RunDir, sha256_file, sha256_json
 from compress.exports.deploy_folder import package_onnx
-from compress.exports.metadata import client_metadata
 from compress.exports.model_card import CardFacts, render
-from compress.exports.onnx import export_onnx, read_metadata
+from compress.exports.onnx import export_checkpoint, read_metadata
 from compress.exports.operators import vendor_domains
 from compress.exports.quantize import build_candidate, preprocessed
 from compress.exports.session import cpu_session, run_logits
@@ -157,11 +164,7 @@ def _build(target: Path, key: dict, make) -> Path:
 
 def _export(checkpoint: Path, target: Path, name: str, data: Dataset, cfg: Config) -> Path:
     def make(path: Path) -> None:
-        model, meta = load_model(checkpoint)
-        model = architectures.reparameterize(model)
-        export_onnx(model, path, cfg.data.crop, cfg.export.opset, client_metadata(
-            data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop, model_name=name,
-            arch=meta["arch"], producer="compress", params=count_params(model), macs=count_macs(model, cfg.data.crop)))
+        export_checkpoint(checkpoint, path, name, data.classes, cfg.data, cfg.export.opset)
     return _build(target, {"checkpoint": sha256_file(checkpoint), "crop": cfg.data.crop, "opset": cfg.export.opset,
                            "mean": cfg.data.mean, "std": cfg.data.std, "resize": cfg.data.resize}, make)
 
@@ -200,7 +203,7 @@ def measure_and_choose(cfg: Config, out: Path, students: list[str], data: Datase
                     run_logits(cpu_session(target), calibration[:1])
                 except Exception as exc:  # a layout ONNX Runtime cannot run for this model: not a point
                     failed.append(f"{name}_{layout} left out: ONNX Runtime could not build or run it "
-                                  f"({type(exc).__name__}: {str(exc).splitlines()[0][:100]})")
+                                  f"({summary(exc, 100)})")
                     continue
                 files[f"{name}_{layout}"] = target
                 info[f"{name}_{layout}"] = {"student": arch, "steps": steps + 1, "fp32": False}
@@ -223,12 +226,13 @@ def measure_and_choose(cfg: Config, out: Path, students: list[str], data: Datase
                     files[n].stat().st_size / 1e6) for n in info]
     warnings = list(failed)
     choice_info: dict = {"objective": cfg.deploy.objective}
+    on_front = front(points)
     pareto: dict = {"objective": cfg.deploy.objective, "runtime": _runtime_name(cfg.deploy.target),
                     "budget": {"max_accuracy_drop": cfg.deploy.max_accuracy_drop, "max_latency_ms": cfg.deploy.max_latency_ms,
                                "max_size_mb": cfg.deploy.max_size_mb},
                     "points": [dict(vars(p), vendor_ops=vendor_domains(files[p.name]),
-                                    on_front=p in front(points)) for p in points],
-                    "front": [p.name for p in front(points)], "chosen": None, "runner_up": None, "rule": None}
+                                    on_front=p in on_front) for p in points],
+                    "front": [p.name for p in on_front], "chosen": None, "runner_up": None, "rule": None}
     try:
         choice = choose(points, cfg.deploy.objective, cfg.deploy.max_accuracy_drop, cfg.deploy.max_latency_ms,
                         cfg.deploy.max_size_mb)
@@ -236,18 +240,16 @@ def measure_and_choose(cfg: Config, out: Path, students: list[str], data: Datase
                       rule=choice.rule, eligible=choice.eligible)
         choice_info.update(chosen=choice.chosen.name, rule=choice.rule)
         log.info("search: chose %s (%s)", choice.chosen.name, choice.rule)
-    except Exception as exc:  # a budget nothing meets: measured and reported, nothing deployed
-        from compress.core.errors import CompressError
-        if not isinstance(exc, CompressError):
-            raise
+    except CompressError as exc:  # a budget nothing meets: measured and reported, nothing deployed
         pareto["refused"] = str(exc)
         warnings.append(str(exc))
         choice_info["refused"] = str(exc)
     if pareto["chosen"]:
         measured["models"]["deployable"] = dict(measured["models"][pareto["chosen"]])
-    report = Report.from_dict({**measured, "dataset": dataset_info(data), "origins": {
+    dataset = dataset_info(data)
+    report = Report.from_dict({**measured, "dataset": dataset, "origins": {
         TEACHER: origins(cfg)[TEACHER], **{folder_name(a): origins(student_config(cfg, a))["student"] for a in students}},
-        "warnings": warnings + dataset_info(data).copy_warnings(), "pareto": pareto}, "the search")
+        "warnings": warnings + dataset.copy_warnings(), "pareto": pareto}, "the search")
     return report, choice_info
 
 
@@ -295,15 +297,8 @@ def write_report(report: Report, out: Path) -> None:
     png = plots.pareto(report.pareto or {}, report.dataset.val_size if report.dataset else 0)
     with run.atomic("plots/pareto.png") as tmp:
         tmp.write_bytes(png)
-    import base64
-    image = base64.b64encode(png).decode()
-    run.write_text("report.html", f"""<!doctype html><html><head><meta charset="utf-8"><title>compress search</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}</style></head><body>
-{to_html(blocks)}
-<figure><img alt="Pareto front" src="data:image/png;base64,{image}"><figcaption>val accuracy against p50
-(<a href="plots/pareto.png">plots/pareto.png</a>)</figcaption></figure></body></html>
-""")
+    run.write_text("report.html", html_page("compress search", to_html(blocks) + "\n" + figure_html(
+        png, "val accuracy against p50", "plots/pareto.png")))
 
 
 def package(cfg: Config, out: Path, report: Report, data: Dataset, chosen: str) -> None:
@@ -322,14 +317,14 @@ def package(cfg: Config, out: Path, report: Report, data: Dataset, chosen: str) 
         choice["runner_up_cost"] = (f"{other['p50_ms'] - chosen_point['p50_ms']:+.2f} ms, "
                                     f"{100 * (other['accuracy'] - chosen_point['accuracy']):+.2f} val points, "
                                     f"{other['megabytes'] - chosen_point['megabytes']:+.2f} MB")
-    arch = read_metadata(source).get("arch", chosen)
+    metadata = read_metadata(source)
     card = render(CardFacts(name=chosen, onnx_file=out / "deploy/model.onnx",
-                            ort_file=DEPLOY_ORT if cfg.export.ort else None, metadata=read_metadata(source),
+                            ort_file=DEPLOY_ORT if cfg.export.ort else None, metadata=metadata,
                             report=report, config=student_config(cfg, chosen_point["student"]).to_dict(),
                             config_hash=sha256_json(cfg.to_dict())[:16],
                             teacher={"arch": cfg.teacher.arch, "val_accuracy": report.models[TEACHER].accuracy,
                                      "source": (report.origins or {}).get(TEACHER, "")},
                             student_loss=describe_loss(cfg.distill), git_commit=None, in_graph=in_graph,
-                            choice=choice, student=arch))
+                            choice=choice, student=metadata.get("arch", chosen)))
     RunDir(out).write_text(DEPLOY_CARD, card)
 

@@ -64,14 +64,15 @@ class BenchmarkStage(Stage):
                     "device": torch.cuda.get_device_name(0), "precision": "fp32", "latency_ms_by_batch": by_batch,
                     "throughput_ips": int(largest) * 1000.0 / by_batch[largest]["p50"]}
         quantization = QuantizeDecision.read(ctx.run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
+        dataset = dataset_info(data)
         report = Report.from_dict({
             **measured,
-            "dataset": dataset_info(data),
+            "dataset": dataset,
             "settings": {k: get_key(cfg, k) for k in COMPARED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
             "origins": origins(cfg),
             "quantization": quantization,
-            "warnings": ctx.earlier_warnings + dataset_info(data).copy_warnings()
+            "warnings": ctx.earlier_warnings + dataset.copy_warnings()
             + runtime_warnings(measured.get("runtimes", {})),
         }, "the benchmark")
         ctx.run.write_json(REPORT_JSON, report.to_dict())

@@ -2,12 +2,10 @@
 check against PyTorch on real val images; records params and MACs for the report."""
 from __future__ import annotations
 
-from compress.core import architectures
 from compress.core.config import Config
-from compress.core.models import count_macs, count_params, load_model
 from compress.core.roster import EXPORT_INFO, TEACHER, checkpoint_path, onnx_path, teacher_file, torch_models
 from compress.core.stage import Context, Stage
-from compress.exports.onnx import client_metadata, export_onnx, parity, read_metadata
+from compress.exports.onnx import export_checkpoint, parity, read_metadata
 
 ROSTER_KEYS = ("distill.baseline", "prune.enabled", "teacher.onnx")  # which models exist (compress.core.roster)
 
@@ -34,16 +32,12 @@ class ExportStage(Stage):
                              "macs": None, "parity_max_abs_diff": None, "pytorch_val_accuracy": None, "history": [],
                              "pruning": None, "source": cfg.teacher.onnx}
         for name in torch_models(cfg):
-            model, meta = load_model(ctx.run.path(checkpoint_path(name)))
-            model = architectures.reparameterize(model)  # RepVGG/MobileOne: the fused form ships
-            params, macs = count_params(model), count_macs(model, cfg.data.crop)
-            metadata = client_metadata(data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,
-                                       model_name=name, arch=meta["arch"], producer="compress",
-                                       params=params, macs=macs)
             with ctx.run.atomic(onnx_path(name)) as tmp:
-                export_onnx(model, tmp, cfg.data.crop, cfg.export.opset, metadata)
-                diff = parity(model, tmp, images, cfg.export.parity_tolerance)
-            info[name] = {"arch": meta["arch"], "params": params, "macs": macs,
+                done = export_checkpoint(ctx.run.path(checkpoint_path(name)), tmp, name, data.classes, cfg.data,
+                                         cfg.export.opset)
+                diff = parity(done.model, tmp, images, cfg.export.parity_tolerance)
+            meta = done.meta
+            info[name] = {"arch": done.arch, "params": done.params, "macs": done.macs,
                           "parity_max_abs_diff": diff, "pytorch_val_accuracy": meta.get("val_accuracy"),
                           "history": meta.get("history", []), "pruning": meta.get("pruning")}
             ctx.log(f"export {name}: parity max |diff| {diff:.2e}")

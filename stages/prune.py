@@ -4,6 +4,7 @@ recover accuracy; writes the checkpoint `student_pruned`, which carries every la
 counts, so it reloads with `weights_only=True`."""
 from __future__ import annotations
 
+from compress.core.budget import within_budget
 from compress.core.config import Config
 from compress.core.data import Dataset, calibration_batch, calibration_indices
 from compress.core.models import load_model, save_checkpoint
@@ -108,10 +109,11 @@ class PruneStage(StudentStage):
                 save_checkpoint(pruner.model, tmp, dict(meta, history=history, val_accuracy=accuracy, prune_round=r))
             macs, params = pruner.ratios()
             rounds.append({"round": r, "checkpoint": rel, "sha256": ctx.run.sha256(rel), "macs_ratio": macs,
-                           "params_ratio": params, "val_accuracy": accuracy, "within_budget": accuracy >= floor})
+                           "params_ratio": params, "val_accuracy": accuracy,
+                           "within_budget": within_budget(start, accuracy, cfg.deploy.max_accuracy_drop)})
             ctx.log(f"prune round {r}: MACs {macs:.3f}x, val accuracy {accuracy:.4f} (unpruned {start:.4f}, "
                     f"budget {cfg.deploy.max_accuracy_drop:g} points)")
-            if accuracy < floor:
+            if not rounds[-1]["within_budget"]:
                 break
         kept = [r for r in rounds if r["within_budget"]] or rounds[:1]
         if not any(r["within_budget"] for r in rounds):

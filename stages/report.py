@@ -2,8 +2,6 @@
 Grad-CAM maps of the teacher and the deployable student and their mean overlap on val."""
 from __future__ import annotations
 
-import base64
-import html
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +9,7 @@ import torch
 
 from compress.benchmarks import plots
 from compress.benchmarks.gradcam import BATCH, gradcam, top_region_iou
-from compress.benchmarks.report import inline_html, report_blocks, to_html
+from compress.benchmarks.report import figure_html, html_page, inline_html, report_blocks, to_html
 from compress.core.architectures import gradcam_map
 from compress.core.config import Config
 from compress.core.documents import QuantizeDecision, Report
@@ -149,21 +147,13 @@ def _overlap_sentence(summary: dict) -> str:
 
 def render_html(report: Report, pngs: dict[str, bytes], summary: dict) -> str:
     def img(name: str, alt: str) -> str:
-        data = base64.b64encode(pngs[name]).decode()
-        return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}"><figcaption>{alt} ' \
-               f'(<a href="{plot_path(name)}">{plot_path(name)}</a>)</figcaption></figure>'
+        return figure_html(pngs[name], alt, plot_path(name))
     title = report.dataset.name if report.dataset else "benchmark"
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>compress report: {html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
-figure{{display:inline-block;margin:1em}}img{{max-width:100%}}.warn{{color:#a40}}</style></head><body>
-<p><b>Deployable: {inline_html(report.headline(summary['deployable']))}</b>.</p>
+    return html_page(f"compress report: {title}", f"""<p><b>Deployable: {inline_html(report.headline(summary['deployable']))}</b>.</p>
 {to_html(report_blocks(report))}
 <h2>Accuracy, latency and size</h2>{img('accuracy_vs_latency', 'accuracy vs latency')}{img('size', 'ONNX size per model')}
 <h2>Training</h2>{img('training', 'training loss and val accuracy per epoch')}
 <h2>Deployable model</h2>{img('confusion', 'confusion matrix of ' + summary['deployable'])}
 {img('sensitivity', 'per-layer int8 sensitivity') if 'sensitivity' in pngs else ''}
 <h2>Where teacher and student look (Grad-CAM)</h2>
-<p>{_overlap_sentence(summary)}</p>{img('gradcam', 'Grad-CAM: image, teacher, student')}
-</body></html>
-"""
+<p>{_overlap_sentence(summary)}</p>{img('gradcam', 'Grad-CAM: image, teacher, student')}""")
