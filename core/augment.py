@@ -21,6 +21,7 @@ data a step sees depends on nothing else: not on worker processes, their number,
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 
 import torch
@@ -32,7 +33,7 @@ def image_transform(preset: str, geometric: str, size: int, center_crop) -> v2.T
     data.augment. `none` (or data.augment = none) is the deterministic `center_crop`, the crop
     evaluation uses, so cached teacher logits line up with it."""
     if preset == "none" or geometric == "none":
-        return v2.Lambda(lambda img: center_crop(img, size))
+        return v2.Lambda(functools.partial(center_crop, size=size))  # picklable: workers may be started fresh
     ops: list[v2.Transform] = [v2.RandomCrop(size)]
     if geometric == "crop_flip":
         ops.append(v2.RandomHorizontalFlip())

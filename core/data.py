@@ -211,7 +211,7 @@ def _decode_all(files: dict[str, list[Path]], classes: list[str], cfg: DataConfi
     threads = os.cpu_count() or 2
     images: Sequence
     if mode == "none":
-        images, kept = DecodedOnRead(paths, lambda p: decode_file(p, cfg.resize, draft)), list(range(len(paths)))
+        images, kept = DecodedOnRead(paths, functools.partial(decode_file, resize=cfg.resize, draft=draft)), list(range(len(paths)))
     elif mode == "disk":
         key = _fingerprint([[(str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in paths],
                             cfg.resize, draft, "uint8 CHW v2, EXIF orientation applied"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -91,6 +92,19 @@ def default_workers(requested: int, device: torch.device, in_memory: bool) -> in
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# native runtimes whose thread pools do not survive fork(): after one is loaded in this process
+# (OpenVINO: a benchmark before the next run of a sweep, or the test suite), a forked loader worker
+# crashed the process (SIGSEGV in the DataLoader's poll, 3 of 4 tries of the OpenVINO test then the
+# worker test; 0 of 4 with forkserver, malloc_trim on)
+FORK_UNSAFE = ("openvino",)
+
+
+def worker_start_method() -> str | None:
+    """How loader workers start: the platform's default (fork on Linux: no copy of the images),
+    or a clean forkserver once a FORK_UNSAFE runtime is in this process."""
+    return "forkserver" if any(name in sys.modules for name in FORK_UNSAFE) else None
+
+
 class TrainLoader:
     """One training run's batches: build once (workers start once and persist), then iterate
     `epoch(e)` for each epoch."""
@@ -104,7 +118,8 @@ class TrainLoader:
         transform = image_transform(augment, cfg.augment, cfg.crop, center_crop)
         self.loader = DataLoader(AugmentedCrops(data, transform, seed), batch_sampler=self.sampler,
                                  num_workers=workers, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None)
+                                 persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+                                 multiprocessing_context=worker_start_method() if workers > 0 else None)
         self._sigchld = signal.getsignal(signal.SIGCHLD) if workers > 0 else None
 
     def __len__(self) -> int:

@@ -7,8 +7,7 @@ allocation made after a batch keeps the batch's pages resident. Measured with th
 (2,000 JPEGs, one loader worker, one epoch): the main process grew to 2.1-2.7 GB in about a third
 of runs (0.78 GB in the others). Fixing the threshold at 4 MB cured it but cost 20-39% of the
 CPU training step (every activation mmapped and zeroed); `malloc_trim` every few batches returns
-the free pages instead, at no measurable cost. It is skipped once OpenVINO is loaded in the
-process (it crashed it there; `compress run` loads OpenVINO only after training).
+the free pages instead, at no measurable cost.
 """
 from __future__ import annotations
 
@@ -16,11 +15,6 @@ import ctypes
 import ctypes.util
 import functools
 import os
-import sys
-
-# native runtimes loaded in this process with which malloc_trim crashed it (SIGSEGV, reproduced by
-# running the loader tests after the OpenVINO test in one pytest process); trimming then is skipped
-UNSAFE_WITH = ("openvino",)
 
 
 @functools.cache
@@ -36,9 +30,6 @@ def _libc():
 
 
 def release_free_memory() -> bool:
-    """Return the heap's free pages to the OS (glibc's malloc_trim); False where there is none or
-    where it is unsafe (UNSAFE_WITH)."""
-    if any(name in sys.modules for name in UNSAFE_WITH):
-        return False
+    """Return the heap's free pages to the OS (glibc's malloc_trim); False where there is none."""
     libc = _libc()
     return bool(libc.malloc_trim(0)) if libc is not None else False

@@ -84,6 +84,26 @@ def test_worker_processes_change_nothing_in_the_batches(digits_folder, tmp_path)
     assert in_process[0][1].shape[1] == len(data.classes)  # soft targets from MixUp/CutMix
 
 
+def test_workers_start_fresh_once_a_fork_unsafe_runtime_is_loaded(digits_folder, tmp_path, monkeypatch):
+    """After OpenVINO is in the process a forked worker crashed it, so workers then come from a
+    forkserver: every store and transform must travel to them, and the batches stay the same."""
+    import sys
+    import types
+
+    from compress.core import loader
+    assert loader.worker_start_method() in (None, "forkserver")
+    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))  # as if loaded
+    assert loader.worker_start_method() == "forkserver"
+    cfg = data_config(digits_folder, tmp_path, augment="none")
+    for mode in ("memory", "none"):  # in-memory tensors; decode-on-read with its decoding function
+        data = load_dataset(data_config(digits_folder, tmp_path, cache=mode), 0)
+        in_process = batches(TrainLoader(data.train, cfg, 3, augment="none", workers=0))
+        with TrainLoader(data.train, cfg, 3, augment="none", workers=1) as fresh:
+            started = batches(fresh)
+        assert len(in_process) == len(started) > 2
+        assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(in_process, started, strict=True))
+
+
 def test_a_resumed_epoch_sees_the_batches_it_would_have_seen(digits_folder, tmp_path):
     data = load_dataset(data_config(digits_folder, tmp_path), 0)
     cfg = data_config(digits_folder, tmp_path)
