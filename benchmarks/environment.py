@@ -1,8 +1,8 @@
 """What a benchmark ran on: CPU vendor, model and ISA flags, cores, threads, OS, library versions, GPU.
 
 int8 and fp32 speed depend on the instruction set (AVX2 vs AVX512-VNNI vs AMX), so every report
-carries this, and the gate compares latency only against a baseline measured on the same testbed
-(benchmarks/testbed.py).
+carries this; the gate times latency A/B on the runner itself rather than trusting another
+machine's figures (compress.gate.ab).
 """
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,18 +34,22 @@ from compress.exports.session import cpu_session
 @dataclass
 class Timings:
     """samples[batch][model]: interleaved timings (ms); contention: was the machine busy meanwhile
-    (compress.benchmarks.contention)."""
+    (compress.benchmarks.contention); blocks: how many of the rounds each fresh process took, in
+    order (sample i of every model comes from the same round, so per-process figures can be cut back out)."""
 
     samples: dict[int, dict[str, list[float]]]
     contention: dict
+    blocks: list[int]
 
 
 def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches: list[int], threads: int,
-                            warmup: int, runs: int, calls: int = 1, processes: int = 1) -> Timings:
+                            warmup: int, runs: int, calls: int = 1, processes: int = 1,
+                            load_order: Callable[[int], list[str]] | None = None) -> Timings:
     """Per batch size, per model: `runs` interleaved timings (ms), split over `processes` children.
 
     Rounds from different children are concatenated in order, so sample i of every model still
-    comes from the same round and paired ratios stay paired. Each child's median ratio of every
+    comes from the same round and paired ratios stay paired. Child i loads the models in the order
+    `load_order(i)` (default: rotated by i), so no model is always the first to take memory. Each child's median ratio of every
     model to the first one feeds the contention figures (how far fresh processes disagree).
     """
     processes = max(1, min(processes, runs // 2))
@@ -58,7 +63,9 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
         image_file = Path(tmp) / "images.npy"
         np.save(image_file, np.ascontiguousarray(images[:max(batches)], dtype=np.float32))
         for i, share in enumerate(shares):
-            spec = {"models": {n: str(p) for n, p in paths.items()}, "images": str(image_file), "batches": batches,
+            names = list(paths)
+            order = load_order(i) if load_order else names[i % len(names):] + names[:i % len(names)]
+            spec = {"models": {n: str(paths[n]) for n in order}, "images": str(image_file), "batches": batches,
                     "threads": threads, "warmup": warmup, "runs": share, "calls": calls}
             spec_file, result_file = Path(tmp) / f"spec-{i}.json", Path(tmp) / f"result-{i}.json"
             spec_file.write_text(json.dumps(spec))
@@ -74,7 +81,7 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
                     if n != first:
                         per_process[f"{n}@{b}"].append(
                             float(np.median(np.asarray(result[str(b)][n]) / np.asarray(result[str(b)][first]))))
-    return Timings(out, probe.finish(per_process))
+    return Timings(out, probe.finish(per_process), shares)
 
 
 TEMP_PREFIX = "compress-latency-"

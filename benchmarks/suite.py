@@ -29,6 +29,13 @@ def _int_or_none(meta: dict, key: str) -> int | None:
         return None
 
 
+# settings that change the figures, recorded in the report: a report and a baseline (or reference
+# run) that differ in any of them measure different things, so the gate refuses to compare them
+GATED_SETTINGS = ("seed", "data.resize", "data.crop", "teacher.arch", "teacher.epochs", "distill.arch",
+                  "distill.epochs", "prune.enabled", "prune.target", "prune.params_ratio", "prune.macs_ratio",
+                  "prune.epochs", "quantize.enabled", "quantize.format", "bench.threads", "bench.batch_sizes",
+                  "bench.warmup", "bench.runs", "bench.calls_per_sample", "bench.processes")
+
 OTHER_RUNTIME_RUNS = 200  # batch-1 timings per model in each other runtime (in this process)
 
 

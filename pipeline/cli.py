@@ -202,85 +202,68 @@ def sweep(data_path, config_file, overrides, grid_items, seeds, out, jobs, devic
 @main.command()
 @click.argument("reports", nargs=-1, required=True, type=click.Path())
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Baseline file to write.")
-@click.option("--add", is_flag=True,
-              help="Keep the file's entries for other CPUs and add (or replace) the entry for the reports' CPU.")
-def baseline(reports, output, add) -> None:
-    """Write the figures the gate compares: one entry for the CPU the REPORT.json files were measured
-    on, the median of them all."""
-    from compress.benchmarks import baseline_file
-    new = baseline_file.from_reports([baseline_file.load_json(r, "report") for r in reports], list(reports))
-    entry = new.entries[0]
-    existing = None
-    if Path(output).exists():
-        existing = baseline_file.read(baseline_file.load_json(output, "baseline"), output)
-        others = [e.testbed.describe() for e in existing.entries if e.testbed != entry.testbed]
-        if others and not add:
-            raise CompressError(f"{output} also holds entries for {'; '.join(others)}; use --add to keep them and "
-                                f"add or replace the entry for {entry.testbed.describe()}, or write another file")
-        if not add:
-            existing = None
-    merged = baseline_file.merge(existing, new, output)
+@click.option("--commit", default=None,
+              help="The commit whose code made the REPORT.json runs: the reference CI rebuilds for the latency A/B.")
+def baseline(reports, output, commit) -> None:
+    """Write the figures the gate compares: the median of the REPORT.json files of one config."""
     from compress.core.rundir import atomic_path
+    from compress.gate import baseline as files
+    new = files.from_reports([files.read_report(r) for r in reports], list(reports), commit)
     with atomic_path(output) as tmp:
-        tmp.write_text(json.dumps(merged.to_dict(), indent=2) + "\n")
-    verb = "replaced" if existing and existing.entry_for(entry.testbed) else "written"
-    click.echo(f"baseline entry for {entry.testbed.describe()} with {len(entry.models)} models (median of "
-               f"{len(reports)} reports) {verb} in {output} ({len(merged.entries)} "
-               f"entr{'y' if len(merged.entries) == 1 else 'ies'})")
+        tmp.write_text(json.dumps(new.to_dict(), indent=2) + "\n")
+    click.echo(f"baseline of {len(new.models)} models (median of {len(reports)} reports"
+               + (f", reference commit {commit}" if commit else ", no reference commit") + f") written to {output}")
 
 
 @main.command()
 @click.argument("report", type=click.Path())
 @click.option("--baseline", "baseline_file", required=True, type=click.Path(), help="Baseline from `compress baseline`.")
+@click.option("--reference-run", type=click.Path(file_okay=False), default=None,
+              help="Run directory of the reference commit, built on this runner: latency is timed A/B against its "
+                   "files and accuracy compared with its report.")
 @click.option("--max-accuracy-drop", default=1.0, show_default=True, help="Allowed top-1 drop, in points.")
-@click.option("--max-latency-regression", default=0.15, show_default=True,
-              help="Allowed relative growth of each model's same-run latency ratio to the reference.")
+@click.option("--max-latency-regression", default=0.10, show_default=True,
+              help="Allowed relative p50 growth over the reference run (fails only when past it at 95% confidence).")
 @click.option("--max-size-growth", default=0.05, show_default=True, help="Allowed relative growth of ONNX bytes.")
 @click.option("--max-compute-growth", default=0.02, show_default=True,
               help="Allowed relative growth of MACs and params (exact, counted at export).")
 @click.option("--models", default=None, help="Comma-separated models to check (default: all on either side).")
-@click.option("--absolute-latency", is_flag=True, help="Also compare absolute p50 ms (same testbed only).")
 @click.option("--latency-batches", default=None, metavar="B[,B]",
               help="Gate latency only at these batch sizes (e.g. 8); the others are shown as INFO.")
-@click.option("--strict-testbed", is_flag=True,
-              help="Exit 2 when the baseline has no entry for this CPU (for fixed runners), instead of gating "
-                   "the portable figures alone.")
-@click.option("--confirm/--no-confirm", default=True, show_default=True,
-              help="Time the report's ONNX files again when a latency figure fails, and fail only if it fails again.")
-def check(report, baseline_file, max_accuracy_drop, max_latency_regression, max_size_growth, max_compute_growth,
-          models, absolute_latency, latency_batches, strict_testbed, confirm) -> None:
-    """Exit 0 if REPORT.json holds up against the baseline, 1 on a regression, 2 on unusable input."""
-    from compress.benchmarks import baseline_file as files
-    from compress.benchmarks.gate import Limits, compare, latency_failures, render
+def check(report, baseline_file, reference_run, max_accuracy_drop, max_latency_regression, max_size_growth,
+          max_compute_growth, models, latency_batches) -> None:
+    """Exit 0 if REPORT.json holds up against the baseline (and the reference run), 1 on a
+    regression, 2 on unusable input."""
+    from compress.gate import baseline as files
+    from compress.gate.check import Limits, judge, time_both
+    from compress.gate.verdict import render
     limits = Limits(max_accuracy_drop=max_accuracy_drop, max_latency_regression=max_latency_regression,
-                    max_size_growth=max_size_growth, max_compute_growth=max_compute_growth,
-                    max_absolute_latency_regression=max_latency_regression)
-    base = files.read(files.load_json(baseline_file, "baseline"), baseline_file)
-    document = files.load_json(report, "report")
-    outcome = compare(document, base, limits, models.split(",") if models else None,
-                      absolute_latency, [b.strip() for b in latency_batches.split(",")] if latency_batches else None,
-                      strict_testbed)
-    failures = latency_failures(outcome)
-    if confirm and failures:
-        from compress.benchmarks.gate import confirm as confirm_rows
-        from compress.benchmarks.retime import retime
-        click.secho(f"{len(failures)} latency figure(s) past the limit: timing the report's models again to confirm",
-                    fg="yellow", err=True)
-        try:
-            confirm_rows(outcome, retime(document, Path(report).resolve().parent), limits)
-        except CompressError as e:  # the report alone still judges: its failures stand, unconfirmed
-            outcome.notes.append(f"latency failures not timed again: {e}")
+                    max_size_growth=max_size_growth, max_compute_growth=max_compute_growth)
+    document = files.read_report(report)
+    base = files.read(baseline_file, document.environment.cpu)
+    chosen = [m.strip() for m in models.split(",")] if models else None
+    reference = timing = None
+    if reference_run:
+        reference = files.read_report(Path(reference_run) / "report.json")
+        judge(document, base, limits, chosen, reference)  # bad input is refused before minutes of timing
+        click.echo(f"timing {len(document.models)} models of this run and the reference run interleaved ...", err=True)
+        timing = time_both(document, Path(report).resolve().parent, reference, Path(reference_run), chosen)
+    batches = [int(b) for b in latency_batches.split(",")] if latency_batches else None
+    outcome = judge(document, base, limits, chosen, reference, timing, batches)
     click.echo(render(outcome.rows))
     for w in outcome.warnings:
         click.secho(f"WARNING: {w}", fg="yellow", err=True)
     for note in outcome.notes:
         click.secho(note, fg="cyan")
-    gated = sum(r.verdict not in ("INFO", "NEW") for r in outcome.rows)
+    if outcome.inconclusive:
+        click.secho(f"INCONCLUSIVE: {len(outcome.inconclusive)} latency figure(s) past the limit without confidence "
+                    "(not a failure): " + ", ".join(f"{r.model} {r.label}" for r in outcome.inconclusive), fg="yellow")
     if outcome.failed:
-        bad = sum(r.verdict in ("FAIL", "MISSING") for r in outcome.rows)
-        click.secho(f"REGRESSION: {bad} of {gated} gated figures outside their limits", fg="red")
+        bad = sum(r.verdict.value in ("FAIL", "MISSING") for r in outcome.rows)
+        click.secho(f"REGRESSION: {bad} of {outcome.gated} gated figures outside their limits", fg="red")
         sys.exit(1)
-    click.secho(f"OK: {gated} gated figures within limits (against {outcome.entry.testbed.describe()})", fg="green")
+    against = "the baseline file" + (f" and the reference run {reference_run}" if reference_run else "")
+    click.secho(f"OK: {outcome.gated} gated figures within limits (against {against})", fg="green")
 
 
 @main.command()

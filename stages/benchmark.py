@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from compress.benchmarks.gate import COMPARED_SETTINGS
 from compress.benchmarks.measure import cuda_latency_ms
 from compress.benchmarks.report import markdown_report
 from compress.benchmarks.runtimes import warnings as runtime_warnings
-from compress.benchmarks.suite import benchmark_onnx
+from compress.benchmarks.suite import GATED_SETTINGS, benchmark_onnx
 from compress.core.config import Config, get_key
 from compress.core.data import Dataset
 from compress.core.documents import DatasetInfo, QuantizeDecision, Report
@@ -36,7 +35,7 @@ class BenchmarkStage(Stage):
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         origins = ("teacher.onnx", "teacher.checkpoint", "teacher.weights", "distill.weights")  # where models started
-        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled", *origins, *COMPARED_SETTINGS)
+        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled", *origins, *GATED_SETTINGS)
 
     def inputs(self, cfg: Config) -> list[str]:
         return ([onnx_path(n) for n in all_models(cfg)] + [EXPORT_INFO]
@@ -68,7 +67,7 @@ class BenchmarkStage(Stage):
         report = Report.from_dict({
             **measured,
             "dataset": dataset,
-            "settings": {k: get_key(cfg, k) for k in COMPARED_SETTINGS},
+            "settings": {k: get_key(cfg, k) for k in GATED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
             "origins": origins(cfg),
             "quantization": quantization,
