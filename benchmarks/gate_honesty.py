@@ -1,45 +1,92 @@
-"""Does the CI gate tell real regressions from noise? Prints figures; asserts nothing.
+"""Does the CI gate tell real regressions from noise? Runs the gate as `compress check` does
+(compress.gate: the baseline file, then A/B against a reference run) many times on this machine
+and prints what it said. Prints figures; asserts nothing.
 
-1. Stability: benchmark the run directory's ONNX models REPEATS times (fresh sessions each
-   time) and report each gated latency ratio's spread around its median, and how many of those
-   unchanged benchmarks the gate passes against the baseline entry of this CPU: on the first
-   timing alone, and as `compress check` judges by default (a latency failure is timed again
-   and must fail again).
-2. Sensitivity: build a variant of one student with ~20% more MACs (one or two extra residual
-   blocks, copies of a stage's last block, chosen to bring the growth closest to 20%; their
-   residual branch outputs zero, so predictions do not change), then run the
-   gate REPEATS times on the unchanged model and REPEATS times on the variant (under the
-   model's own name), and print every figure's verdict: against this CPU's entry, and against
-   every other CPU's entry (there only the portable figures are gated).
+    python benchmarks/gate_honesty.py REFERENCE_RUN CANDIDATE_RUN --baseline benchmarks/baseline.json
 
-    python benchmarks/gate_honesty.py runs/ci --baseline benchmarks/baseline.json
+REFERENCE_RUN and CANDIDATE_RUN are two CI-config runs of the same tree (`compress run --config
+benchmarks/ci.toml`, twice, into two folders): the reference the gate times against, and the
+unchanged candidate the injected regressions are made from.
+
+1. False alarms: the unchanged candidate checked --unchanged times (each a fresh A/B session).
+2. Slowdowns that leave MACs, params and the operator set unchanged: one to three extra Adds of a
+   1e-7 constant after every ReLU, or after every residual block, inserted into the fp32 student
+   and quantized again with the CI's own layout (the Add is a real, unfusable op in either form:
+   ONNX Runtime folds an Add into a Conv only right after one, and removes only exact zeros).
+   Predictions do not change. Each variant replaces the pruned student and the deployable int8 file.
+3. Compute that grows ~20%: the residual-block variants closest to +20% MACs (copies of a stage's
+   last block whose residual branch outputs zero, so predictions do not change), exported and quantized.
+
+Each check prints the gate's verdict and the rows that decided it.
 """
 from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import itertools
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import torch
+from onnx import helper, numpy_helper
 
-from compress.benchmarks import baseline_file
-from compress.benchmarks.baseline_file import Baseline
-from compress.benchmarks.environment import environment
-from compress.benchmarks.gate import Limits, compare, confirm, failed, latency_failures
-from compress.benchmarks.retime import latency_figures
-from compress.benchmarks.suite import benchmark_onnx
-from compress.benchmarks.testbed import Testbed
 from compress.core.config import Config
-from compress.core.data import load_dataset
+from compress.core.data import calibration_batch, load_dataset
+from compress.core.documents import Report
 from compress.core.models import count_macs, count_params, load_model
-from compress.core.roster import comparisons
-from compress.exports.onnx import client_metadata, export_onnx
+from compress.exports.metadata import client_metadata, read_metadata
+from compress.exports.onnx import export_onnx
+from compress.exports.operators import operator_set
+from compress.exports.quantize import quantize_int8
+from compress.gate import baseline as baseline_file
+from compress.gate.check import Limits, judge, time_both
+from compress.gate.verdict import FAILING, Verdict
 
+PRUNED, INT8 = "student_pruned", "student_int8"
+
+
+# ---------------------------------------------------------------- MACs-neutral slowdowns
+
+def with_extra_adds(model: onnx.ModelProto, after: str, count: int) -> onnx.ModelProto:
+    """`count` Adds of a 1e-7 constant after every ReLU (`after` = "relu") or every residual block's
+    output ReLU (`after` = "block"). The constant is not zero, so no optimizer removes the Add."""
+    model = copy.deepcopy(model)
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array(1e-7, np.float32), "injected_epsilon"))
+    made_by = {out: node for node in graph.node for out in node.output}
+
+    def chosen(node) -> bool:
+        if node.op_type != "Relu":
+            return False
+        return after == "relu" or getattr(made_by.get(node.input[0]), "op_type", "") == "Add"
+
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        if not chosen(node):
+            continue
+        source = current = node.output[0]
+        for k in range(count):
+            nxt = f"{source}_injected{k}"
+            nodes.append(helper.make_node("Add", [current, "injected_epsilon"], [nxt], name=f"injected_{source}_{k}"))
+            current = nxt
+        for other in graph.node:
+            if other is not node:
+                other.input[:] = [current if x == source else x for x in other.input]
+        for output in graph.output:
+            if output.name == source:
+                output.name = current
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    return model
+
+
+# ---------------------------------------------------------------- +20% compute
 
 def extra_block(block: torch.nn.Module) -> torch.nn.Module:
     """A copy of a residual block whose residual branch outputs zero (last BatchNorm's scale and
@@ -53,121 +100,102 @@ def extra_block(block: torch.nn.Module) -> torch.nn.Module:
     return extra
 
 
-def heavier_variant(checkpoint: Path, crop: int, target: float = 0.2):
-    """The model with one or two extra residual blocks (at most one per stage), chosen so MACs
-    grow as close to `target` as those blocks allow.
-
-    Returns (model, MACs growth, description of what was added).
-    """
+def heavier_variants(checkpoint: Path, crop: int, target: float = 0.2, count: int = 5):
+    """The `count` variants with one or two extra residual blocks (at most one per stage) whose MACs
+    growth is closest to `target`: [(model, growth, what was added)]."""
     original, _ = load_model(checkpoint)
     base = count_macs(original, crop)
     stages = ("layer1", "layer2", "layer3", "layer4")
-    best: tuple[torch.nn.Module, float, str] | None = None
+    found = []
     for chosen in [*[(s,) for s in stages], *itertools.combinations(stages, 2)]:
         model = copy.deepcopy(original)
         for stage in chosen:
             blocks = list(getattr(model, stage))
             setattr(model, stage, type(getattr(model, stage))(*blocks, extra_block(blocks[-1])))
-        growth = count_macs(model, crop) / base - 1
-        if best is None or abs(growth - target) < abs(best[1] - target):
-            best = (model, growth, " + ".join(f"one {s} block" for s in chosen))
-    assert best is not None  # the loop always runs
-    model, growth, added = best
-    return model.eval(), growth, added
+        found.append((model.eval(), count_macs(model, crop) / base - 1, " + ".join(f"one {s} block" for s in chosen)))
+    return sorted(found, key=lambda f: abs(f[1] - target))[:count]
+
+
+def heavier_variant(checkpoint: Path, crop: int, target: float = 0.2):
+    """The one variant closest to `target` (model, growth, description)."""
+    return heavier_variants(checkpoint, crop, target, 1)[0]
+
+
+# ---------------------------------------------------------------- a candidate run directory
+
+def candidate_dir(unchanged: Path, into: Path, replaced: dict[str, Path]) -> Path:
+    """A copy of the unchanged run's report and ONNX files with `replaced` models swapped in, and
+    its report's figures for them rewritten as the benchmark stage would write them."""
+    shutil.copytree(unchanged / "onnx", into / "onnx", ignore=shutil.ignore_patterns("*.pte"))
+    report = json.loads((unchanged / "report.json").read_text())
+    for name, path in replaced.items():
+        target = into / "onnx" / f"{name}.onnx"
+        shutil.copyfile(path, target)
+        meta = read_metadata(target)
+        model = report["models"][name]
+        model.update(onnx_bytes=target.stat().st_size, operators=operator_set(target),
+                     macs=int(meta["macs"]), params=int(meta["params"]))
+    (into / "report.json").write_text(json.dumps(report))
+    return into
+
+
+def check(candidate: Path, reference: Path, baseline: baseline_file.Baseline) -> tuple[bool, str]:
+    """One `compress check CANDIDATE --baseline ... --reference-run REFERENCE`: (failed, what decided)."""
+    report, ref = Report.read(candidate / "report.json"), Report.read(reference / "report.json")
+    outcome = judge(report, baseline, Limits(), reference=ref, timing=time_both(report, candidate, ref, reference))
+    decisive = [r for r in outcome.rows if r.verdict in (*FAILING, Verdict.INCONCLUSIVE)]
+    deployable = [r for r in outcome.rows if r.model == INT8 and r.label in ("latency@1", "latency@8")]
+    shown = decisive or deployable
+    return outcome.failed, "; ".join(f"{r.model} {r.label} {r.change} {r.verdict.value}" for r in shown)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("reference", type=Path)
+    ap.add_argument("candidate", type=Path, help="an unchanged run of the same tree")
     ap.add_argument("--baseline", type=Path, required=True)
-    ap.add_argument("--model", default="student_pruned")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--skip-stability", action="store_true", help="Run part 2 only.")
+    ap.add_argument("--unchanged", type=int, default=10)
+    ap.add_argument("--heavier", type=int, default=5)
     args = ap.parse_args()
-    manifest = json.loads((args.run_dir / "manifest.json").read_text())
-    cfg = Config.from_dict(manifest["config"])
-    data = load_dataset(cfg.data, manifest["config"]["seed"])
-    split = data.report_split
-    images, labels = data.inputs(split, cfg.data).numpy(), data.split(split).labels.numpy()
-    baseline = baseline_file.read(baseline_file.load_json(args.baseline, "baseline"), str(args.baseline))
-    onnx_dir = args.run_dir / "onnx"
-    names = {n for e in baseline.entries for n in e.models}
-    models = {n: onnx_dir / f"{n}.onnx" for n in sorted(names) if (onnx_dir / f"{n}.onnx").exists()}
-    settings = json.loads((args.run_dir / "report.json").read_text())["settings"]
+    cfg = Config.from_dict(json.loads((args.candidate / "manifest.json").read_text())["config"])
+    data = load_dataset(cfg.data, cfg.seed)
+    calibration = calibration_batch(data, cfg.data, cfg.quantize.calibration_samples, cfg.seed).numpy()
+    baseline = baseline_file.read(args.baseline)
+    print(f"reference {args.reference}, candidate {args.candidate}; {Limits()}")
+    tally: dict[str, list[bool]] = {}
 
-    def measure(paths):
-        report = benchmark_onnx(paths, images, labels, data.classes, cfg.bench, reference="teacher",
-                                pairs=comparisons(cfg))
-        return {**report, "settings": settings}
+    def judge_one(kind: str, label: str, replaced: dict[str, Path]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            failed, why = check(candidate_dir(args.candidate, Path(tmp), replaced), args.reference, baseline)
+        tally.setdefault(kind, []).append(failed)
+        print(f"  {kind:10} {label:28} {'FAIL' if failed else 'pass'}  {why}", flush=True)
 
-    here = Testbed.from_environment(environment(cfg.bench.threads))
-    own = baseline.entry_for(here)
-    others = [e for e in baseline.entries if e.testbed != here]
-    print(f"this CPU: {here.describe()}; its entry: {'yes' if own else 'none'}; "
-          f"other entries: {', '.join(e.testbed.describe() for e in others) or 'none'}")
+    print(f"\n1. the unchanged tree, {args.unchanged} checks")
+    for i in range(args.unchanged):
+        judge_one("unchanged", f"check {i + 1}", {})
 
-    def verdicts(report, entry, only, again):
-        """The gate's verdict as `compress check` gives it: a latency failure is timed again (`again()`)."""
-        outcome = compare(report, Baseline(baseline.reference, baseline.settings, [entry]), Limits(),
-                          models=["teacher", only])
-        if latency_failures(outcome):
-            confirm(outcome, again(), Limits())
-        rows = outcome.rows
-        shown = [r for r in rows if r.model == only and r.verdict != "INFO"]
-        return ("FAIL" if failed(rows) else "pass") + " (" + ", ".join(
-            f"{r.figure} {r.change} {r.verdict}" for r in shown if r.verdict != "PASS" or "latency" in r.figure
-            or r.figure == "macs") + ")"
-
-    runs = 0 if args.skip_stability else args.repeats
-    print(f"\n1. stability: {runs} benchmarks of {list(models)}")
-    ratios: dict[str, list[float]] = {}
-    passed = {e.testbed.describe(): 0 for e in baseline.entries}
-    confirmed_pass = dict(passed)
-    for _ in range(runs):
-        report = measure(models)
-        for n, m in report["models"].items():
-            for b, r in m["latency_ratio_to_reference"].items():
-                ratios.setdefault(f"{n}@{b}", []).append(r)
-        second_timing = None
-        for e in baseline.entries:
-            outcome = compare(report, Baseline(baseline.reference, baseline.settings, [e]), Limits())
-            passed[e.testbed.describe()] += not outcome.failed
-            if latency_failures(outcome):
-                second_timing = second_timing or latency_figures(measure(models))
-                confirm(outcome, second_timing, Limits())
-            confirmed_pass[e.testbed.describe()] += not outcome.failed
-    print(f"{'ratio':24} {'median':>8} {'min %':>7} {'max %':>7}")
-    for key, values in ratios.items():
-        if key.startswith("teacher@"):
-            continue
-        med = float(np.median(values))
-        print(f"{key:24} {med:8.4f} {100 * (min(values) / med - 1):+7.2f} {100 * (max(values) / med - 1):+7.2f}")
-    for testbed, count in passed.items():
-        kind = "this CPU's entry" if own and testbed == own.testbed.describe() else "another CPU's entry: portable only"
-        print(f"unchanged benchmarks passing against {testbed} ({kind}): {count} of {runs} on one timing, "
-              f"{confirmed_pass[testbed]} of {runs} with a latency failure timed again")
-
-    model, growth, added = heavier_variant(args.run_dir / "checkpoints" / f"{args.model}.pt", cfg.data.crop)
+    source = onnx.load(str(args.candidate / "onnx" / f"{PRUNED}.onnx"))
     with tempfile.TemporaryDirectory() as tmp:
-        heavy = Path(tmp) / f"{args.model}.onnx"
-        export_onnx(model, heavy, cfg.data.crop, cfg.export.opset, client_metadata(
-            data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,
-            params=count_params(model), macs=count_macs(model, cfg.data.crop)))
-        print(f"\n2. sensitivity: {args.model} with {added}, {growth:+.1%} MACs; {Limits()}")
-        # the same set of models as the baseline's run: a ratio also depends on what else is
-        # interleaved (measured: the pruned student alone with the teacher ran 4-8% faster)
-        caught: dict[tuple[str, str], list[str]] = {(label, e.testbed.describe()): [] for label in ("unchanged", "+compute") for e in baseline.entries}
-        for label, path in (("unchanged", models[args.model]), ("+compute", heavy)):
-            for _ in range(args.repeats):
-                timed = {**models, args.model: path}
-                report = measure(timed)
-                # the second timing: taken only if some entry needs it, then shared by the others
-                again = functools.cache(lambda timed=timed: latency_figures(measure(timed)))
-                for e in baseline.entries:
-                    caught[label, e.testbed.describe()].append(verdicts(report, e, args.model, again))
-        for (label, testbed), lines in caught.items():
-            fails = sum(v.startswith("FAIL") for v in lines)
-            print(f"{label:10} against {testbed}: {fails} of {len(lines)} fail", *lines, sep="\n  ")
+        print("\n2. slowdowns with MACs, params and operators unchanged (pruned student and its int8 file)")
+        for after, count in (("block", 2), ("block", 3), ("relu", 1), ("relu", 2), ("relu", 3)):
+            fp32, int8 = Path(tmp) / f"{after}{count}.onnx", Path(tmp) / f"{after}{count}_int8.onnx"
+            onnx.save(with_extra_adds(source, after, count), str(fp32))
+            quantize_int8(fp32, int8, calibration, cfg.quantize, cfg.quantize.format)
+            judge_one("slowdown", f"{count} Add(s) after every {after}", {PRUNED: fp32, INT8: int8})
+
+        print(f"\n3. +~20% MACs, {args.heavier} variants")
+        for i, (model, growth, added) in enumerate(heavier_variants(args.candidate / "checkpoints" / f"{PRUNED}.pt",
+                                                                     cfg.data.crop, count=args.heavier)):
+            fp32, int8 = Path(tmp) / f"heavy{i}.onnx", Path(tmp) / f"heavy{i}_int8.onnx"
+            export_onnx(model, fp32, cfg.data.crop, cfg.export.opset, client_metadata(
+                data.classes, cfg.data.mean, cfg.data.std, cfg.data.resize, cfg.data.crop,
+                params=count_params(model), macs=count_macs(model, cfg.data.crop)))
+            quantize_int8(fp32, int8, calibration, cfg.quantize, cfg.quantize.format)
+            judge_one("+compute", f"{added} ({growth:+.1%} MACs)", {PRUNED: fp32, INT8: int8})
+
+    print("\n| checks | gate failed | of |\n| --- | ---: | ---: |")
+    for kind, results in tally.items():
+        print(f"| {kind} | {sum(results)} | {len(results)} |")
 
 
 if __name__ == "__main__":

@@ -230,8 +230,10 @@ def baseline(reports, output, commit) -> None:
 @click.option("--models", default=None, help="Comma-separated models to check (default: all on either side).")
 @click.option("--latency-batches", default=None, metavar="B[,B]",
               help="Gate latency only at these batch sizes (e.g. 8); the others are shown as INFO.")
+@click.option("--ab-processes", default=12, show_default=True, type=click.IntRange(min=2),
+              help="Fresh processes the A/B rounds are split over: the units its confidence interval is built from.")
 def check(report, baseline_file, reference_run, max_accuracy_drop, max_latency_regression, max_size_growth,
-          max_compute_growth, models, latency_batches) -> None:
+          max_compute_growth, models, latency_batches, ab_processes) -> None:
     """Exit 0 if REPORT.json holds up against the baseline (and the reference run), 1 on a
     regression, 2 on unusable input."""
     from compress.gate import baseline as files
@@ -247,7 +249,8 @@ def check(report, baseline_file, reference_run, max_accuracy_drop, max_latency_r
         reference = files.read_report(Path(reference_run) / "report.json")
         judge(document, base, limits, chosen, reference)  # bad input is refused before minutes of timing
         click.echo(f"timing {len(document.models)} models of this run and the reference run interleaved ...", err=True)
-        timing = time_both(document, Path(report).resolve().parent, reference, Path(reference_run), chosen)
+        timing = time_both(document, Path(report).resolve().parent, reference, Path(reference_run), chosen,
+                           ab_processes)
     batches = [int(b) for b in latency_batches.split(",")] if latency_batches else None
     outcome = judge(document, base, limits, chosen, reference, timing, batches)
     click.echo(render(outcome.rows))

@@ -249,7 +249,7 @@ def run_dir(root: Path, student_channels: int, accuracy: float = 0.88) -> Path:
 def ab_check(tmp_path, candidate: Path, reference: Path, *extra):
     (tmp_path / "b.json").write_text(json.dumps(REPORT))
     return CliRunner().invoke(main, ["check", str(candidate / "report.json"), "--baseline", str(tmp_path / "b.json"),
-                                     "--reference-run", str(reference), *extra])
+                                     "--reference-run", str(reference), "--ab-processes", "3", *extra])
 
 
 def test_ab_passes_identical_files_and_fails_a_far_slower_candidate(tmp_path):
@@ -305,20 +305,47 @@ def test_accuracy_figures_and_ece_by_hand():
     assert "top5_accuracy" not in f
 
 
-def test_injected_regression_adds_compute_and_keeps_predictions(tmp_path):
-    """gate_honesty's +compute variant: an extra residual block whose branch outputs zero."""
+def honesty_script():
+    """benchmarks/gate_honesty.py, a script beside the package (not installed), loaded by path."""
+    import importlib.util
+    path = Path(__file__).parents[1] / "benchmarks" / "gate_honesty.py"
+    spec = importlib.util.spec_from_file_location("gate_honesty", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_injected_regressions_add_compute_or_ops_and_keep_predictions(tmp_path):
+    """gate_honesty's variants: extra residual blocks whose branch outputs zero (+~20% MACs), and
+    extra Adds of a tiny constant (MACs and operator set unchanged)."""
+    import onnx
+    import onnxruntime as ort
     import torch
 
-    from compress.benchmarks.gate_honesty import heavier_variant
     from compress.core.models import build_model, count_macs, save_checkpoint
+    from compress.exports.onnx import export_onnx
+    from compress.exports.operators import operator_set
+    honesty = honesty_script()
     torch.manual_seed(0)
     model = build_model("resnet18", 3).eval()
     save_checkpoint(model, tmp_path / "s.pt", {"arch": "resnet18", "classes": list("abc")})
-    heavy, growth, added = heavier_variant(tmp_path / "s.pt", crop=32)
-    assert 0.1 < growth < 0.3 and "block" in added
+    variants = honesty.heavier_variants(tmp_path / "s.pt", crop=32, count=5)
+    assert len(variants) == 5 and all(0.05 < growth < 0.5 and "block" in added for _, growth, added in variants)
+    heavy, growth, _ = variants[0]
+    assert abs(growth - 0.2) == min(abs(g - 0.2) for _, g, _ in variants)
     assert count_macs(heavy, 32) == pytest.approx((1 + growth) * count_macs(model, 32))
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), heavy(x), atol=1e-5)
-
-
+    export_onnx(model, tmp_path / "m.onnx", 32, 17, {"macs": "1"})
+    source = onnx.load(str(tmp_path / "m.onnx"))
+    relus = sum(n.op_type == "Relu" for n in source.graph.node)
+    slower = honesty.with_extra_adds(source, "relu", 2)
+    onnx.save(slower, str(tmp_path / "slow.onnx"))
+    assert len(slower.graph.node) == len(source.graph.node) + 2 * relus
+    assert operator_set(tmp_path / "slow.onnx") == operator_set(tmp_path / "m.onnx")
+    assert {p.key: p.value for p in slower.metadata_props}["macs"] == "1"
+    blocks = honesty.with_extra_adds(source, "block", 1)
+    assert len(blocks.graph.node) == len(source.graph.node) + 8  # resnet18: 8 residual blocks
+    run = lambda f: ort.InferenceSession(str(f)).run(None, {"input": x.numpy()})[0]  # noqa: E731
+    assert np.allclose(run(tmp_path / "m.onnx"), run(tmp_path / "slow.onnx"), atol=1e-4)
