@@ -6,10 +6,12 @@ path of a local checkpoint."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import socket
 from dataclasses import dataclass
+from urllib.parse import urlparse
 from pathlib import Path
 from typing import Literal
 
@@ -21,6 +23,21 @@ from compress.core import architectures
 from compress.core.errors import CompressError, summary
 
 DOWNLOAD_TIMEOUT_S = 20  # per socket operation: an offline machine that drops packets must not hang a run
+PROBE_TIMEOUT_S = 3  # opening a connection to a weights host; measured: the HF hub's own retries cost 40 s offline
+HF_HUB = "https://huggingface.co"
+HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for in a hub repository, in its order
+
+
+@functools.cache
+def reachable(url: str) -> bool:
+    """Can a TCP connection to `url`'s host be opened within PROBE_TIMEOUT_S? Asked once per host and
+    process, so an offline machine learns it in seconds, not after each library's retries."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "", parsed.port or 443), timeout=PROBE_TIMEOUT_S):
+            return True
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,8 @@ def _download_torchvision(arch: str):
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
+        if not reachable(weights.url):
+            raise ConnectionError(f"{urlparse(weights.url).hostname} is unreachable")
         with contextlib.redirect_stdout(io.StringIO()):  # torch.hub announces every download on stdout
             torch.hub.load_state_dict_from_url(weights.url, progress=False, check_hash=True)
     except Exception as exc:  # offline, proxy, HTTP error: all end the same way for the user
@@ -82,11 +101,28 @@ def imagenet_model(arch: str) -> nn.Module:
     return architectures.without_auxiliary_heads(torchvision.models.get_model(arch, weights=_download_torchvision(arch)))
 
 
+def _timm_cached_file(name: str) -> str | None:
+    """The model's weights in the Hugging Face cache, if they are there (looked up without the network)."""
+    from huggingface_hub import try_to_load_from_cache
+    hub_id = getattr(architectures._timm().models.get_pretrained_cfg(name), "hf_hub_id", None)
+    for filename in HF_FILES if hub_id else ():
+        found = try_to_load_from_cache(hub_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
 def _timm_pretrained(arch: str) -> nn.Module:
+    """timm's ImageNet weights: from the Hugging Face cache when there, else downloaded once into it."""
     timm, name = architectures._timm(), arch[len(architectures.TIMM):]
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
+        cached = _timm_cached_file(name)
+        if cached:
+            return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
+        if not reachable(HF_HUB):
+            raise ConnectionError("huggingface.co is unreachable")
         return timm.create_model(name, pretrained=True)
     except Exception as exc:
         raise CompressError(f"ImageNet weights for {arch} are not in the Hugging Face cache and could not be "

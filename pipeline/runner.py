@@ -69,7 +69,9 @@ def result_settings(view: dict) -> dict:
     return view
 
 
-def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset) -> str:
+def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset, processes: int | None = None) -> str:
+    """The stage's cache key; `processes`: the torch.distributed world size (default: this run's)."""
+    processes = world_size() if processes is None else processes
     missing = [rel for rel in stage.inputs(cfg) if not run.exists(rel)]
     if missing:
         raise CompressError(f"stage {stage.name} needs {missing}, which an earlier stage did not produce")
@@ -79,8 +81,8 @@ def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset) -> str:
         "inputs": {rel: run.sha256(rel) for rel in stage.inputs(cfg)},
         "external": {p: sha256_file(Path(p)) for p in stage.external_inputs(cfg)},
     }
-    if stage.distributed and world_size() > 1:  # N processes train on N x data.batch_size: another result
-        key["processes"] = world_size()
+    if stage.distributed and processes > 1:  # N processes train on N x data.batch_size: another result
+        key["processes"] = processes
     return sha256_json(key)
 
 

@@ -1,7 +1,7 @@
 """Multi-process training on the CPU with the gloo backend, started by torchrun as users start
-it: a 2-process run writes the run directory a 1-process run writes; 2 processes x batch b
-train like 1 process x batch 2b; two torchrun "nodes" on 127.0.0.1 complete a run; a 2-process
-run killed mid-training resumes from its last saved epoch."""
+it: two torchrun "nodes" on 127.0.0.1 write the run directory a 1-process run writes; 2 processes x batch b
+train like 1 process x batch 2b; a 2-process run (`--nproc 2`) killed mid-training resumes from
+its last saved epoch."""
 from __future__ import annotations
 
 import contextlib
@@ -19,13 +19,17 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from click.testing import CliRunner
 from helpers import tiny_overrides
 from tqdm import tqdm
 
 from compress.core.config import Config
-from compress.core.data import ImageSet
+from compress.core.data import ImageSet, load_dataset
 from compress.core.loader import TrainLoader
+from compress.core.rundir import RunDir
 from compress.core.train import train_one_epoch
+from compress.pipeline.cli import main
+from compress.pipeline.runner import STAGES, stage_key
 
 pytestmark = pytest.mark.slow
 
@@ -63,18 +67,31 @@ def run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
 
 
 def test_two_processes_write_what_one_process_writes(digits_folder, tmp_path):
+    """Two torchrun nodes of one process each on 127.0.0.1 (the multi-node path) write the files a
+    1-process run writes; the training stages' keys carry the process count, so a 1-process run
+    directory is never reused for 2 processes (2 x data.batch_size per step is another result)."""
     one, two = tmp_path / "one", tmp_path / "two"
-    run([sys.executable, *CLI, *run_args(digits_folder, one)])
-    run([sys.executable, *CLI[:3], "--nproc", "2", "--quiet", *run_args(digits_folder, two)])
-    assert files(two) == files(one)
-    manifest = json.loads((two / "manifest.json").read_text())
-    assert manifest["executed"] == json.loads((one / "manifest.json").read_text())["executed"]
+    result = CliRunner().invoke(main, ["run", "--quiet", *run_args(digits_folder, one)])
+    assert result.exit_code == 0, result.output
+    port = free_port()
+    common = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
+              "--rdzv-id=compress-test"]
+    procs = [subprocess.Popen([*TORCHRUN, *common, *CLI, *run_args(digits_folder, two)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
+    assert files(two) == files(one) and (two / "deploy" / "model.onnx").is_file()
+    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
+    assert m2["executed"] == m1["executed"] and (m1["processes"], m2["processes"]) == (1, 2)
     assert len(history(two, "teacher")) == 2 and all(math.isfinite(v) for v in history(two, "distill"))
-    assert manifest["processes"] == 2 and json.loads((one / "manifest.json").read_text())["processes"] == 1
-    # 2 processes train on twice the global batch: the 1-process results are not reused for them
-    run([sys.executable, *CLI[:3], "--nproc", "2", "--quiet", *run_args(digits_folder, one)])
-    rerun = json.loads((one / "manifest.json").read_text())
-    assert {"teacher", "distill"} <= set(rerun["executed"]) and rerun["processes"] == 2
+    for stage in ("teacher", "distill"):  # trained on every rank: keyed by the process count
+        assert m1["stages"][stage]["key"] != m2["stages"][stage]["key"]
+    # and by nothing else: the 1-process settings keyed as 2 processes give the 2-process teacher's key
+    cfg = Config.from_dict(m1["config"])
+    teacher = next(st for st in STAGES if st.name == "teacher")
+    data = load_dataset(cfg.data, cfg.seed)
+    assert stage_key(teacher, cfg, RunDir(one), data, processes=2) == m2["stages"]["teacher"]["key"]
+    assert stage_key(teacher, cfg, RunDir(one), data) == m1["stages"]["teacher"]["key"]
 
 
 def train_losses(rank: int, world: int, batch: int, port: int, out) -> None:
@@ -113,17 +130,6 @@ def test_two_processes_at_batch_b_train_like_one_at_batch_2b(tmp_path):
     assert b == pytest.approx(a, rel=1e-5), (a, b)
 
 
-def test_two_nodes_on_one_machine_complete_a_run(digits_folder, tmp_path):
-    port, out = free_port(), tmp_path / "nodes"
-    common = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
-              "--rdzv-id=compress-test"]
-    procs = [subprocess.Popen([*TORCHRUN, *common, *CLI, *run_args(digits_folder, out)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
-    assert (out / "report.json").is_file() and (out / "deploy" / "model.onnx").is_file()
-
-
 def descendants(pid: int) -> list[int]:
     """Every process below `pid` (torchrun's workers start sessions of their own, so a process
     group kill would miss them)."""
@@ -144,13 +150,13 @@ def descendants(pid: int) -> list[int]:
 
 def test_a_killed_two_process_run_resumes_from_its_last_epoch(digits_folder, tmp_path):
     out = tmp_path / "run"
-    command = [sys.executable, *CLI[:3], "--nproc", "2", *run_args(digits_folder, out, teacher__epochs="12")]
+    command = [sys.executable, *CLI[:3], "--nproc", "2", *run_args(digits_folder, out, teacher__epochs="6")]
     state = out / "checkpoints" / "teacher.training.pt"
     first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         saved = torch.load(state, weights_only=True)["epoch"] if state.is_file() else -1
-        if saved >= 2:
+        if saved >= 1:
             break
         time.sleep(0.2)
     else:
@@ -160,8 +166,8 @@ def test_a_killed_two_process_run_resumes_from_its_last_epoch(digits_folder, tmp
             os.kill(pid, signal.SIGKILL)
     first.wait()
     killed_at = torch.load(state, weights_only=True)["epoch"] + 1
-    assert killed_at < 12
+    assert killed_at < 6
     second = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert f"teacher: resuming after epoch {killed_at} of 12" in second.stderr
-    assert len(history(out, "teacher")) == 12 and not state.exists()
+    assert f"teacher: resuming after epoch {killed_at} of 6" in second.stderr
+    assert len(history(out, "teacher")) == 6 and not state.exists()
