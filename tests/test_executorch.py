@@ -21,40 +21,44 @@ pytest.importorskip("executorch")
 
 
 @pytest.fixture(scope="module")
-def model_and_images():
+def programs(tmp_path_factory):
+    """A ResNet18, images, and its fp32 and int8 (calibrated on the images) .pte files, written once."""
+    from compress.exports.executorch import write_pte
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=3).eval()
-    return model, np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    images = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
+    folder = tmp_path_factory.mktemp("pte")
+    write_pte(model, folder / "f.pte", 32)
+    write_pte(model, folder / "q.pte", 32, calibration=images)
+    return model, images, folder
 
 
-def test_fp32_pte_runs_in_executorch_with_pytorchs_logits(model_and_images, tmp_path):
-    from compress.exports.executorch import ExecuTorchModel, write_pte
-    model, images = model_and_images
-    write_pte(model, tmp_path / "m.pte", 32)
-    got = ExecuTorchModel(tmp_path / "m.pte", 1).logits(images)
+def test_fp32_pte_runs_in_executorch_with_pytorchs_logits(programs):
+    from compress.exports.executorch import ExecuTorchModel
+    model, images, folder = programs
+    got = ExecuTorchModel(folder / "f.pte", 1).logits(images)
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     assert np.abs(got - expected).max() < 1e-4
-    assert len(ExecuTorchModel(tmp_path / "m.pte", 1).latency_ms(images, 1, 3)) == 3
+    assert len(ExecuTorchModel(folder / "f.pte", 1).latency_ms(images, 1, 3)) == 3
 
 
-def test_int8_pte_is_quantized_and_a_quarter_of_the_size(model_and_images, tmp_path):
-    from compress.exports.executorch import ExecuTorchModel, write_pte
-    model, images = model_and_images
-    write_pte(model, tmp_path / "f.pte", 32)
-    write_pte(model, tmp_path / "q.pte", 32, calibration=images)
-    fp32, int8 = (ExecuTorchModel(tmp_path / n, 1).logits(images) for n in ("f.pte", "q.pte"))
-    assert (tmp_path / "q.pte").stat().st_size < 0.3 * (tmp_path / "f.pte").stat().st_size
+def test_int8_pte_is_quantized_and_a_quarter_of_the_size(programs):
+    from compress.exports.executorch import ExecuTorchModel
+    _, images, folder = programs
+    fp32, int8 = (ExecuTorchModel(folder / n, 1).logits(images) for n in ("f.pte", "q.pte"))
+    assert (folder / "q.pte").stat().st_size < 0.3 * (folder / "f.pte").stat().st_size
     assert not np.allclose(fp32, int8, atol=1e-5) and np.abs(fp32 - int8).max() < 0.5 * np.abs(fp32).max()
 
 
-def test_runtime_comparison_pairs_a_pte_only_with_the_onnx_file_of_its_weights(model_and_images, tmp_path):
+def test_runtime_comparison_pairs_a_pte_only_with_the_onnx_file_of_its_weights(programs, tmp_path):
+    import shutil
+
     from compress.benchmarks.runtimes import compare
-    from compress.exports.executorch import write_pte
-    model, images = model_and_images
+    model, images, folder = programs
     onnx_file = tmp_path / "student.onnx"
     export_onnx(model, onnx_file, 32, 17, client_metadata(list("abc"), [0.5] * 3, [0.25] * 3, 36, 32))
-    write_pte(model, tmp_path / "student.pte", 32)
+    shutil.copyfile(folder / "f.pte", tmp_path / "student.pte")
     export_onnx(model, tmp_path / "other.onnx", 32, 17, client_metadata(list("abc"), [0.5] * 3, [0.25] * 3, 36, 32))
     logits = {n: run_logits(cpu_session(tmp_path / f"{n}.onnx"), images) for n in ("student", "other")}
     result = compare({"student": onnx_file, "other": tmp_path / "other.onnx"}, images, logits["student"].argmax(1),
@@ -67,7 +71,8 @@ def test_runtime_comparison_pairs_a_pte_only_with_the_onnx_file_of_its_weights(m
 def test_executorch_target_ships_the_measured_pte(digits_folder, tmp_path):
     from compress.exports.executorch import ExecuTorchModel
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="executorch"))
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="executorch", teacher__arch="resnet18",
+                                               distill__baseline="false", quantize__candidates='["qdq_u8s8"]'))
     assert result.exit_code == 0, result.output
     pte = json.loads((out / "onnx/quantize.json").read_text())["executorch"]
     assert pte["chosen"] in ("fp32", "int8") and set(pte["candidates"]) == {"fp32", "int8"}

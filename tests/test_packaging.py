@@ -57,7 +57,8 @@ def test_run_from_a_hostile_working_directory(tmp_path, digits_folder):
     for name in ("benchmarks/__init__.py", "benchmarks.py", "compress.py"):
         (cwd / name).write_text(f"open({str(marker)!r} + '-' + {name.replace('/', '_')!r}, 'w').close()\n")
     args = ["run", "--data", str(digits_folder), "--out", str(tmp_path / "run"), "--quiet"]
-    for item in tiny_overrides(distill__baseline="false", prune__enabled="false", export__ort="false"):
+    for item in tiny_overrides(distill__baseline="false", prune__enabled="false", quantize__enabled="false",
+                               export__ort="false"):
         args += ["--set", item]
     compress_cli = Path(sys.executable).parent / "compress"
     done = subprocess.run([str(compress_cli), *args], cwd=cwd, capture_output=True, text=True)

@@ -27,7 +27,7 @@ DEPLOY = ["deploy/model_with_preprocessing.onnx", "deploy/model.onnx", "deploy/m
 @pytest.fixture(scope="module")
 def full_run(digits_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
-    result = CliRunner().invoke(main, cli_args(digits_folder, out), catch_exceptions=False)
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__arch="resnet50"), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, result
 
@@ -117,30 +117,37 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
     assert len(manifest["artifacts"]) == 27  # 4 checkpoints, 5 ONNX, 3 ONNX infos, 3 reports, 6 plots, 6 deploy
 
 
-def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch):
-    out, _ = full_run
+def copy_of(full_run, tmp_path):
+    """A copy of the shared run directory, for a test that reruns in it."""
+    import shutil
+    shutil.copytree(full_run[0], tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch, tmp_path):
+    out = copy_of(full_run, tmp_path)
     from compress.pipeline import runner
     for stage in runner.STAGES:
         monkeypatch.setattr(type(stage), "run", lambda *a, **k: pytest.fail("a cached stage ran again"))
-    result = CliRunner().invoke(main, cli_args(digits_folder, out), catch_exceptions=False)
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__arch="resnet50"), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["executed"] == [] and manifest["skipped"] == STAGES
     assert "nothing (all stages up to date)" in result.output
 
 
-def test_changed_setting_reruns_from_first_affected_stage(digits_folder, tmp_path):
-    out = tmp_path / "run"
-    off = dict(prune__enabled="false", quantize__enabled="false")
-    assert CliRunner().invoke(main, cli_args(digits_folder, out, **off)).exit_code == 0
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, distill__alpha="0.9", **off))
+def test_changed_setting_reruns_from_first_affected_stage(full_run, digits_folder, tmp_path):
+    out = copy_of(full_run, tmp_path)
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__arch="resnet50", distill__alpha="0.9",
+                                               quantize__enabled="false"))
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["skipped"] == ["teacher", "baseline"]
-    assert manifest["executed"] == ["distill", "export", "benchmark", "package", "report"]
+    assert manifest["executed"] == ["distill", "prune", "export", "benchmark", "package", "report"]
     report = json.loads((out / "report.json").read_text())
-    assert list(report["models"]) == ["teacher", "student", "baseline"]  # stages turned off leave keys out
-    assert not (out / "onnx/student_int8.onnx").exists()
+    # a stage turned off leaves its model out of the report and its files out of the folder
+    assert list(report["models"]) == ["teacher", "student", "baseline", "student_pruned"]
+    assert not (out / "onnx/student_int8.onnx").exists() and not (out / "onnx/quantize.json").exists()
 
 
 def test_report_html_embeds_and_references_the_plots(full_run):
