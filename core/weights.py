@@ -10,6 +10,7 @@ import functools
 import io
 import os
 import socket
+import threading
 from dataclasses import dataclass
 from urllib.parse import urlparse
 from pathlib import Path
@@ -30,14 +31,23 @@ HF_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm looks for in 
 
 @functools.cache
 def reachable(url: str) -> bool:
-    """Can a TCP connection to `url`'s host be opened within PROBE_TIMEOUT_S? Asked once per host and
-    process, so an offline machine learns it in seconds, not after each library's retries."""
+    """Can a TCP connection to `url`'s host be opened within PROBE_TIMEOUT_S, name lookup included?
+    Asked once per host and process, so an offline machine learns it in seconds, not after each
+    library's retries. The lookup runs in a thread: a socket timeout does not bound getaddrinfo."""
     parsed = urlparse(url)
-    try:
-        with socket.create_connection((parsed.hostname or "", parsed.port or 443), timeout=PROBE_TIMEOUT_S):
-            return True
-    except OSError:
-        return False
+    answer: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((parsed.hostname or "", parsed.port or 443), timeout=PROBE_TIMEOUT_S):
+                answer.append(True)
+        except OSError:
+            answer.append(False)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(PROBE_TIMEOUT_S)
+    return bool(answer and answer[0])
 
 
 @dataclass(frozen=True)

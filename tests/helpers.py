@@ -10,6 +10,9 @@ import numpy as np
 from PIL import Image
 
 TINY = {
+    # random initialisation, as `auto` resolves offline, without asking the network in every run (the
+    # end-to-end test and the weights tests keep `auto`)
+    "teacher.weights": "none", "distill.weights": "none",
     "teacher.arch": "resnet18",
     "data.resize": 20, "data.crop": 16, "data.batch_size": 16,
     "teacher.epochs": 1, "distill.epochs": 1, "prune.epochs": 1,

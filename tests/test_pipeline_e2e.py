@@ -17,6 +17,7 @@ from compress.pipeline.cli import main
 
 pytestmark = pytest.mark.slow  # whole pipeline runs; `-m 'not slow'` skips them
 
+DEFAULTS = dict(teacher__arch="resnet50", teacher__weights="auto", distill__weights="auto")  # the defaults
 MODELS = ["teacher", "student", "baseline", "student_pruned", "student_int8"]
 STAGES = ["teacher", "distill", "baseline", "prune", "export", "quantize", "benchmark", "package",
           "report"]
@@ -27,7 +28,7 @@ DEPLOY = ["deploy/model_with_preprocessing.onnx", "deploy/model.onnx", "deploy/m
 @pytest.fixture(scope="module")
 def full_run(digits_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "run"
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__arch="resnet50"), catch_exceptions=False)
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, **DEFAULTS), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, result
 
@@ -129,7 +130,7 @@ def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch, tmp_
     from compress.pipeline import runner
     for stage in runner.STAGES:
         monkeypatch.setattr(type(stage), "run", lambda *a, **k: pytest.fail("a cached stage ran again"))
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__arch="resnet50"), catch_exceptions=False)
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, **DEFAULTS), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["executed"] == [] and manifest["skipped"] == STAGES
@@ -138,7 +139,7 @@ def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch, tmp_
 
 def test_changed_setting_reruns_from_first_affected_stage(full_run, digits_folder, tmp_path):
     out = copy_of(full_run, tmp_path)
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__arch="resnet50", distill__alpha="0.9",
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, **DEFAULTS, distill__alpha="0.9",
                                                quantize__enabled="false"))
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
