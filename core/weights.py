@@ -12,9 +12,9 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
-from urllib.parse import urlparse
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import torch
 import torchvision

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from helpers import write_digits
 
-
 # compress's own caches (decoded images, the remembered fitness checks, the A/B reference runs) go to
 # a folder of this session, never the user's ~/.cache: the suite measures what a fresh machine pays
 os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="compress-test-cache-")
