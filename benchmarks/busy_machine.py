@@ -13,10 +13,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from compress.benchmarks.suite import benchmark_onnx
 from compress.core.config import Config
 from compress.core.data import load_dataset
 from compress.core.roster import TEACHER, all_models, onnx_path
+from compress.measure.suite import benchmark_onnx
 
 HOG = "import time\nt = time.time()\nwhile time.time() - t < {seconds}: pass\n"
 

@@ -14,11 +14,11 @@ import argparse
 import json
 from pathlib import Path
 
-from compress.benchmarks.suite import benchmark_onnx
 from compress.core.budget import accuracy_drop
 from compress.core.config import Config
 from compress.core.data import load_dataset
 from compress.core.documents import QuantizeDecision
+from compress.measure.suite import benchmark_onnx
 
 SIZE_X, SPEED_X, MAX_DROP_POINTS = 20.0, 6.0, 1.0
 

@@ -15,8 +15,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from compress.benchmarks.report import figures_note, headline, markdown_table
 from compress.core.documents import Report
+from compress.reporting.report import figures_note, headline, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- results:start -->", "<!-- results:end -->"

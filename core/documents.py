@@ -160,7 +160,7 @@ class Environment:
 
 @dataclass
 class Comparison:
-    """Two models on the same images, McNemar's exact test (benchmarks/stats.py)."""
+    """Two models on the same images, McNemar's exact test (measure/stats.py)."""
 
     model: str
     against: str
@@ -273,7 +273,7 @@ class BenchmarkInfo:
     reference: str
     interleaved: bool = True
     ort_spinning: bool = False
-    contention: dict | None = None  # benchmarks/contention.py
+    contention: dict | None = None  # measure/contention.py
     input: list | None = None
 
 

@@ -115,7 +115,9 @@ def _timm_cached_file(name: str) -> str | None:
     """The model's weights in the Hugging Face cache, if they are there (looked up without the network)."""
     from huggingface_hub import try_to_load_from_cache
     hub_id = getattr(architectures._timm().models.get_pretrained_cfg(name), "hf_hub_id", None)
-    for filename in HF_FILES if hub_id else ():
+    if not isinstance(hub_id, str):
+        return None
+    for filename in HF_FILES:
         found = try_to_load_from_cache(hub_id, filename)
         if isinstance(found, str):
             return found

@@ -1,7 +1,7 @@
 """ONNX Runtime CPU sessions and batched inference, with no torch import.
 
 Kept apart from exports/onnx.py (which exports from PyTorch) so the latency worker
-(benchmarks/latency_worker.py) can time models in a process that never loads torch.
+(measure/latency_worker.py) can time models in a process that never loads torch.
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ on their logarithms (P-1 degrees of freedom). The verdict:
 
 - FAIL: the interval's lower end is past the limit (slower with confidence) on a quiet machine;
 - INCONCLUSIVE: the estimate is past the limit but the interval reaches below it, or the machine
-  was busy while timing (compress.benchmarks.contention) — said, not failed;
+  was busy while timing (compress.measure.contention) — said, not failed;
 - PASS: otherwise (faster is never a regression).
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from compress.benchmarks.latency_worker import time_in_fresh_processes
 from compress.gate.verdict import Figure, Row, Verdict
+from compress.measure.latency_worker import time_in_fresh_processes
 
 LEVEL = 0.95
 REFERENCE, CANDIDATE = "reference", "candidate"

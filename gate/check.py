@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.benchmarks.runtimes import MIN_AGREEMENT
 from compress.core.documents import Report
 from compress.core.errors import CompressError
 from compress.gate.ab import ABTiming, latency_rows, time_ab
 from compress.gate.baseline import Baseline, figures, pairs
 from compress.gate.portable import absent, paired_rows, portable_rows, recorded_rows
 from compress.gate.verdict import Figure, Row, Verdict, failed
+from compress.measure.runtimes import MIN_AGREEMENT
 
 
 @dataclass

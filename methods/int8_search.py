@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.benchmarks.measure import percentiles, predictions
-from compress.benchmarks.suite import time_latency
 from compress.core.budget import selection_accuracy, within_budget
 from compress.core.config import BenchConfig, QuantizeConfig
 from compress.core.errors import summary
@@ -22,6 +20,8 @@ from compress.exports.quantize import Int8Recipe, Measured, build_candidate, qua
 from compress.exports.runtimes import READS_ONNX, load
 from compress.exports.sensitivity import layer_sensitivity
 from compress.exports.session import cpu_session
+from compress.measure.latency import percentiles, predictions
+from compress.measure.suite import time_latency
 
 REFERENCE_ONLY = ("dynamic", "fp16")  # measured and listed, chosen only when named in quantize.format
 SENSITIVITY_IMAGES = 32  # calibration images the per-layer debugger runs on

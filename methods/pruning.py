@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 import torch_pruning as tp
 
-from compress.benchmarks.measure import percentiles
-from compress.benchmarks.suite import time_latency
 from compress.core.architectures import classifier_head
 from compress.core.config import BenchConfig, DataConfig, PruneConfig
 from compress.core.models import count_macs, count_params
 from compress.exports.onnx import client_metadata, export_onnx
+from compress.measure.latency import percentiles
+from compress.measure.suite import time_latency
 
 PRUNE_STEPS = 40  # granularity of the search: the target is met within ~1/40 of the range
 ROUND_MACS_CUT = 0.15  # latency search: each round removes this share of the remaining MACs

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from compress.benchmarks.measure import percentiles
 from compress.core.budget import selection_accuracy
 from compress.core.config import BenchConfig
 from compress.core.rundir import atomic_path
 from compress.exports.executorch import ExecuTorchModel, version, write_pte
 from compress.exports.quantize import Measured, choose
+from compress.measure.latency import percentiles
 
 log = logging.getLogger("compress")
 

@@ -84,9 +84,9 @@ def main() -> None:
               help="Train on N processes (GPUs, or CPU processes with gloo) through torchrun's standalone mode.")
 def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, track, quiet, nproc) -> None:
     """Teacher -> distilled student (+ CE baseline) -> pruned -> ONNX -> int8 -> benchmark report."""
-    from compress.benchmarks.report import headline, markdown_table
     from compress.core.documents import Report
     from compress.pipeline.runner import run_pipeline
+    from compress.reporting.report import headline, markdown_table
 
     configure_logging(quiet)
     given = {"data.path": data_path, "device": device, "seed": seed, "track": track,
@@ -277,12 +277,12 @@ def check(report, baseline_file, reference_run, max_accuracy_drop, max_latency_r
 @click.option("--set", "overrides", multiple=True, metavar="bench.KEY=VALUE", help="Override bench.* settings.")
 def bench(models, data_path, out, reference, overrides) -> None:
     """Benchmark any compress-exported ONNX files on a dataset's val split, outside a pipeline run."""
-    from compress.benchmarks.report import markdown_report, markdown_table
-    from compress.benchmarks.suite import benchmark_onnx
     from compress.core.config import DataConfig
     from compress.core.data import load_dataset
     from compress.core.documents import Report
     from compress.exports.onnx import read_metadata
+    from compress.measure.suite import benchmark_onnx
+    from compress.reporting.report import markdown_report, markdown_table
     from compress.stages.benchmark import dataset_info
     cfg = Config.from_toml(None, overrides)
     paths = {Path(m).stem: Path(m) for m in models}

@@ -25,17 +25,6 @@ import shutil
 import time
 from pathlib import Path
 
-from compress.benchmarks.report import (
-    Heading,
-    Paragraph,
-    Table,
-    figure_html,
-    html_page,
-    report_blocks,
-    to_html,
-    to_markdown,
-)
-from compress.benchmarks.suite import benchmark_onnx
 from compress.core.auto_settings import resolve
 from compress.core.budget import selection_accuracy
 from compress.core.config import Config
@@ -62,11 +51,22 @@ from compress.exports.onnx import export_checkpoint, read_metadata
 from compress.exports.operators import vendor_domains
 from compress.exports.quantize import build_candidate, preprocessed
 from compress.exports.session import cpu_session, run_logits
+from compress.measure.suite import benchmark_onnx
 from compress.methods.int8_search import REFERENCE_ONLY
 from compress.methods.pareto import Point, choose, front
 from compress.methods.student import describe_loss
 from compress.pipeline.runner import check_writable, preflight, run_pipeline
 from compress.pipeline.sweep import adopt_teacher
+from compress.reporting.report import (
+    Heading,
+    Paragraph,
+    Table,
+    figure_html,
+    html_page,
+    report_blocks,
+    to_html,
+    to_markdown,
+)
 from compress.stages.baseline import BaselineStage
 from compress.stages.benchmark import dataset_info, origins
 from compress.stages.distill import DistillStage
@@ -288,7 +288,7 @@ def pareto_blocks(report: Report) -> list:
 
 
 def write_report(report: Report, out: Path) -> None:
-    from compress.benchmarks import plots
+    from compress.reporting import plots
     run = RunDir(out)
     run.write_json("report.json", report.to_dict())
     blocks = report_blocks(report)

@@ -9,8 +9,8 @@ import json
 import math
 from pathlib import Path
 
-from compress.benchmarks.stats import mean_interval
 from compress.core.rundir import RunDir, atomic_path
+from compress.measure.stats import mean_interval
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -107,7 +107,7 @@ def markdown(summary: dict) -> str:
 
 def plot(summary: dict) -> bytes:
     """Accuracy vs T, one line per alpha, one panel per loss; the baseline as a dashed band."""
-    from compress.benchmarks.plots import png, subplots
+    from compress.reporting.plots import png, subplots
     cells = list(summary["cells"].values())
     losses = sorted({str(c["settings"].get("distill.loss", "(base)")) for c in cells})
     temps = sorted({float(c["settings"]["distill.temperature"]) for c in cells if "distill.temperature" in c["settings"]})

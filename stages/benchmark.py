@@ -5,10 +5,6 @@ from __future__ import annotations
 
 import torch
 
-from compress.benchmarks.measure import cuda_latency_ms
-from compress.benchmarks.report import markdown_report
-from compress.benchmarks.runtimes import warnings as runtime_warnings
-from compress.benchmarks.suite import GATED_SETTINGS, benchmark_onnx
 from compress.core.config import Config, get_key
 from compress.core.data import Dataset
 from compress.core.documents import DatasetInfo, QuantizeDecision, Report
@@ -28,6 +24,10 @@ from compress.core.roster import (
 )
 from compress.core.stage import Context, Stage
 from compress.core.weights import WeightsSource
+from compress.measure.latency import cuda_latency_ms
+from compress.measure.runtimes import warnings as runtime_warnings
+from compress.measure.suite import GATED_SETTINGS, benchmark_onnx
+from compress.reporting.report import markdown_report
 
 
 class BenchmarkStage(Stage):

@@ -7,9 +7,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from compress.benchmarks import plots
-from compress.benchmarks.gradcam import BATCH, gradcam, top_region_iou
-from compress.benchmarks.report import figure_html, html_page, inline_html, report_blocks, to_html
 from compress.core.architectures import gradcam_map
 from compress.core.config import Config
 from compress.core.documents import QuantizeDecision, Report
@@ -28,6 +25,9 @@ from compress.core.roster import (
 )
 from compress.core.stage import Context, Stage
 from compress.core.train import predict_logits
+from compress.methods.gradcam import BATCH, gradcam, top_region_iou
+from compress.reporting import plots
+from compress.reporting.report import figure_html, html_page, inline_html, report_blocks, to_html
 
 GRADCAM_PANELS = 6  # val images shown side by side
 GRADCAM_MAX_IMAGES = 256  # val images averaged for the overlap figure (bounded for big val sets)

@@ -54,7 +54,7 @@ def test_int8_pte_is_quantized_and_a_quarter_of_the_size(programs):
 def test_runtime_comparison_pairs_a_pte_only_with_the_onnx_file_of_its_weights(programs, tmp_path):
     import shutil
 
-    from compress.benchmarks.runtimes import compare
+    from compress.measure.runtimes import compare
     model, images, folder = programs
     onnx_file = tmp_path / "student.onnx"
     export_onnx(model, onnx_file, 32, 17, client_metadata(list("abc"), [0.5] * 3, [0.25] * 3, 36, 32))

@@ -133,8 +133,8 @@ def test_model_with_preprocessing_takes_pixels_of_any_size_and_matches_the_recip
 
 def test_openvino_runs_the_standard_onnx_file_and_refuses_vendor_operators(exported, tmp_path):
     pytest.importorskip("openvino")
-    from compress.benchmarks.runtimes import compare
     from compress.exports.runtimes import write_openvino_ir
+    from compress.measure.runtimes import compare
     _, path = exported
     rng = np.random.default_rng(0)
     calib = rng.standard_normal((8, 3, 32, 32)).astype(np.float32)

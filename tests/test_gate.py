@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from compress.benchmarks.accuracy import accuracy_figures, expected_calibration_error
-from compress.benchmarks.measure import paired_ratio, percentiles
 from compress.gate.ab import ABTiming, latency_rows, slowdown
 from compress.gate.verdict import Verdict
+from compress.measure.accuracy import accuracy_figures, expected_calibration_error
+from compress.measure.latency import paired_ratio, percentiles
 from compress.pipeline.cli import main
 
 

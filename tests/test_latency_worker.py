@@ -8,7 +8,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from compress.benchmarks.latency_worker import time_in_fresh_processes
+from compress.measure.latency_worker import time_in_fresh_processes
 
 
 def relu_model(path, channels=3):
@@ -39,7 +39,7 @@ def test_more_processes_than_rounds_is_capped(tmp_path):
 
 
 def test_the_worker_never_imports_torch():
-    code = "import sys, compress.benchmarks.latency_worker; print('torch' in sys.modules)"
+    code = "import sys, compress.measure.latency_worker; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
 
@@ -69,6 +69,6 @@ def test_a_cpu_hog_beside_the_timing_is_reported_as_a_busy_machine(tmp_path):
 
 
 def test_process_spread_is_the_widest_relative_disagreement_between_processes():
-    from compress.benchmarks.contention import Probe
+    from compress.measure.contention import Probe
     found = Probe.start().finish({"a": [1.0, 1.2, 0.8], "b": [0.5, 0.5, 0.55]})  # medians 1.0 and 0.5
     assert found["process_spread"] == pytest.approx(0.4)  # (1.2 - 0.8) / 1.0 beats (0.55 - 0.5) / 0.5

@@ -21,9 +21,9 @@ def test_the_wheel_installs_only_the_compress_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     top_level = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top_level == {"compress"}
-    for sub in ("core", "stages", "methods", "methods/kd", "exports", "benchmarks", "pipeline"):
+    for sub in ("core", "stages", "methods", "methods/kd", "exports", "measure", "reporting", "gate", "pipeline"):
         assert f"compress/{sub}/__init__.py" in names
-    assert "compress/_version.py" in names and not any(n.startswith("compress/tests/") for n in names)
+    assert "compress/_version.py" in names and not any(n.startswith(("compress/tests/", "compress/benchmarks/")) for n in names)
 
 
 def test_commit_comes_from_the_build_not_the_working_directory(tmp_path, monkeypatch):
@@ -42,7 +42,7 @@ def test_commit_comes_from_the_build_not_the_working_directory(tmp_path, monkeyp
 
 
 def test_importing_compress_loads_no_torch():
-    code = "import sys, compress, compress.benchmarks.latency_worker; print('torch' in sys.modules)"
+    code = "import sys, compress, compress.measure.latency_worker; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     assert out.stdout.strip() == "False"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torchvision
 
-from compress.benchmarks.gradcam import gradcam, top_region_iou
+from compress.methods.gradcam import gradcam, top_region_iou
 
 
 def test_gradcam_maps_have_the_image_size_and_range():

@@ -97,7 +97,7 @@ def test_a_rerun_removes_what_a_killed_run_left(tmp_path, digits_folder):
 def test_stale_latency_folders_of_dead_processes_are_removed(tmp_path, monkeypatch):
     import tempfile
 
-    from compress.benchmarks import latency_worker
+    from compress.measure import latency_worker
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()

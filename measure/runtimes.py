@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.benchmarks.measure import percentiles
 from compress.core.errors import summary
 from compress.exports.runtimes import installed, load, runtime_file, version
+from compress.measure.latency import percentiles
 
 MIN_AGREEMENT = 0.99
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.benchmarks.accuracy import accuracy_figures
-from compress.benchmarks.environment import environment
-from compress.benchmarks.latency_worker import Timings, time_in_fresh_processes
-from compress.benchmarks.measure import paired_ratio, percentiles
-from compress.benchmarks.runtimes import compare as compare_runtimes
-from compress.benchmarks.stats import mcnemar
 from compress.core.config import BenchConfig
 from compress.core.roster import TEACHER
 from compress.exports.operators import operator_set
 from compress.exports.session import cpu_session, run_logits
+from compress.measure.accuracy import accuracy_figures
+from compress.measure.environment import environment
+from compress.measure.latency import paired_ratio, percentiles
+from compress.measure.latency_worker import Timings, time_in_fresh_processes
+from compress.measure.runtimes import compare as compare_runtimes
+from compress.measure.stats import mcnemar
 
 
 def _int_or_none(meta: dict, key: str) -> int | None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from compress.benchmarks.stats import accuracy_with_interval
 from compress.exports.session import softmax
+from compress.measure.stats import accuracy_with_interval
 
 
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:

@@ -8,7 +8,7 @@ process per block of rounds makes `compress run`, `compress bench` and the hones
 measure under the same conditions, and splitting the rounds over several processes averages
 out what one process's memory placement does to one model.
 
-Parent side: `time_in_fresh_processes`. Child side: `python -P -m compress.benchmarks.latency_worker SPEC OUT`;
+Parent side: `time_in_fresh_processes`. Child side: `python -P -m compress.measure.latency_worker SPEC OUT`;
 `-P` keeps the working directory off sys.path, so a user's `benchmarks/` or `compress.py` there is
 neither imported nor run: the child imports only the installed package.
 """
@@ -26,15 +26,15 @@ from pathlib import Path
 
 import numpy as np
 
-from compress.benchmarks.contention import Probe
-from compress.benchmarks.measure import interleaved_latency
 from compress.exports.session import cpu_session
+from compress.measure.contention import Probe
+from compress.measure.latency import interleaved_latency
 
 
 @dataclass
 class Timings:
     """samples[batch][model]: interleaved timings (ms); contention: was the machine busy meanwhile
-    (compress.benchmarks.contention); blocks: how many of the rounds each fresh process took, in
+    (compress.measure.contention); blocks: how many of the rounds each fresh process took, in
     order (sample i of every model comes from the same round, so per-process figures can be cut back out)."""
 
     samples: dict[int, dict[str, list[float]]]
@@ -69,7 +69,7 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
                     "threads": threads, "warmup": warmup, "runs": share, "calls": calls}
             spec_file, result_file = Path(tmp) / f"spec-{i}.json", Path(tmp) / f"result-{i}.json"
             spec_file.write_text(json.dumps(spec))
-            done = subprocess.run([sys.executable, "-P", "-m", "compress.benchmarks.latency_worker", str(spec_file),
+            done = subprocess.run([sys.executable, "-P", "-m", "compress.measure.latency_worker", str(spec_file),
                                    str(result_file)], capture_output=True, text=True)
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no output"])[-1]

@@ -160,7 +160,7 @@ def sensitivity(layers: list[dict], layout: str | None, top: int = 20) -> bytes:
 def pareto(section: dict, val_images: int) -> bytes:
     """Every point of a search: val accuracy with its 95% Wilson interval against batch-1 p50 on the
     target runtime; the front joined, the chosen point starred."""
-    from compress.benchmarks.stats import wilson
+    from compress.measure.stats import wilson
     fig, ax = plt.subplots(figsize=(7, 4.5))
     points = section.get("points", [])
     students = sorted({p["student"] for p in points})

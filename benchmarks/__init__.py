@@ -1,1 +1,0 @@
-"""Measuring models (size, MACs, latency, accuracy through ONNX Runtime) and writing reports."""

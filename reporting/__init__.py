@@ -1,0 +1,1 @@
+"""What people read: report.md and report.html rendered from the same blocks, and the plots."""
