@@ -119,7 +119,6 @@ class Stage:
     `outputs` and `run`; `reads` declares every config key the stage uses."""
 
     name: str = ""
-    version: int = 1  # bump when the stage's code changes what it writes: invalidates caches
     distributed: bool = False  # under torchrun every rank runs it (DDP training); else rank 0 alone
 
     def reads(self, cfg: Config) -> tuple[str, ...]:

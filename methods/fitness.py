@@ -27,6 +27,7 @@ from compress.core.config import PruneConfig
 from compress.core.errors import CompressError, summary
 from compress.core.models import build_model, load_model, save_checkpoint
 from compress.core.rundir import sha256_json
+from compress.core.source_digest import code_files
 from compress.exports.metadata import client_metadata
 from compress.exports.onnx import export_onnx
 from compress.exports.session import cpu_session, run_logits
@@ -37,12 +38,8 @@ _PASSED: set[str] = set()  # checks that passed in this process
 
 
 def _code_digest() -> str:
-    """The source of everything a check runs: a changed exporter or pruner is checked again."""
-    import importlib
-    import inspect
-    modules = ("compress.methods.fitness", "compress.core.architectures", "compress.core.models",
-               "compress.methods.pruning", "compress.exports.onnx", "compress.exports.fake_quant")
-    return sha256_json([Path(inspect.getsourcefile(importlib.import_module(m)) or "").read_text() for m in modules])
+    """The code everything a check runs: a changed exporter or pruner is checked again."""
+    return sha256_json(code_files(__name__))
 
 
 def _remembered(name: str, *args) -> tuple[bool, Callable[[], None]]:

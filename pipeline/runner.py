@@ -1,8 +1,8 @@
 """The ordered stages, their cache keys, skip / rerun decisions and the manifest.
 
-A stage's key is the hash of its name, version, the config keys it declares (`Stage.reads`),
-the data fingerprint and the sha256 of every input artifact (DVC's lock file, Olive's pass
-cache). A stage whose key and outputs match the manifest is skipped; anything upstream that
+A stage's key is the hash of its name, the config keys it declares (`Stage.reads`), the data
+fingerprint, the sha256 of every input artifact and the code it runs (DVC's lock file, Olive's
+pass cache). A stage that runs again says why ("code changed: exports/onnx.py"). A stage whose key and outputs match the manifest is skipped; anything upstream that
 changes its outputs changes the keys downstream, so a rerun starts from the first changed stage.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.core.auto_settings import resolve
-from compress.core.config import Config
+from compress.core.config import Config, flatten
 from compress.core.data import Dataset, load_dataset
 from compress.core.distributed import active, barrier, from_main, is_main, start, world_size
 from compress.core.errors import CompressError
@@ -25,6 +25,7 @@ from compress.core.lock import RunLock, remove_debris
 from compress.core.provenance import git_commit, library_versions
 from compress.core.roster import MANIFEST
 from compress.core.rundir import RunDir, sha256_file, sha256_json
+from compress.core.source_digest import changed, code_files
 from compress.core.stage import Context, Stage
 from compress.core.train import resolve_device
 from compress.stages.baseline import BaselineStage
@@ -69,21 +70,51 @@ def result_settings(view: dict) -> dict:
     return view
 
 
-def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset, processes: int | None = None) -> str:
-    """The stage's cache key; `processes`: the torch.distributed world size (default: this run's)."""
+def key_basis(stage: Stage, cfg: Config, run: RunDir, data: Dataset, processes: int | None = None) -> dict:
+    """Everything a stage's outputs depend on: its settings, the data, its input artifacts, the code
+    it runs (compress.core.source_digest) and, for training stages, the process count
+    (`processes`: the torch.distributed world size, default this run's)."""
     processes = world_size() if processes is None else processes
     missing = [rel for rel in stage.inputs(cfg) if not run.exists(rel)]
     if missing:
         raise CompressError(f"stage {stage.name} needs {missing}, which an earlier stage did not produce")
-    key = {
-        "stage": stage.name, "version": stage.version, "config": result_settings(stage.view(cfg).to_dict()),
-        "data": data.fingerprint,
+    basis = {
+        "stage": stage.name, "config": result_settings(stage.view(cfg).to_dict()), "data": data.fingerprint,
         "inputs": {rel: run.sha256(rel) for rel in stage.inputs(cfg)},
         "external": {p: sha256_file(Path(p)) for p in stage.external_inputs(cfg)},
+        "code": code_files(type(stage).__module__),
     }
     if stage.distributed and processes > 1:  # N processes train on N x data.batch_size: another result
-        key["processes"] = processes
-    return sha256_json(key)
+        basis["processes"] = processes
+    return basis
+
+
+def stage_key(stage: Stage, cfg: Config, run: RunDir, data: Dataset, processes: int | None = None) -> str:
+    return sha256_json(key_basis(stage, cfg, run, data, processes))
+
+
+def why_rerun(record: dict | None, basis: dict) -> str:
+    """Why a stage runs, in words: "not run before", "code changed: exports/onnx.py", ..."""
+    before = (record or {}).get("basis")
+    if not before:
+        return "not run before" if not record else "recorded by an older compress"
+    reasons = []
+    files = changed(before.get("code", {}), basis["code"])
+    if files:
+        reasons.append("code changed: " + ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else ""))
+    if before.get("config") != basis["config"]:
+        flat_before, flat_now = flatten(before.get("config", {})), flatten(basis["config"])
+        keys = sorted(k for k in set(flat_before) | set(flat_now) if flat_before.get(k) != flat_now.get(k))
+        reasons.append("settings changed: " + ", ".join(keys[:4]) + (" ..." if len(keys) > 4 else ""))
+    inputs = sorted(k for k in set(before.get("inputs", {})) | set(basis["inputs"])
+                    if before.get("inputs", {}).get(k) != basis["inputs"].get(k))
+    if inputs:
+        reasons.append("inputs changed: " + ", ".join(inputs[:3]) + (" ..." if len(inputs) > 3 else ""))
+    for part, words in (("data", "the data changed"), ("external", "a given file changed"),
+                        ("processes", "another process count")):
+        if before.get(part) != basis.get(part):
+            reasons.append(words)
+    return "; ".join(reasons) or "its outputs are missing or changed"
 
 
 def _up_to_date(record: dict | None, key: str, run: RunDir, expected: list[str]) -> bool:
@@ -162,7 +193,8 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
             for rel in stage.outputs(cfg) if run.writer else ():
                 run.path(rel).unlink(missing_ok=True)  # a stage turned off leaves nothing stale behind
             continue
-        key = stage_key(stage, cfg, run, data) if is_main() else None
+        basis = key_basis(stage, cfg, run, data) if is_main() else None
+        key = sha256_json(basis) if basis else None
         if from_main(_up_to_date(records.get(stage.name), key or "", run, stage.outputs(cfg)) if is_main() else None):
             manifest["skipped"].append(stage.name)
             log.info("stage %d/%d: %s up to date, skipped", number, len(stages), stage.name)
@@ -172,8 +204,9 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
         if not is_main() and not together:
             barrier()  # rank 0 runs this stage alone
             continue
-        log.info("stage %d/%d: %s%s", number, len(stages), stage.name,
-                 f" on {world_size()} processes" if together else "")
+        reason = why_rerun(records.get(stage.name), basis) if basis else ""
+        log.info("stage %d/%d: %s%s%s", number, len(stages), stage.name,
+                 f" on {world_size()} processes" if together else "", f" ({reason})" if reason else "")
         earlier = [w for before in stages[:number - 1] for w in records.get(before.name, {}).get("warnings", [])]
         ctx = Context(stage.view(cfg), run, data, device, quiet, shared_cache=shared_cache, distributed=together,
                       earlier_warnings=earlier)
@@ -183,7 +216,7 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
             barrier()  # the next stage on any rank reads what rank 0 wrote
         if not run.writer:
             continue
-        records[stage.name] = {"key": key, "seconds": round(time.perf_counter() - t0, 2),
+        records[stage.name] = {"key": key, "basis": basis, "reason": reason, "seconds": round(time.perf_counter() - t0, 2),
                                "outputs": {rel: run.sha256(rel) for rel in stage.outputs(cfg)},
                                "summary": summary, "warnings": ctx.warnings}
         manifest["executed"].append(stage.name)

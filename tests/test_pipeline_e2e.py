@@ -3,6 +3,7 @@ contract, ONNX validity, parity and metadata, and caching on a second run."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import onnx
@@ -231,3 +232,36 @@ def test_hidden_fc_heads_run_end_to_end(digits_folder, tmp_path):
     linears = [m for m in pruned.fc if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 2 and linears[-1].out_features == 3
     assert (out / "onnx/student_pruned.onnx").is_file()
+
+
+def test_a_code_change_reruns_that_stage_and_what_depends_on_it(full_run, digits_folder, tmp_path):
+    """The package copied and one stage's module edited, as an upgrade would: the stages before it
+    are served from the cache, it reruns saying why, and so does every stage after it."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import compress
+    out = copy_of(full_run, tmp_path)
+    source = Path(compress.__file__).parent
+    package = tmp_path / "pkg" / "compress"
+    shutil.copytree(source, package, ignore=shutil.ignore_patterns(
+        ".*", "tests", "benchmarks", "runs", "build", "docs", "*.egg-info", "__pycache__", "configs"))
+    stage = package / "stages" / "export.py"
+    code = stage.read_text()
+    assert code.count("cfg.export.opset)") == 1
+    stage.write_text(code.replace("cfg.export.opset)", "cfg.export.opset - 1)"))  # files of another opset
+    command = [sys.executable, "-P", "-c", "from compress.pipeline.cli import main; main()",
+               *cli_args(digits_folder, out, **DEFAULTS)]
+    command.remove("--quiet")
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(package.parent)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["skipped"] == ["teacher", "distill", "baseline", "prune"]
+    assert manifest["executed"] == ["export", "quantize", "benchmark", "package", "report"]
+    assert "stage 5/9: export (code changed: stages/export.py)" in done.stderr
+    assert manifest["stages"]["export"]["reason"] == "code changed: stages/export.py"
+    opset = {o.domain: o.version for o in onnx.load(str(out / "onnx/student.onnx")).opset_import}[""]
+    assert opset == 16  # the edited code made them
