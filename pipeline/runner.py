@@ -78,7 +78,7 @@ def key_basis(stage: Stage, cfg: Config, run: RunDir, data: Dataset, processes: 
     missing = [rel for rel in stage.inputs(cfg) if not run.exists(rel)]
     if missing:
         raise CompressError(f"stage {stage.name} needs {missing}, which an earlier stage did not produce")
-    basis = {
+    basis: dict[str, Any] = {
         "stage": stage.name, "config": result_settings(stage.view(cfg).to_dict()), "data": data.fingerprint,
         "inputs": {rel: run.sha256(rel) for rel in stage.inputs(cfg)},
         "external": {p: sha256_file(Path(p)) for p in stage.external_inputs(cfg)},
