@@ -96,7 +96,7 @@ class QuantizeStage(StudentStage):
         cfg, q = ctx.cfg, ctx.cfg.quantize
         source_name = final_fp32_student(cfg)
         source = ctx.run.path(onnx_path(source_name))
-        names = q.candidates if q.format == "auto" else [q.format]
+        names: list[str] = list(q.candidates) if q.format == "auto" else [q.format]
         with tempfile.TemporaryDirectory(dir=ctx.run.path("onnx")) as tmp, preprocessed(source) as prepped:
             calibration = calibration_batch(ctx.data, cfg.data, q.calibration_samples, cfg.seed).numpy()
             trial = Trial(source, prepped, Path(tmp), calibration, ctx.data.val_inputs(cfg.data).numpy(),

@@ -41,3 +41,24 @@ def test_every_key_documents_its_default():
     from compress.core.config import key_reasons
     reasons = key_reasons()
     assert [k for k in valid_keys() if not reasons.get(k)] == []
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (("distill.freeze_encoder=true", "distill.weights=none"), "needs pretrained distill.weights"),
+    (("teacher.checkpoint=a.pt", "teacher.onnx=t.onnx"), "set one"),
+    (('teacher.classes=["a","b"]',), "needs teacher.onnx"),
+    (("data.std=[0.2, 0, 0.2]",), "data.std must be > 0"),
+    (("bench.batch_sizes=[]",), "bench.batch_sizes"),
+    (('quantize.candidates=["int4"]',), "qdq_u8s8"),
+    (("teacher.lr=inf",), "teacher.lr: input should be a finite number"),
+])
+def test_rules_stated_beside_the_fields_are_checked(overrides, needle):
+    with pytest.raises(CompressError, match=needle) as caught:
+        Config.from_toml(None, overrides)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_toml_file_is_checked_once_its_overrides_are_applied(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text("[data]\ncrop = 48\n")  # > the default resize on its own; fine with the override below
+    assert Config.from_toml(str(f), ("data.resize=56",)).data.crop == 48
