@@ -29,9 +29,9 @@ def run(command: list[str]) -> float:
 
 
 def section(report: Report, command: str, seconds: float) -> str:
-    env, c = report.environment, report.benchmark.contention or {}
-    load = (f"other processes used {c['other_cpu_share']:.0%} of the cores while timing"
-            if c.get("other_cpu_share") is not None else "contention not measured")
+    env, c = report.environment, report.benchmark.contention
+    load = (f"other processes used {c.other_cpu_share:.0%} of the cores while timing"
+            if c and c.other_cpu_share is not None else "contention not measured")
     lines = [f"Made by `{command}` ({seconds:.0f} s of this invocation; stages already up to date are reused) on "
              f"{env.cpu} ({env.cores} cores, {', '.join(env.isa)}), {platform.system()}; {load}"
              f"{' — ⚠ busy machine, speed figures not trustworthy' if report.busy() else ''}.", "",

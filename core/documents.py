@@ -90,6 +90,59 @@ class Candidate:
 
 
 @dataclass
+class MixedTry:
+    k: int  # layers kept in float
+    accuracy: float
+
+
+@dataclass
+class MixedPrecision:
+    """The mixed-precision candidate: the k most sensitive layers kept in float (k = 1, 2, 4, ...)."""
+
+    name: str
+    accuracy: float
+    k: int
+    float_layers: list[str]
+    search: list[MixedTry]
+
+
+@dataclass
+class QatRun:
+    """The quantization-aware fine-tune: what it trained with and what it kept."""
+
+    name: str
+    loss: str
+    teacher_signal: str
+    epochs: int
+    lr: float
+    history: list[dict]
+    calibrated_val_accuracy: float
+    kept: str
+    accuracy: float = 0.0  # val accuracy of the exported QDQ file
+
+
+@dataclass
+class PteCandidate:
+    p50_ms: float
+    accuracy: float
+    onnx_bytes: int  # the .pte's size (named as the ONNX candidates' field)
+    vendor_ops: list[str] = field(default_factory=list)
+    name: str = ""
+
+
+@dataclass
+class PteChoice:
+    """The ExecuTorch choice: fp32 and int8 .pte measured in ExecuTorch, the faster within budget ships."""
+
+    runtime_version: str
+    chosen: str  # fp32 | int8
+    file: str
+    reason: str
+    int8_agreement_with_fp32: float
+    candidates: dict[str, PteCandidate]
+
+
+@dataclass
 class QuantizeDecision(Document):
     """What the quantize stage measured and chose, and which model an edge team should take."""
 
@@ -99,9 +152,9 @@ class QuantizeDecision(Document):
     int8_file_holds: str  # what onnx/student_int8.onnx is (the winner, or the best int8 for reference)
     deploy_target: str
     vendor_ops: list[str]
-    mixed: dict | None
-    qat: dict | None
-    executorch: dict | None
+    mixed: MixedPrecision | None
+    qat: QatRun | None
+    executorch: PteChoice | None
     deployable: str
     reason: str
     fp32: Candidate
@@ -261,6 +314,21 @@ class RuntimeReport:
     models: dict[str, RuntimeModel]
 
 
+@dataclass
+class Contention:
+    """Was the machine busy while timing (compress.measure.contention)."""
+
+    busy: bool
+    reasons: list[str]
+    other_cpu_share: float | None
+    steal_share: float | None
+    load_average_1min: float | None
+    cores: int
+    process_spread: float
+    process_spread_high: bool
+    seconds: float
+
+
 @dataclass(kw_only=True)
 class BenchmarkInfo:
     device: str = "cpu"
@@ -273,7 +341,7 @@ class BenchmarkInfo:
     reference: str
     interleaved: bool = True
     ort_spinning: bool = False
-    contention: dict | None = None  # measure/contention.py
+    contention: Contention | None = None  # compress.measure.contention
     input: list | None = None
 
 
@@ -302,10 +370,10 @@ class Report(Document):
     def figures_from(self) -> str:
         return self.dataset.figures_from if self.dataset else "val"
 
-    def busy(self) -> dict | None:
+    def busy(self) -> Contention | None:
         """The contention record when the timing ran on a busy machine, else None."""
-        c = self.benchmark.contention or {}
-        return c if c.get("busy") else None
+        c = self.benchmark.contention
+        return c if c and c.busy else None
 
     def headline(self, name: str) -> str:
         """"student_int8: 23.8x smaller, 9.11x faster, +9.8 accuracy points vs the teacher on test"."""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import onnx
 
-from compress.core.documents import Environment, ModelReport, Report
+from compress.core.documents import Contention, Environment, ModelReport, Report
 from compress.core.roster import BASELINE
 
 
@@ -74,10 +74,10 @@ def _files(f: CardFacts, env: Environment) -> str:
                   "few pixels differently)\n")
     pte = quant.executorch if quant else None
     if pte:
-        chosen = pte["candidates"][pte["chosen"]]
-        files += (f"- `model.pte`: ExecuTorch {pte['runtime_version']} program (XNNPACK delegate, batch 1, the same "
-                  f"NCHW float input as model.onnx), **{pte['chosen']}**, chosen in ExecuTorch on this CPU: "
-                  f"{chosen['p50_ms']:.2f} ms, val accuracy {chosen['accuracy']:.4f} ({pte['reason']})\n")
+        chosen = pte.candidates[pte.chosen]
+        files += (f"- `model.pte`: ExecuTorch {pte.runtime_version} program (XNNPACK delegate, batch 1, the same "
+                  f"NCHW float input as model.onnx), **{pte.chosen}**, chosen in ExecuTorch on this CPU: "
+                  f"{chosen.p50_ms:.2f} ms, val accuracy {chosen.accuracy:.4f} ({pte.reason})\n")
     return files + "- `labels.txt`: class names, one per line, line i+1 = output index i\n"
 
 
@@ -143,11 +143,11 @@ def _quality(f: CardFacts, m: ModelReport) -> str:
 """
 
 
-def _speed(m: ModelReport, env: Environment, contention: dict | None) -> str:
+def _speed(m: ModelReport, env: Environment, contention: Contention | None) -> str:
     size_x, speed_x = (m.vs_reference.size_x, m.vs_reference.speed_x) if m.vs_reference else (math.nan, math.nan)
     busy = ""
-    if contention and contention.get("busy"):
-        busy = (" — ⚠ measured on a busy machine (" + "; ".join(contention["reasons"]) + "): not a trustworthy "
+    if contention and contention.busy:
+        busy = (" — ⚠ measured on a busy machine (" + "; ".join(contention.reasons) + "): not a trustworthy "
                 "figure, re-measure on a quiet one")
     rows = "\n".join(
         f"| {b} | {v.p50:.2f} | {v.p90:.2f} | {v.p99:.2f} | {int(b) * 1000 / v.p50:.0f} |"

@@ -113,7 +113,7 @@ def contention_note(report: Report) -> str | None:
     c = report.busy()
     if not c:
         return None
-    return ("⚠ **Timed on a busy machine**: " + "; ".join(c["reasons"]) + ". Speed-ups measured under load "
+    return ("⚠ **Timed on a busy machine**: " + "; ".join(c.reasons) + ". Speed-ups measured under load "
             "favour small models; re-measure on a quiet machine with `compress bench` before quoting them.")
 
 
@@ -160,22 +160,22 @@ def _int8_blocks(q: QuantizeDecision | None) -> list[Block]:
     mixed, pte, qat = q.mixed, q.executorch, q.qat
     if mixed:
         blocks.append(Paragraph([
-            f"No plain int8 layout met the accuracy budget, so the {mixed['k']} most sensitive layers "
-            f"(onnx/sensitivity.json) were kept in float: {mixed['name']} reached val accuracy "
-            f"{mixed['accuracy']:.4f} (search: " + ", ".join(f"k={t['k']}: {t['accuracy']:.4f}" for t in mixed["search"])
+            f"No plain int8 layout met the accuracy budget, so the {mixed.k} most sensitive layers "
+            f"(onnx/sensitivity.json) were kept in float: {mixed.name} reached val accuracy "
+            f"{mixed.accuracy:.4f} (search: " + ", ".join(f"k={t.k}: {t.accuracy:.4f}" for t in mixed.search)
             + ")."]))
     if pte:
         blocks.append(Paragraph([
-            f"ExecuTorch {pte['runtime_version']} (XNNPACK, batch 1, this CPU) on the val split: "
-            + "; ".join(f"{n} .pte {c['p50_ms']:.2f} ms, accuracy {c['accuracy']:.4f}, {c['onnx_bytes'] / 1e6:.2f} MB"
-                        for n, c in pte["candidates"].items())
-            + f"; int8 agrees with fp32 on {pte['int8_agreement_with_fp32']:.1%}. deploy/model.pte holds "
-            f"**{pte['chosen']}** ({pte['reason']})."]))
+            f"ExecuTorch {pte.runtime_version} (XNNPACK, batch 1, this CPU) on the val split: "
+            + "; ".join(f"{n} .pte {c.p50_ms:.2f} ms, accuracy {c.accuracy:.4f}, {c.onnx_bytes / 1e6:.2f} MB"
+                        for n, c in pte.candidates.items())
+            + f"; int8 agrees with fp32 on {pte.int8_agreement_with_fp32:.1%}. deploy/model.pte holds "
+            f"**{pte.chosen}** ({pte.reason})."]))
     if qat:
         blocks.append(Paragraph([
-            f"Quantization-aware training ({qat['epochs']} epochs at lr {qat['lr']:g}, loss {qat['loss']!r}, "
-            f"teacher signal: {qat['teacher_signal']}) gave {qat['name']} val accuracy {qat['accuracy']:.4f} "
-            f"(calibrated start {qat['calibrated_val_accuracy']:.4f}; kept: {qat['kept']})."]))
+            f"Quantization-aware training ({qat.epochs} epochs at lr {qat.lr:g}, loss {qat.loss!r}, "
+            f"teacher signal: {qat.teacher_signal}) gave {qat.name} val accuracy {qat.accuracy:.4f} "
+            f"(calibrated start {qat.calibrated_val_accuracy:.4f}; kept: {qat.kept})."]))
     return blocks
 
 

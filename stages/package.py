@@ -69,7 +69,7 @@ class PackageStage(Stage):
         metadata = read_metadata(source)
         if cfg.deploy.target == "executorch" and decision and decision.executorch:  # fastest within the budget
             with run.atomic(DEPLOY_PTE) as tmp:
-                shutil.copyfile(run.path(decision.executorch["file"]), tmp)
+                shutil.copyfile(run.path(decision.executorch.file), tmp)
         report, info = Report.read(run.path(REPORT_JSON)), run.read_json(EXPORT_INFO)
         teacher = {"arch": info[TEACHER]["arch"], "val_accuracy": report.models[TEACHER].accuracy,
                    "source": (report.origins or {}).get(TEACHER, "")}

@@ -26,7 +26,7 @@ import numpy as np
 from compress.core import architectures
 from compress.core.config import Config
 from compress.core.data import calibration_batch
-from compress.core.documents import Candidate, QuantizeDecision
+from compress.core.documents import QuantizeDecision
 from compress.core.errors import CompressError
 from compress.core.models import build_model, load_model
 from compress.core.roster import (
@@ -137,12 +137,12 @@ class QuantizeStage(StudentStage):
                 shutil.copyfile(files.get(keep, source), out)
             executorch = self._pte(ctx, source_name, trial) if cfg.deploy.target == "executorch" else None
         chosen_ops = next((c.vendor_ops for c in candidates if c.name == keep), [])
-        decision = QuantizeDecision(
+        decision = QuantizeDecision.from_dict(dict(
             source=source_name, format=q.format, chosen=winner, int8_file_holds=keep, deploy_target=cfg.deploy.target,
             vendor_ops=chosen_ops, mixed=mixed, qat=qat, executorch=executorch,
-            deployable=INT8 if winner != "fp32" else source_name, reason=reason, fp32=Candidate(**vars(fp32)),
-            candidates=[Candidate(**vars(c), agreement_with_source=float(np.mean(preds[c.name] == preds["fp32"])))
-                        for c in candidates])
+            deployable=INT8 if winner != "fp32" else source_name, reason=reason, fp32=vars(fp32),
+            candidates=[dict(vars(c), agreement_with_source=float(np.mean(preds[c.name] == preds["fp32"])))
+                        for c in candidates]), "the quantize stage")
         ctx.run.write_json(QUANTIZE_INFO, decision.to_dict())
         ctx.run.write_json(SENSITIVITY, {"layout": analysed, "measure": "SQNR (dB) lost in each layer, "
                                          "onnxruntime.quantization.qdq_loss_debug on calibration images",
