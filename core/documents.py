@@ -345,6 +345,48 @@ class BenchmarkInfo:
     input: list | None = None
 
 
+@dataclass
+class ParetoPoint:
+    """One model a search could ship: its student, steps from it (prune rounds, int8), val accuracy
+    (what the choice reads), batch-1 p50 on the target runtime and size."""
+
+    name: str
+    student: str
+    steps: int
+    fp32: bool
+    accuracy: float
+    p50_ms: float
+    megabytes: float
+    vendor_ops: list[str] = field(default_factory=list)
+    on_front: bool = False
+
+
+@dataclass
+class Budget:
+    max_accuracy_drop: float
+    max_latency_ms: float
+    max_size_mb: float
+
+
+@dataclass
+class Pareto:
+    """A search's choice: every point, the front, the rule and what it chose (or why nothing)."""
+
+    objective: str
+    runtime: str
+    budget: Budget
+    points: list[ParetoPoint]
+    front: list[str]
+    chosen: str | None = None
+    runner_up: str | None = None
+    rule: str | None = None
+    eligible: list[str] = field(default_factory=list)
+    refused: str | None = _omit()  # the budget nothing met, in one line
+
+    def point(self, name: str) -> ParetoPoint:
+        return next(p for p in self.points if p.name == name)
+
+
 @dataclass(kw_only=True)
 class Report(Document):
     """report.json."""
@@ -359,7 +401,7 @@ class Report(Document):
     training: dict[str, list[dict]] | None = _omit()
     origins: dict[str, str] | None = _omit()  # where the teacher and the student started
     quantization: QuantizeDecision | None = _omit()
-    pareto: dict | None = _omit()  # a search: every point, the front, the rule and what it chose
+    pareto: Pareto | None = _omit()  # a search: every point, the front, the rule and what it chose
     warnings: list[str] = field(default_factory=list)
 
     @property

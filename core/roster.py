@@ -28,6 +28,9 @@ EXPORT_INFO = "onnx/models.json"
 QUANTIZE_INFO = "onnx/quantize.json"
 SENSITIVITY = "onnx/sensitivity.json"
 PRUNE_ROUNDS = "checkpoints/prune_rounds.json"  # prune.target = accuracy: every round's checkpoint and val accuracy
+ROUND_EXPORTS = "onnx/prune_rounds.json"  # prune.target = accuracy: every round as ONNX (points a search chooses from)
+POINTS = "points/points.json"  # a search: every point's file (fp32 and int8), student, steps, val accuracy
+MEASURED = "points/measured.json"  # a search: every point timed in one interleaved session, test figures
 DEPLOY_ONNX = "deploy/model.onnx"
 DEPLOY_WITH_PREPROCESSING = "deploy/model_with_preprocessing.onnx"
 DEPLOY_ORT = "deploy/model.ort"
@@ -50,6 +53,15 @@ def round_checkpoint(round_number: int) -> str:
     return f"checkpoints/{PRUNED}_r{round_number}.pt"
 
 
+def round_name(round_number: int) -> str:
+    return f"{PRUNED}_r{round_number}"
+
+
+def prune_rounds(cfg: Config) -> bool:
+    """Pruning in rounds, each kept as a model (prune.target = accuracy)."""
+    return cfg.prune.enabled and cfg.prune.target == "accuracy"
+
+
 def training_state_path(name: str) -> str:
     """Per-epoch training state, kept only while training is unfinished (for resume)."""
     return f"checkpoints/{name}.training.pt"
@@ -62,6 +74,11 @@ def onnx_path(name: str) -> str:
 def pte_path(name: str) -> str:
     """The ExecuTorch program of an ONNX model, beside it (written only for deploy.target = executorch)."""
     return f"onnx/{name}.pte"
+
+
+def student_folder(arch: str) -> str:
+    """A search's run directory of one student (timm:x -> students/timm_x)."""
+    return "students/" + arch.replace(":", "_").replace("/", "_")
 
 
 def plot_path(name: str) -> str:

@@ -52,6 +52,13 @@ class CardFacts:
     student: str | None = None  # the chosen point's architecture, when it is not config's distill.arch
 
 
+def _student_origin(f: CardFacts) -> str:
+    """Where the shipped model's student started: a single run's `student`, a search's by its name."""
+    arch = f.config["distill"]["arch"]
+    found = f.report.origins or {}
+    return found.get("student") or found.get(arch.replace(":", "_").replace("/", "_")) or arch
+
+
 def _files(f: CardFacts, env: Environment) -> str:
     quant = f.report.quantization
     vendor = quant.vendor_ops if quant and f.name.endswith("int8") else None
@@ -131,7 +138,7 @@ def _quality(f: CardFacts, m: ModelReport) -> str:
     copies = "".join(f"\n- ⚠ {w}" for w in (d.copy_warnings() if d else []))
     compared = "".join(f"\n- {c.model} vs {c.against}: {c.verdict} at 95% (Δ {100 * c.delta:+.2f} points, "
                        f"McNemar exact p = {c.p_value:.3g})" for c in report.comparisons
-                       if f.name in (c.model, c.against) or c.against == BASELINE)
+                       if f.name in (c.model, c.against) or c.against.endswith(BASELINE))
     return f"""## Quality ({split} split, {size} images of {d.name if d else 'the data'}, through ONNX Runtime; {caveat})
 - top-1 accuracy: {m.accuracy:.4f}{_interval(m)} (teacher: {reference.accuracy:.4f}, Δ {100 * delta:+.2f} points){top5}{balanced}{compared}{copies}
 - agreement with the teacher's top-1: {m.agreement:.4f}
@@ -200,7 +207,7 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 {_speed(m, env, f.report.benchmark.contention)}
 {_runtimes(f)}## How it was made
 - teacher: {f.teacher.get('source') or f.teacher['arch']}; accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} on the report split
-- student: {(f.report.origins or {}).get('student', f.config['distill']['arch'])}; loss {f.student_loss}
+- student: {_student_origin(f)}; loss {f.student_loss}
 - pruning: {_pruning_line(f.config, f.pruning)}
 - quantization: {quant.chosen if quant else 'off'} ({quant.reason if quant else 'quantize.enabled = false'})
 {_choice(f)}"""

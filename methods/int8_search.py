@@ -24,6 +24,13 @@ from compress.measure.latency import percentiles, predictions
 from compress.measure.suite import time_latency
 
 REFERENCE_ONLY = ("dynamic", "fp16")  # measured and listed, chosen only when named in quantize.format
+
+
+def shippable_layouts(candidates: list, target: str) -> list[str]:
+    """The static int8 layouts a target runtime may ship: QOperator layouts need ONNX Runtime's own
+    operators, so only deploy.target = onnxruntime takes them."""
+    static = [c for c in candidates if c not in REFERENCE_ONLY]
+    return [c for c in static if target == "onnxruntime" or not c.startswith("qoperator")]
 SENSITIVITY_IMAGES = 32  # calibration images the per-layer debugger runs on
 
 

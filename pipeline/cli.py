@@ -140,16 +140,13 @@ def run(data_path, out, config_file, overrides, device, seed, skip_bad_images, t
 def _print_search(out: Path, manifest: dict) -> None:
     """The front, the rule and the choice; exit 1 when the budget was not met (nothing deployed)."""
     from compress.core.documents import Report
-    from compress.pipeline.search import pareto_blocks
+    from compress.reporting.report import pareto_blocks, to_markdown
     report = Report.read(out / "report.json")
-    for block in pareto_blocks(report)[1:]:
-        text = "\n".join(block.lines) if hasattr(block, "lines") else "\n".join(
-            " | ".join(row) for row in [block.header, *block.rows])
-        click.echo(text.replace("**", ""))
+    click.echo(to_markdown(pareto_blocks(report)[1:]).replace("**", "").rstrip())
     times = ", ".join(f"{k} {v:.0f} s" for k, v in manifest["seconds"].items())
     click.echo(f"search of {len(manifest['students'])} students: {times}; total "
                f"{manifest['seconds_total_this_invocation']:.0f} s; report: {out / 'report.html'}")
-    refused = (report.pareto or {}).get("refused")
+    refused = report.pareto.refused if report.pareto else None
     if refused:
         click.secho(f"error: {refused}", fg="red", err=True)
         sys.exit(1)

@@ -143,9 +143,10 @@ def check_writable(out: Path) -> None:
 
 
 def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequence[Stage] = STAGES,
-                 data: Dataset | None = None, shared_cache: Path | None = None) -> dict:
+                 data: Dataset | None = None, shared_cache: Path | None = None, lock: bool = True) -> dict:
     """Run (or skip) every enabled stage in order, holding the run directory's lock; returns the
-    manifest. A sweep passes its already-decoded `data`, a subset of `stages` and one `shared_cache`.
+    manifest. A sweep or a search passes its already-decoded `data`, a subset of `stages` and one
+    `shared_cache`; `lock=False` when the caller already holds the folder's lock (a search's own stages).
     """
     t_start = time.perf_counter()
     cfg, notes = resolve(cfg)  # `auto` settings made concrete: what is keyed, recorded and reported
@@ -159,10 +160,10 @@ def run_pipeline(cfg: Config, out: str | Path, quiet: bool = False, stages: Sequ
         # an existing run directory is locked at once, so a second run fails before decoding
         # anything; a new one is created only after every check passed (nothing left if one fails)
         early = Path(out).is_dir()
-        if early:
+        if early and lock:
             held.enter_context(RunLock(out))
         data = preflight(cfg, data, stages)
-        if not early:
+        if not early and lock:
             held.enter_context(RunLock(out))
         removed = remove_debris(Path(out))
         if removed:

@@ -6,7 +6,7 @@ import io
 
 import matplotlib
 
-from compress.core.documents import ModelReport
+from compress.core.documents import ModelReport, Pareto
 from compress.core.roster import PRUNED, TEACHER
 
 matplotlib.use("Agg")
@@ -35,7 +35,7 @@ def _accuracy_axis(ax, values: list[float], min_span: float = 10.0) -> None:
     ax.set_ylim(max(0.0, lo - pad), min(100.0, hi + pad))
 
 
-def accuracy_vs_latency(models: dict[str, ModelReport], deployable: str) -> bytes:
+def accuracy_vs_latency(models: dict[str, ModelReport], deployable: str | None) -> bytes:
     fig, ax = plt.subplots(figsize=(6.5, 4))
     ys = []
     for i, (name, m) in enumerate(sorted(models.items(), key=lambda kv: kv[1].latency_ms.p50)):
@@ -157,32 +157,32 @@ def sensitivity(layers: list[dict], layout: str | None, top: int = 20) -> bytes:
     return png(fig)
 
 
-def pareto(section: dict, val_images: int) -> bytes:
+def pareto(section: Pareto, val_images: int) -> bytes:
     """Every point of a search: val accuracy with its 95% Wilson interval against batch-1 p50 on the
     target runtime; the front joined, the chosen point starred."""
     from compress.measure.stats import wilson
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    points = section.get("points", [])
-    students = sorted({p["student"] for p in points})
+    points = section.points
+    students = sorted({p.student for p in points})
     colours = {s: plt.get_cmap("tab10")(i % 10) for i, s in enumerate(students)}
     for p in points:
-        y = 100 * p["accuracy"]
+        y = 100 * p.accuracy
         if val_images:
-            low, high = wilson(round(p["accuracy"] * val_images), val_images)
-            ax.errorbar(p["p50_ms"], y, yerr=[[y - 100 * low], [100 * high - y]], color="lightgray", zorder=1)
-        chosen = p["name"] == section.get("chosen")
-        ax.scatter(p["p50_ms"], y, s=160 if chosen else 36, marker="*" if chosen else ("o" if p["fp32"] else "s"),
-                   color="tab:red" if chosen else colours[p["student"]], zorder=3,
-                   label=p["student"] if p["steps"] == 0 and p["fp32"] else None)
-    line = sorted((p for p in points if p["on_front"]), key=lambda p: p["p50_ms"])
+            low, high = wilson(round(p.accuracy * val_images), val_images)
+            ax.errorbar(p.p50_ms, y, yerr=[[y - 100 * low], [100 * high - y]], color="lightgray", zorder=1)
+        chosen = p.name == section.chosen
+        ax.scatter(p.p50_ms, y, s=160 if chosen else 36, marker="*" if chosen else ("o" if p.fp32 else "s"),
+                   color="tab:red" if chosen else colours[p.student], zorder=3,
+                   label=p.student if p.steps == 0 and p.fp32 else None)
+    line = sorted((p for p in points if p.on_front), key=lambda p: p.p50_ms)
     if line:
-        ax.plot([p["p50_ms"] for p in line], [100 * p["accuracy"] for p in line], color="black", lw=1, zorder=2,
+        ax.plot([p.p50_ms for p in line], [100 * p.accuracy for p in line], color="black", lw=1, zorder=2,
                 label="Pareto front")
-    ax.set_xlabel(f"p50 latency, batch 1 (ms, {section.get('runtime', 'ONNX Runtime')})")
+    ax.set_xlabel(f"p50 latency, batch 1 (ms, {section.runtime})")
     ax.set_ylabel("val accuracy (%) with 95% interval")
     ax.set_xscale("log")
     if points:
-        _accuracy_axis(ax, [100 * p["accuracy"] for p in points])
+        _accuracy_axis(ax, [100 * p.accuracy for p in points])
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, title="circle fp32, square int8, star chosen", title_fontsize=7)
     return png(fig)

@@ -119,7 +119,7 @@ def contention_note(report: Report) -> str | None:
 
 def report_blocks(report: Report) -> list[Block]:
     b, env = report.benchmark, report.environment
-    blocks: list[Block] = [Heading("compress report")]
+    blocks: list[Block] = [Heading("compress report"), *pareto_blocks(report)]
     if report.dataset is not None:
         blocks += [Paragraph([report.dataset.describe()]), Paragraph([figures_note(report)])]
         blocks += class_counts_blocks(report)
@@ -146,6 +146,26 @@ def report_blocks(report: Report) -> list[Block]:
     if report.warnings:
         blocks.append(Paragraph([f"**Warning:** {w}" for w in report.warnings]))
     return [blk for blk in blocks if not (isinstance(blk, Paragraph) and not blk.lines)]
+
+
+def pareto_blocks(report: Report) -> list[Block]:
+    """A search's front: every point, the rule and what it chose (or why nothing was deployed)."""
+    p = report.pareto
+    if not p:
+        return []
+    rows = []
+    for point in sorted(p.points, key=lambda q: q.p50_ms):
+        m = report.models[point.name]
+        mark = " ★" if point.name == p.chosen else (" (runner-up)" if point.name == p.runner_up else "")
+        rows.append([point.name + mark, point.student, str(point.steps), "yes" if point.on_front else "",
+                     f"{point.accuracy:.4f}", f"{m.accuracy:.4f}", f"{point.p50_ms:.2f}", f"{point.megabytes:.2f}"])
+    rule = (f"Chosen by `deploy.objective = {p.objective}`: {p.rule}; on {p.runtime}, ties by size, then "
+            f"by fewer steps from the student. Chosen: **{p.chosen}**" + (f"; runner-up: {p.runner_up}." if p.runner_up
+                                                                         else ".")
+            if p.chosen else f"**Nothing was deployed**: {p.refused}")
+    return [Heading("Pareto front: every point a search measured", 2), Paragraph([rule]),
+            Table(["point", "student", "steps", "front", "val accuracy", f"{report.figures_from} accuracy",
+                   f"p50 ms ({p.runtime}, batch 1)", "MB"], rows)]
 
 
 def _int8_blocks(q: QuantizeDecision | None) -> list[Block]:

@@ -34,8 +34,7 @@ class BenchmarkStage(Stage):
     name = "benchmark"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        origins = ("teacher.onnx", "teacher.checkpoint", "teacher.weights", "distill.weights")  # where models started
-        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled", *origins, *GATED_SETTINGS)
+        return ("data", "bench", "distill.baseline", "prune.enabled", "quantize.enabled", *ORIGIN_KEYS, *GATED_SETTINGS)
 
     def inputs(self, cfg: Config) -> list[str]:
         return ([onnx_path(n) for n in all_models(cfg)] + [EXPORT_INFO]
@@ -79,8 +78,12 @@ class BenchmarkStage(Stage):
         return {n: {"accuracy": m.accuracy, "p50_ms": m.latency_ms.p50} for n, m in report.models.items()}
 
 
-def origins(cfg: Config) -> dict[str, str]:
-    """Where the teacher and the student started, in words (report and model card)."""
+ORIGIN_KEYS = ("teacher.onnx", "teacher.checkpoint", "teacher.weights", "distill.weights")  # where models started
+
+
+def origins(cfg: Config, student: str | None = None) -> dict[str, str]:
+    """Where the teacher and the student (`student`: one of a search's, default distill.arch)
+    started, in words (report and model card)."""
     t, d = cfg.teacher, cfg.distill
     if t.onnx:
         teacher = f"given as the ONNX file {t.onnx} (not trained here; logits from ONNX Runtime)"
@@ -88,7 +91,7 @@ def origins(cfg: Config) -> dict[str, str]:
         teacher = f"given as the checkpoint {t.checkpoint} (not trained here)"
     else:
         teacher = f"{t.arch}, fine-tuned from {WeightsSource.parse(t.weights).describe()}"
-    return {TEACHER: teacher, "student": f"{d.arch}, distilled from {WeightsSource.parse(d.weights).describe()}"}
+    return {TEACHER: teacher, "student": f"{student or d.arch}, distilled from {WeightsSource.parse(d.weights).describe()}"}
 
 
 def dataset_info(data: Dataset) -> DatasetInfo:

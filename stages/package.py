@@ -7,6 +7,8 @@ quantize stage (int8 when it is faster within the accuracy budget, else the fp32
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
+from pathlib import Path
 
 from compress.core.config import Config, section_names
 from compress.core.data import raw_rgb
@@ -22,6 +24,7 @@ from compress.core.roster import (
     DEPLOY_PTE,
     DEPLOY_WITH_PREPROCESSING,
     EXPORT_INFO,
+    POINTS,
     PRUNED,
     QUANTIZE_INFO,
     REPORT_JSON,
@@ -29,6 +32,7 @@ from compress.core.roster import (
     all_models,
     deployable,
     onnx_path,
+    student_folder,
 )
 from compress.core.rundir import sha256_json
 from compress.core.stage import Context, Stage
@@ -47,6 +51,8 @@ class PackageStage(Stage):
         return ("device", *section_names())  # the model card states the whole config
 
     def inputs(self, cfg: Config) -> list[str]:
+        if cfg.distill.archs:  # a search: the report names the chosen point, the index its file
+            return [REPORT_JSON, POINTS]
         return ([REPORT_JSON, EXPORT_INFO] + [onnx_path(n) for n in all_models(cfg)]
                 + ([QUANTIZE_INFO] if cfg.quantize.enabled else []))
 
@@ -58,27 +64,68 @@ class PackageStage(Stage):
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, run = ctx.cfg, ctx.run
-        decision = QuantizeDecision.read(run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
-        name = deployable(cfg, decision)
-        source = run.path(onnx_path(name))
+        report = Report.read(run.path(REPORT_JSON))
+        made = self._search_choice(ctx, report) if cfg.distill.archs else self._run_choice(ctx)
         split = ctx.data.split(ctx.data.report_split)
-        in_graph = package_onnx(source, run.root, [raw_rgb(src) for src in split.sources[:AGREEMENT_IMAGES]],
+        in_graph = package_onnx(made.source, run.root, [raw_rgb(src) for src in split.sources[:AGREEMENT_IMAGES]],
                                 None if cfg.export.dynamic_batch else cfg.export.batch_size, cfg.export.ort,
                                 cfg.deploy.target == "openvino", ctx.warn)
-        deploy = run.path(DEPLOY_ONNX)
-        metadata = read_metadata(source)
+        decision = made.decision
         if cfg.deploy.target == "executorch" and decision and decision.executorch:  # fastest within the budget
             with run.atomic(DEPLOY_PTE) as tmp:
                 shutil.copyfile(run.path(decision.executorch.file), tmp)
-        report, info = Report.read(run.path(REPORT_JSON)), run.read_json(EXPORT_INFO)
-        teacher = {"arch": info[TEACHER]["arch"], "val_accuracy": report.models[TEACHER].accuracy,
+        teacher = {"arch": made.info[TEACHER]["arch"], "val_accuracy": report.models[TEACHER].accuracy,
                    "source": (report.origins or {}).get(TEACHER, "")}
-        card = render(CardFacts(name=name, onnx_file=deploy, ort_file=DEPLOY_ORT if cfg.export.ort else None,
-                                metadata=metadata, report=report, config=cfg.to_dict(),
-                                config_hash=sha256_json(cfg.to_dict())[:16], teacher=teacher,
-                                student_loss=describe_loss(cfg.distill), git_commit=git_commit(),
-                                pruning=(info.get(PRUNED) or {}).get("pruning"), in_graph=in_graph))
+        card = render(CardFacts(name=made.name, onnx_file=run.path(DEPLOY_ONNX),
+                                ort_file=DEPLOY_ORT if cfg.export.ort else None, metadata=read_metadata(made.source),
+                                report=report, config=made.config, config_hash=sha256_json(made.config)[:16],
+                                teacher=teacher, student_loss=describe_loss(cfg.distill), git_commit=git_commit(),
+                                pruning=(made.info.get(PRUNED) or {}).get("pruning") if made.pruned else None,
+                                in_graph=in_graph, choice=made.choice,
+                                student=read_metadata(made.source).get("arch", made.name)))
         run.write_text(DEPLOY_CARD, card)
-        ctx.log(f"package: {name} -> deploy/ ({', '.join(p.split('/')[-1] for p in self.outputs(cfg))})")
-        return {"deployable": name, "files": self.outputs(cfg), "preprocessing_in_graph": in_graph}
+        ctx.log(f"package: {made.name} -> deploy/ ({', '.join(p.split('/')[-1] for p in self.outputs(cfg))})")
+        return {"deployable": made.name, "files": self.outputs(cfg), "preprocessing_in_graph": in_graph}
 
+    @staticmethod
+    def _run_choice(ctx: Context) -> Made:
+        """A single run: the quantize stage's decision names the deployable."""
+        cfg, run = ctx.cfg, ctx.run
+        decision = QuantizeDecision.read(run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
+        name = deployable(cfg, decision)
+        return Made(name, run.path(onnx_path(name)), run.read_json(EXPORT_INFO), cfg.to_dict(),
+                    pruned=cfg.prune.enabled, decision=decision)
+
+    @staticmethod
+    def _search_choice(ctx: Context, report: Report) -> Made:
+        """A search: the rule's choice (report.json `pareto`), from its student's run directory."""
+        cfg, run = ctx.cfg, ctx.run
+        pareto = report.pareto
+        assert pareto and pareto.chosen, "the search packages only a chosen point"
+        chosen = pareto.point(pareto.chosen)
+        runner_up = pareto.point(pareto.runner_up) if pareto.runner_up else None
+        choice = {"rule": f"deploy.objective = {pareto.objective}: {pareto.rule}", "chosen": chosen.name,
+                  "runner_up": runner_up.name if runner_up else None}
+        if runner_up:
+            choice["runner_up_cost"] = (f"{runner_up.p50_ms - chosen.p50_ms:+.2f} ms, "
+                                        f"{100 * (runner_up.accuracy - chosen.accuracy):+.2f} val points, "
+                                        f"{runner_up.megabytes - chosen.megabytes:+.2f} MB")
+        config = cfg.to_dict()  # the chosen student's own configuration: as its single run would state it
+        config["distill"] = dict(config["distill"], arch=chosen.student, archs=[])
+        info = run.read_json(f"{student_folder(chosen.student)}/{EXPORT_INFO}")
+        return Made(chosen.name, run.path(report.models[chosen.name].onnx), info, config,
+                    pruned=chosen.steps > (0 if chosen.fp32 else 1), choice=choice)
+
+
+@dataclass
+class Made:
+    """What ships and how it was made: its name and file, the export record of its student's run,
+    the configuration that made it, whether it was pruned, and how it was chosen."""
+
+    name: str
+    source: Path
+    info: dict
+    config: dict
+    pruned: bool
+    decision: QuantizeDecision | None = None
+    choice: dict | None = None

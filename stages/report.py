@@ -33,24 +33,33 @@ GRADCAM_PANELS = 6  # val images shown side by side
 GRADCAM_MAX_IMAGES = 256  # val images averaged for the overlap figure (bounded for big val sets)
 PLOTS = ("accuracy_vs_latency", "size", "training", "confusion", "gradcam")
 QUANTIZE_PLOTS = ("sensitivity",)
+# each student's run keeps its own curves; plots/confusion.png too when a point was chosen
+SEARCH_PLOTS = ("accuracy_vs_latency", "size", "pareto")
 
 
 class ReportStage(Stage):
     name = "report"
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        return ("data", "prune.enabled", "quantize.enabled", "teacher.onnx")  # which models exist, which is deployable
+        # which models exist, which is deployable
+        return ("data", "prune.enabled", "quantize.enabled", "teacher.onnx", "distill.archs")
 
     def inputs(self, cfg: Config) -> list[str]:
+        if cfg.distill.archs:  # a search: everything it draws is in report.json
+            return [REPORT_JSON]
         return ([REPORT_JSON, teacher_file(cfg), checkpoint_path(final_fp32_student(cfg))]
                 + ([QUANTIZE_INFO, SENSITIVITY] if cfg.quantize.enabled else []))
 
     def outputs(self, cfg: Config) -> list[str]:
+        if cfg.distill.archs:
+            return [REPORT_HTML] + [plot_path(p) for p in SEARCH_PLOTS]
         return [REPORT_HTML] + [plot_path(p) for p in PLOTS + (QUANTIZE_PLOTS if cfg.quantize.enabled else ())]
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, data = ctx.cfg, ctx.data
         report = Report.read(ctx.run.path(REPORT_JSON))
+        if cfg.distill.archs:
+            return self._search(ctx, report)
         decision = QuantizeDecision.read(ctx.run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
         chosen, source = deployable(cfg, decision), final_fp32_student(cfg)
         order = spread_over_classes(data.val.labels)[:GRADCAM_MAX_IMAGES]  # panels show several classes
@@ -75,6 +84,36 @@ class ReportStage(Stage):
         ctx.run.write_text(REPORT_HTML, render_html(report, pngs, summary))
         return summary
 
+
+    @staticmethod
+    def _search(ctx: Context, report: Report) -> dict:
+        """A search's page: its front, the figures of every point, and the chosen point's confusion."""
+        pareto = report.pareto
+        assert pareto is not None
+        chosen = pareto.chosen
+        pngs = {"accuracy_vs_latency": plots.accuracy_vs_latency(report.models, chosen),
+                "size": plots.sizes(report.models),
+                "pareto": plots.pareto(pareto, report.dataset.val_size if report.dataset else 0)}
+        if chosen:
+            pngs["confusion"] = plots.confusion(report.models[chosen].confusion_matrix, ctx.data.classes,
+                                                f"{chosen} on {report.figures_from}")
+        for name, png in pngs.items():
+            with ctx.run.atomic(plot_path(name)) as tmp:
+                tmp.write_bytes(png)
+        if not chosen:
+            ctx.run.path(plot_path("confusion")).unlink(missing_ok=True)
+
+        def img(name: str, alt: str) -> str:
+            return figure_html(pngs[name], alt, plot_path(name)) if name in pngs else ""
+        head = (f"<p><b>Deployable: {inline_html(report.headline(chosen))}</b>.</p>" if chosen else
+                f"<p><b>Nothing was deployed</b>: {inline_html(pareto.refused or '')}</p>")
+        ctx.run.write_text(REPORT_HTML, html_page("compress search", f"""{head}
+{to_html(report_blocks(report))}
+<h2>Every point</h2>{img('pareto', 'val accuracy against p50')}
+<h2>Accuracy, latency and size</h2>{img('accuracy_vs_latency', 'accuracy vs latency')}{img('size', 'ONNX size per model')}
+{('<h2>Deployable model</h2>' + img('confusion', 'confusion matrix of ' + chosen)) if chosen else ''}
+<p>Training curves, Grad-CAM and int8 sensitivity of each student are in its own run directory, students/&lt;student&gt;/.</p>"""))
+        return {"deployable": chosen, "refused": pareto.refused}
 
     @staticmethod
     def _gradcam(ctx: Context, source: str, images: torch.Tensor) -> CamComparison:

@@ -10,7 +10,7 @@ from helpers import cli_args
 
 from compress.core.errors import CompressError
 from compress.methods.pareto import Point, choose, front
-from compress.pipeline import search
+from compress.core import faults
 from compress.pipeline.cli import main
 
 
@@ -38,22 +38,28 @@ ARGS = dict(distill__arch='["resnet18","mobilenet_v3_small"]', teacher__arch="re
 
 
 @pytest.mark.slow
-def test_a_search_measures_every_point_chooses_by_the_rule_and_resumes(digits_folder, tmp_path, monkeypatch):
+def test_a_search_measures_every_point_chooses_by_the_rule_and_resumes(digits_folder, tmp_path):
     out = tmp_path / "search"
-    real = search.run_pipeline
 
-    def killed_at_the_second_student(cfg, folder, *a, **k):
+    def killed_at_the_second_student(folder):
         if "mobilenet_v3_small" in str(folder):
             raise KeyboardInterrupt
-        return real(cfg, folder, *a, **k)
-    monkeypatch.setattr(search, "run_pipeline", killed_at_the_second_student)
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, **ARGS))
+    with faults.injected("search.student", killed_at_the_second_student):
+        result = CliRunner().invoke(main, cli_args(digits_folder, out, **ARGS))
     assert result.exit_code == 130  # interrupted; the first student is finished
-    monkeypatch.setattr(search, "run_pipeline", real)
     result = CliRunner().invoke(main, cli_args(digits_folder, out, **ARGS))
     assert result.exit_code == 0, result.output
     first = json.loads((out / "students/resnet18/manifest.json").read_text())
-    assert first["executed"] == [] and first["skipped"] == ["distill", "baseline", "prune"]  # not retrained
+    assert first["executed"] == [] and first["skipped"] == ["distill", "baseline", "prune", "export"]  # not retrained
+    search = json.loads((out / "manifest.json").read_text())
+    assert search["executed"][:3] == ["students/mobilenet_v3_small/distill", "students/mobilenet_v3_small/baseline",
+                                      "students/mobilenet_v3_small/prune"]
+    assert [s for s in search["executed"] if "/" not in s] == ["points", "point_timing", "choice", "package", "report"]
+    for student in ("resnet18", "mobilenet_v3_small"):  # every point was checked against PyTorch at export
+        exported = json.loads((out / f"students/{student}/onnx/models.json").read_text())
+        rounds = json.loads((out / f"students/{student}/onnx/prune_rounds.json").read_text())["rounds"]
+        assert all(r["parity_max_abs_diff"] <= 1e-3 for r in [*exported.values(), *rounds] if r["parity_max_abs_diff"]
+                   is not None)
 
     report = json.loads((out / "report.json").read_text())
     pareto = report["pareto"]
@@ -80,3 +86,31 @@ def test_a_search_measures_every_point_chooses_by_the_rule_and_resumes(digits_fo
     assert result.exit_code == 1
     assert "no model meets deploy.max_latency_ms = 0.0001: the closest is" in result.output
     assert not (out / "deploy/model.onnx").exists()  # nothing shipped as if the budget had been met
+
+
+def comparable(card: str) -> str:
+    """A model card without what differs between two measurements of the same file (timings) and
+    without the search's own section and point names."""
+    keep = []
+    for line in card.split("## Why this model")[0].splitlines():
+        if "speed-up over the teacher" in line or line.startswith(("| 1 |", "| 8 |", "| openvino")):
+            continue
+        keep.append(line.replace("resnet18_pruned", "student_pruned").replace("resnet18_baseline", "baseline")
+                    .replace("- resnet18 vs", "- student vs").replace("vs resnet18:", "vs student:"))
+    return "\n".join(keep).strip()
+
+
+@pytest.mark.slow
+def test_a_one_student_search_ships_what_a_single_run_ships(digits_folder, tmp_path):
+    """The same stages make both: the same deployable file, and a card with the same commit,
+    config hash, recipe and figures (the search adds why it chose)."""
+    same = dict(quantize__enabled="false", deploy__max_accuracy_drop="100", export__ort="false")
+    single, search = tmp_path / "single", tmp_path / "search"
+    assert CliRunner().invoke(main, cli_args(digits_folder, single, **same)).exit_code == 0
+    result = CliRunner().invoke(main, cli_args(digits_folder, search, distill__arch='["resnet18"]', **same))
+    assert result.exit_code == 0, result.output
+    assert (search / "deploy/model.onnx").read_bytes() == (single / "deploy/model.onnx").read_bytes()
+    cards = [(d / "deploy/model_card.md").read_text() for d in (single, search)]
+    assert comparable(cards[1]) == comparable(cards[0])
+    assert "commit" in cards[0].splitlines()[3] and "config sha256" in cards[0].splitlines()[3]
+    assert "## Why this model" in cards[1] and "## Why this model" not in cards[0]
