@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import cli_args
 
+from compress.core import faults
 from compress.core.errors import CompressError
 from compress.methods.pareto import Point, choose, front
-from compress.core import faults
 from compress.pipeline.cli import main
 
 
