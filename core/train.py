@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from compress.core import faults
 from compress.core.config import DataConfig, TrainConfig
 from compress.core.data import Dataset, eval_batch_size, eval_batches
 from compress.core.distributed import average_gradients, is_main, mean_over_ranks
@@ -224,6 +225,7 @@ def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingS
         recipe.scheduler.step()
         if recipe.on_epoch_end is not None:
             recipe.on_epoch_end(model)
+        faults.reach("train.epoch", desc=desc, epoch=epoch)
         accuracy = validate(model)
         history.append({"epoch": epoch + 1, "loss": loss, "val_accuracy": accuracy,
                         "seconds": round(time.perf_counter() - t0, 3)})

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 import torch
 
-from compress.core import architectures
+from compress.core import architectures, faults
 from compress.core.config import DataConfig
 from compress.core.errors import CompressError
 from compress.core.models import count_macs, count_params, load_model
@@ -36,6 +36,7 @@ def export_onnx(model: torch.nn.Module, path: Path, crop: int, opset: int, metad
         torch.onnx.export(model, (example,), str(path), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                           opset_version=opset, dynamo=False)
+    faults.reach("onnx.exported", path=path)
     proto = onnx.load(str(path))
     set_metadata(proto, metadata)
     onnx.save(proto, str(path))

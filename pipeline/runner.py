@@ -16,6 +16,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from compress.core import faults
 from compress.core.auto_settings import resolve
 from compress.core.config import Config, flatten
 from compress.core.data import Dataset, load_dataset
@@ -212,6 +213,7 @@ def _run_locked(cfg: Config, run: RunDir, quiet: bool, stages: Sequence[Stage], 
         ctx = Context(stage.view(cfg), run, data, device, quiet, shared_cache=shared_cache, distributed=together,
                       earlier_warnings=earlier)
         t0 = time.perf_counter()
+        faults.reach("stage.run", stage=stage.name)
         summary = stage.run(ctx, key)
         if active():
             barrier()  # the next stage on any rank reads what rank 0 wrote

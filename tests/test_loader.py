@@ -91,7 +91,8 @@ def test_workers_start_fresh_once_a_fork_unsafe_runtime_is_loaded(digits_folder,
     import types
 
     from compress.core import loader
-    assert loader.worker_start_method() in (None, "forkserver")
+    monkeypatch.delitem(sys.modules, "openvino", raising=False)  # as if never loaded: forking is safe
+    assert loader.worker_start_method() is None
     monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))  # as if loaded
     assert loader.worker_start_method() == "forkserver"
     cfg = data_config(digits_folder, tmp_path, augment="none")

@@ -126,12 +126,11 @@ def copy_of(full_run, tmp_path):
     return tmp_path / "run"
 
 
-def test_second_run_skips_every_stage(full_run, digits_folder, monkeypatch, tmp_path):
+def test_second_run_skips_every_stage(full_run, digits_folder, tmp_path):
     out = copy_of(full_run, tmp_path)
-    from compress.pipeline import runner
-    for stage in runner.STAGES:
-        monkeypatch.setattr(type(stage), "run", lambda *a, **k: pytest.fail("a cached stage ran again"))
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, **DEFAULTS), catch_exceptions=False)
+    from compress.core import faults
+    with faults.injected("stage.run", lambda stage: pytest.fail(f"the cached stage {stage} ran again")):
+        result = CliRunner().invoke(main, cli_args(digits_folder, out, **DEFAULTS), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["executed"] == [] and manifest["skipped"] == STAGES

@@ -6,36 +6,30 @@ import pytest
 import torch
 from helpers import tiny_overrides
 
+from compress.core import faults
 from compress.core.config import Config
 from compress.core.models import load_checkpoint
-from compress.methods import training as train_mod
 from compress.pipeline.runner import run_pipeline
 from compress.stages.teacher import TeacherStage
 
 
-def test_interrupted_teacher_resumes_and_matches_uninterrupted(digits_folder, tmp_path, monkeypatch):
+def test_interrupted_teacher_resumes_and_matches_uninterrupted(digits_folder, tmp_path):
     cfg = Config.from_toml(None, tuple(tiny_overrides(teacher__epochs=3, teacher__arch="resnet18",
                                                  data__path=str(digits_folder))))
     stages = (TeacherStage(),)
     run_pipeline(cfg, tmp_path / "straight", quiet=True, stages=stages)
 
-    calls = {"n": 0}
-    real_evaluate = train_mod.evaluate
-
-    def dies_in_second_epoch(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
+    def dies_in_second_epoch(desc, epoch):
+        if epoch == 1:
             raise KeyboardInterrupt
-        return real_evaluate(*a, **k)
-    monkeypatch.setattr(train_mod, "evaluate", dies_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with faults.injected("train.epoch", dies_in_second_epoch), pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, tmp_path / "killed", quiet=True, stages=stages)
     assert (tmp_path / "killed/checkpoints/teacher.training.pt").is_file()
     assert not (tmp_path / "killed/checkpoints/teacher.pt").exists()
 
     epochs_run = []
-    monkeypatch.setattr(train_mod, "evaluate", lambda *a, **k: epochs_run.append(1) or real_evaluate(*a, **k))
-    manifest = run_pipeline(cfg, tmp_path / "killed", quiet=True, stages=stages)
+    with faults.injected("train.epoch", lambda desc, epoch: epochs_run.append(epoch)):
+        manifest = run_pipeline(cfg, tmp_path / "killed", quiet=True, stages=stages)
     assert manifest["executed"] == ["teacher"]
     assert len(epochs_run) == 2  # only epochs 2 and 3 were trained again
     assert not (tmp_path / "killed/checkpoints/teacher.training.pt").exists()

@@ -211,18 +211,16 @@ def test_a_target_runtime_that_is_not_installed_is_one_line(tmp_path, digits_fol
 
 KILLED_DURING_EXPORT = """
 import sys, time
-import compress.exports.onnx as onnx_export  # where the export stage's export_checkpoint exports
-real = onnx_export.export_onnx
+from compress.core import faults
 
-def export_then_hang(model, path, *args, **kwargs):
-    real(model, path, *args, **kwargs)  # the partial file is now on disk under its temp name
+def hang(path):  # the exporter has written the file under its temp name
     print("exported to temp", path, flush=True)
     time.sleep(120)
 
-onnx_export.export_onnx = export_then_hang
 from compress.pipeline.cli import main
 sys.argv = ["compress"] + sys.argv[1:]
-main()
+with faults.injected("onnx.exported", hang):
+    main()
 """
 
 

@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from helpers import tiny_overrides
 
+from compress.core import faults
 from compress.pipeline import sweep as sweep_mod
 from compress.pipeline.cli import main
-from compress.pipeline.runner import run_pipeline
 from compress.pipeline.sweep_report import mean_std, verdict
 
 
@@ -23,7 +23,7 @@ def sweep_args(data, out, *grid):
 
 
 @pytest.mark.slow
-def test_tiny_sweep_pairs_baselines_and_resumes(digits_folder, tmp_path, monkeypatch):
+def test_tiny_sweep_pairs_baselines_and_resumes(digits_folder, tmp_path):
     out = tmp_path / "sweep"
     grid = ("distill.loss=kl,mse", "distill.temperature=1,4")
     result = CliRunner().invoke(main, sweep_args(digits_folder, out, *grid))
@@ -43,12 +43,11 @@ def test_tiny_sweep_pairs_baselines_and_resumes(digits_folder, tmp_path, monkeyp
     assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG" and "| loss |" in (out / "sweep.md").read_text()
     assert "**Best cell:**" in (out / "sweep.md").read_text() and "[" in (out / "sweep.md").read_text()
 
-    calls = []
-    real = run_pipeline
-    monkeypatch.setattr("compress.pipeline.runner.run_pipeline", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
-    again = CliRunner().invoke(main, sweep_args(digits_folder, out, *grid))
+    ran = []
+    with faults.injected("stage.run", lambda stage: ran.append(stage)):
+        again = CliRunner().invoke(main, sweep_args(digits_folder, out, *grid))
     assert again.exit_code == 0, again.output
-    assert calls and all(m["executed"] == [] for m in calls)  # resumed: nothing trained twice
+    assert ran == []  # resumed: no stage of any cell ran twice
     assert json.loads((out / "sweep.json").read_text())["cells"] == summary["cells"]
 
 
