@@ -16,8 +16,9 @@ from tqdm import tqdm
 from compress.core.config import DataConfig, TrainConfig
 from compress.core.data import ImageSet
 from compress.core.loader import TrainLoader, default_workers
+from compress.core.loop import autocast, prepare, resolve_device, to_device, train_one_epoch
 from compress.core.models import build_model
-from compress.core.train import autocast, make_optimizer, prepare, resolve_device, to_device, train_one_epoch
+from compress.methods.recipe import make_optimizer
 
 
 def synthetic_images(n: int, resize: int, classes: int, seed: int = 0) -> ImageSet:

@@ -24,6 +24,7 @@ import torchvision
 from torch import nn
 
 from compress.core.errors import CompressError
+from compress.core.heads import classifier_head
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -98,52 +99,6 @@ def fixed_input_size(model: nn.Module) -> int | None:
     if cfg.get("fixed_input_size") and cfg.get("input_size"):
         return int(cfg["input_size"][-1])
     return None
-
-
-# ---------------------------------------------------------------- the classifier head
-
-def classifier_head(model: nn.Module) -> tuple[str, nn.Module]:
-    """(module path, module) of the layer that produces the logits: timm's classifier, else the last
-    nn.Linear in module order, else the last 1×1 convolution (SqueezeNet's conv classifier)."""
-    if hasattr(model, "get_classifier") and hasattr(model, "pretrained_cfg"):  # timm
-        head = model.get_classifier()  # type: ignore[operator]
-        for name, module in model.named_modules():
-            if module is head and isinstance(head, nn.Linear | nn.Conv2d):
-                return name, module
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    if linears:
-        return linears[-1]
-    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
-    if convs:
-        return convs[-1]
-    raise CompressError(f"{type(model).__name__} has no nn.Linear or 1x1-convolution classifier head to replace")
-
-
-def set_module(model: nn.Module, path: str, module: nn.Module) -> None:
-    parent, _, child = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, child, module)
-
-
-def head_width(head: nn.Module) -> tuple[int, int]:
-    """(input features, classes) of a Linear or convolution head."""
-    if isinstance(head, nn.Linear):
-        return head.in_features, head.out_features
-    if isinstance(head, nn.Conv2d):
-        return head.in_channels, head.out_channels
-    raise CompressError(f"{type(head).__name__} is not a classifier head compress can replace")
-
-
-def replace_head(model: nn.Module, num_classes: int) -> nn.Module:
-    """The same network with a freshly initialised head for `num_classes` (kept when it already fits)."""
-    path, head = classifier_head(model)
-    width, classes = head_width(head)
-    if classes == num_classes:
-        return model
-    if isinstance(head, nn.Conv2d):
-        set_module(model, path, nn.Conv2d(width, num_classes, kernel_size=1))
-    else:
-        set_module(model, path, nn.Linear(width, num_classes))
-    return model
 
 
 # ---------------------------------------------------------------- feature maps, by module path

@@ -10,63 +10,15 @@ well as the state_dict's own version metadata (MNASNet's BatchNorm layout depend
 """
 from __future__ import annotations
 
-import pickle
-from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from compress.core import architectures
-from compress.core.architectures import classifier_head, set_module
 from compress.core.errors import CompressError
-from compress.core.weights import WeightsSource, imagenet_model
-
-
-class ClassifierHead(nn.Sequential):
-    """A classifier head that replaced the network's Linear head: optional hidden FC layers
-    (Linear + ReLU) and dropout before every Linear (a heavily regularised teacher, e.g. two hidden
-    FC layers with dropout 0.95, and a student with one hidden layer and none). With no hidden
-    layers it is Sequential(Dropout, Linear), the layout of earlier checkpoints."""
-
-
-def attach_head(model: nn.Module, hidden=(), dropout: float = 0.0) -> nn.Module:
-    """Replace the Linear head by a ClassifierHead; a no-op without hidden layers or dropout.
-    Dropout is the identity in eval mode, so exports and latency are unaffected by it."""
-    if not hidden and dropout <= 0:
-        return model
-    name, last = classifier_head(model)
-    if not isinstance(last, nn.Linear):
-        raise CompressError(f"{type(model).__name__}'s classifier is a 1x1 convolution; hidden head layers and head "
-                            "dropout apply to Linear heads: leave head_hidden = [] and dropout = 0")
-    widths = [last.in_features, *hidden, last.out_features]
-    layers: list[nn.Module] = []
-    for i, (width_in, width_out) in enumerate(zip(widths, widths[1:])):
-        final = i == len(widths) - 2
-        if dropout > 0:
-            layers.append(nn.Dropout(dropout))
-        layers.append(last if final and not hidden else nn.Linear(width_in, width_out))
-        if not final:
-            layers.append(nn.ReLU(inplace=True))
-    set_module(model, name, ClassifierHead(*layers))
-    return model
-
-
-def head_module(model: nn.Module) -> nn.Module:
-    """The whole classifier head: the ClassifierHead if one was attached, else the head layer."""
-    heads = [m for m in model.modules() if isinstance(m, ClassifierHead)]
-    return heads[-1] if heads else classifier_head(model)[1]
-
-
-def head_description(model: nn.Module) -> dict:
-    """What attach_head needs to rebuild the model's head: {} for a plain last Linear."""
-    heads = [m for m in model.modules() if isinstance(m, ClassifierHead)]
-    if not heads:
-        return {}
-    linears = [m for m in heads[-1] if isinstance(m, nn.Linear)]
-    dropouts = [m.p for m in heads[-1] if isinstance(m, nn.Dropout)]
-    return {"head_hidden": [m.out_features for m in linears[:-1]],
-            "head_dropout": dropouts[0] if dropouts else 0.0}
+from compress.core.heads import attach_head, head_description, replace_head, set_module
+from compress.core.weights import WeightsSource, imagenet_model, load_checkpoint, load_start
 
 
 def build_model(arch: str, num_classes: int, weights: str = "none", head_dropout: float = 0.0,
@@ -80,24 +32,10 @@ def _build_model(arch: str, num_classes: int, weights: str) -> nn.Module:
     architectures.check_arch(arch, "architecture")
     source = WeightsSource.parse(weights)
     if source.kind in ("imagenet", "auto"):
-        return architectures.replace_head(imagenet_model(arch), num_classes)
+        return replace_head(imagenet_model(arch), num_classes)
     model = architectures.create(arch, num_classes)
     if source.file:
-        state, _ = load_checkpoint(source.file)
-        head_name, _ = classifier_head(model)
-        own = model.state_dict()
-        # a checkpoint from another task keeps its backbone; its head is re-initialised
-        head = head_name + "."
-        state = {k: v for k, v in state.items()
-                 if not (k.startswith(head) and (k not in own or v.shape != own[k].shape))}
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:
-            raise CompressError(f"checkpoint {weights} does not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
-        missing = [k for k in missing if not k.startswith(head)]
-        if missing or unexpected:
-            raise CompressError(f"checkpoint {weights} does not fit {arch}: "
-                                f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+        load_start(model, source.file, arch)
     return model
 
 
@@ -191,32 +129,6 @@ def save_checkpoint(model: nn.Module, path: Path, meta: dict) -> None:
     meta = dict(meta, shapes=module_shapes(model), structure=structure(model), state_metadata=versions,
                 **head_description(model))
     torch.save({"state_dict": {k: v.detach().cpu().contiguous() for k, v in state.items()}, "meta": meta}, path)
-
-
-def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
-    """(state_dict, meta) from our format or a bare state_dict; never unpickles code."""
-    path = Path(path)
-    if not path.is_file():
-        raise CompressError(f"checkpoint {path} does not exist")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CompressError(f"checkpoint {path} holds Python objects or code, which compress does not unpickle "
-                            "(that could run code); save the model's state_dict instead: "
-                            "torch.save(model.state_dict(), PATH)") from None
-    except Exception as exc:
-        raise CompressError(f"checkpoint {path} cannot be read as a PyTorch file ({type(exc).__name__}); "
-                            "is it truncated or another format?") from None
-    if isinstance(obj, dict) and "state_dict" in obj:
-        state, meta = obj["state_dict"], obj.get("meta", {})
-    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        state, meta = obj, {}
-    else:
-        raise CompressError(f"checkpoint {path} holds neither a state_dict nor {{state_dict, meta}}")
-    state = OrderedDict(state)
-    if meta.get("state_metadata") is not None:
-        state._metadata = OrderedDict(meta["state_metadata"])  # type: ignore[attr-defined]
-    return state, meta
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:

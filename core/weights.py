@@ -9,8 +9,10 @@ import contextlib
 import functools
 import io
 import os
+import pickle
 import socket
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,6 +24,7 @@ from torch import nn
 
 from compress.core import architectures
 from compress.core.errors import CompressError, summary
+from compress.core.heads import classifier_head
 
 DOWNLOAD_TIMEOUT_S = 20  # per socket operation: an offline machine that drops packets must not hang a run
 PROBE_TIMEOUT_S = 3  # opening a connection to a weights host; measured: the HF hub's own retries cost 40 s offline
@@ -157,3 +160,46 @@ def resolve_auto(arch: str, text: str) -> tuple[str, str | None]:
     except CompressError as exc:
         return "none", str(exc).split(";")[0]
     return "imagenet", None
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """(state_dict, meta) from our format or a bare state_dict; never unpickles code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CompressError(f"checkpoint {path} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CompressError(f"checkpoint {path} holds Python objects or code, which compress does not unpickle "
+                            "(that could run code); save the model's state_dict instead: "
+                            "torch.save(model.state_dict(), PATH)") from None
+    except Exception as exc:
+        raise CompressError(f"checkpoint {path} cannot be read as a PyTorch file ({type(exc).__name__}); "
+                            "is it truncated or another format?") from None
+    if isinstance(obj, dict) and "state_dict" in obj:
+        state, meta = obj["state_dict"], obj.get("meta", {})
+    elif isinstance(obj, dict) and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        state, meta = obj, {}
+    else:
+        raise CompressError(f"checkpoint {path} holds neither a state_dict nor {{state_dict, meta}}")
+    state = OrderedDict(state)
+    if meta.get("state_metadata") is not None:
+        state._metadata = OrderedDict(meta["state_metadata"])  # type: ignore[attr-defined]
+    return state, meta
+
+
+def load_start(model: nn.Module, path: str, arch: str) -> None:
+    """Start `model` from the weights in the checkpoint at `path` (compress's or a bare
+    state_dict). A checkpoint from another task keeps its backbone; its head is re-initialised."""
+    state, _ = load_checkpoint(path)
+    head_name, _ = classifier_head(model)
+    own = model.state_dict()
+    head = head_name + "."
+    state = {k: v for k, v in state.items() if not (k.startswith(head) and (k not in own or v.shape != own[k].shape))}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CompressError(f"checkpoint {path} does not fit {arch}: {str(exc).splitlines()[-1].strip()}") from None
+    missing = [k for k in missing if not k.startswith(head)]
+    if missing or unexpected:
+        raise CompressError(f"checkpoint {path} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch_pruning as tp
 
-from compress.core.architectures import classifier_head
 from compress.core.config import BenchConfig, DataConfig, PruneConfig
+from compress.core.heads import classifier_head
 from compress.core.models import count_macs, count_params
 from compress.exports.onnx import client_metadata, export_onnx
 from compress.measure.latency import percentiles

@@ -23,7 +23,7 @@ from torch import nn
 
 from compress.core.data import normalize
 from compress.core.loader import train_batches
-from compress.core.train import evaluate
+from compress.core.loop import evaluate
 from compress.exports.fake_quant import calibrate_activations, fake_quant_model
 from compress.methods.student import Distillation, train_student
 from compress.methods.training import Trainer, TrainRun

@@ -22,8 +22,9 @@ from compress.core import architectures
 from compress.core.config import DataConfig, DistillConfig, TrainConfig
 from compress.core.data import Dataset, normalize
 from compress.core.errors import CompressError
-from compress.core.models import build_model, head_module
-from compress.core.train import prepare
+from compress.core.heads import head_module
+from compress.core.loop import prepare
+from compress.core.models import build_model
 from compress.core.weights import WeightsSource
 from compress.methods.kd.objective import Objective, Settings, TeacherSignal, named_module
 from compress.methods.kd.registry import TERMS

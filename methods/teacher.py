@@ -8,7 +8,8 @@ from torch import nn
 
 from compress.core.config import TeacherConfig
 from compress.core.errors import CompressError
-from compress.core.models import build_model, load_checkpoint, load_model
+from compress.core.models import build_model, load_model
+from compress.core.weights import load_checkpoint
 from compress.methods.training import Trainer, TrainRun
 
 

@@ -29,9 +29,9 @@ from torch import nn
 from compress.core.config import DataConfig, DistillConfig, TeacherConfig, TrainConfig
 from compress.core.data import Dataset, ImageSet, eval_batches
 from compress.core.distributed import barrier, is_main
+from compress.core.loop import predict_logits, prepare
 from compress.core.models import load_model
 from compress.core.rundir import atomic_path, sha256_file, sha256_json
-from compress.core.train import predict_logits, prepare
 from compress.exports.given_onnx import OnnxTeacher
 from compress.methods.kd.objective import TeacherSignal
 from compress.methods.kd.spec import needs_teacher, needs_teacher_features

@@ -1,6 +1,6 @@
 """How a model is trained in a run: the optimizer, schedule and seeded batches from the train.*
 settings, a resume file, validation on val, and DistributedDataParallel under torchrun. The loop
-itself is `compress.core.train.fit`.
+itself is `compress.core.loop.fit`.
 
 `Trainer` holds what every training of a run shares (the data, its settings, the device);
 `TrainRun` is one training (its name, cache key, resume file, length, learning rate, seed and
@@ -20,9 +20,10 @@ from compress.core.distributed import rank, world_size
 from compress.core.errors import CompressError
 from compress.core.image_store import DecodedOnRead, DiskImages
 from compress.core.loader import TrainLoader, default_workers
-from compress.core.train import LossFn, Recipe, TrainingState, evaluate, fit, make_optimizer, make_scheduler, prepare
+from compress.core.loop import LossFn, Recipe, TrainingState, evaluate, fit, prepare
 from compress.methods.kd.logit import cross_entropy
 from compress.methods.kd.objective import Objective
+from compress.methods.recipe import make_optimizer, make_scheduler
 
 
 @dataclass(frozen=True)

@@ -23,12 +23,12 @@ from compress.core.data import Dataset, load_dataset
 from compress.core.distributed import active, barrier, from_main, is_main, start, world_size
 from compress.core.errors import CompressError
 from compress.core.lock import RunLock, remove_debris
+from compress.core.loop import resolve_device
 from compress.core.provenance import git_commit, library_versions
 from compress.core.roster import MANIFEST
 from compress.core.rundir import RunDir, sha256_file, sha256_json
 from compress.core.source_digest import changed, code_files
 from compress.core.stage import Context, Stage
-from compress.core.train import resolve_device
 from compress.stages.baseline import BaselineStage
 from compress.stages.benchmark import BenchmarkStage
 from compress.stages.distill import DistillStage

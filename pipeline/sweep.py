@@ -175,9 +175,9 @@ def run_task(task: Task, quiet: bool = True, data=None) -> str:
         adopt_teacher(Path(task.out), Path(task.cache).parent / "teacher")
     run_pipeline(cfg, task.out, quiet=quiet, stages=stages, data=data, shared_cache=Path(task.cache))
     if task.kind == "teacher" and cfg.distill.teacher_folds >= 2:
+        from compress.core.loop import resolve_device
         from compress.core.rundir import RunDir
         from compress.core.stage import Context
-        from compress.core.train import resolve_device
         # once, before the cells need it, with the distill stage's view (the same cache digest)
         stage = DistillStage()
         ctx = Context(stage.view(cfg), RunDir(task.out), data, resolve_device(cfg.device), quiet,

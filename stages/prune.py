@@ -7,10 +7,10 @@ from __future__ import annotations
 from compress.core.budget import within_budget
 from compress.core.config import Config
 from compress.core.data import Dataset, calibration_batch, calibration_indices
+from compress.core.loop import evaluate
 from compress.core.models import load_model, save_checkpoint
 from compress.core.roster import PRUNE_ROUNDS, PRUNED, STUDENT, checkpoint_path, round_checkpoint, teacher_file
 from compress.core.stage import Context
-from compress.core.train import evaluate
 from compress.methods.fitness import check_prunable
 from compress.methods.pruning import ROUND_MACS_CUT, Pruner, macs_at_most, onnx_p50_ms, taylor_gradients
 from compress.methods.student import phase_loss, train_student

@@ -10,6 +10,7 @@ import torch
 from compress.core.architectures import gradcam_map
 from compress.core.config import Config
 from compress.core.documents import QuantizeDecision, Report
+from compress.core.loop import predict_logits
 from compress.core.models import load_model
 from compress.core.roster import (
     QUANTIZE_INFO,
@@ -24,7 +25,6 @@ from compress.core.roster import (
     teacher_file,
 )
 from compress.core.stage import Context, Stage
-from compress.core.train import predict_logits
 from compress.methods.gradcam import BATCH, gradcam, top_region_iou
 from compress.reporting import plots
 from compress.reporting.report import figure_html, html_page, inline_html, report_blocks, to_html

@@ -12,10 +12,10 @@ from compress.core import architectures
 from compress.core.config import Config
 from compress.core.data import Dataset
 from compress.core.errors import CompressError
+from compress.core.loop import evaluate
 from compress.core.models import build_model, save_checkpoint
 from compress.core.roster import TEACHER, checkpoint_path, onnx_path, teacher_file
 from compress.core.stage import Context
-from compress.core.train import evaluate
 from compress.core.weights import WeightsSource
 from compress.exports import given_onnx
 from compress.exports.metadata import client_metadata

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from helpers import cli_args
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.core import architectures
+from compress.core import architectures, heads
 from compress.core.config import Config, PruneConfig
 from compress.core.errors import CompressError
 from compress.core.models import build_model, load_model, save_checkpoint
@@ -33,7 +33,7 @@ from compress.pipeline.cli import main
 ])
 def test_what_is_read_off_the_model(arch, head, hint, cam):
     model = architectures.create(arch, 3)
-    assert architectures.classifier_head(model)[0] == head
+    assert heads.classifier_head(model)[0] == head
     assert architectures.stride16_map(model) == hint
     assert architectures.gradcam_map(model) == cam
 
@@ -41,7 +41,7 @@ def test_what_is_read_off_the_model(arch, head, hint, cam):
 def test_a_conv_head_is_replaced_for_the_classes_and_tapped_as_an_embedding():
     from compress.methods.kd.objective import FeatureTap
     model = build_model("squeezenet1_1", 4).eval()
-    _, head = architectures.classifier_head(model)
+    _, head = heads.classifier_head(model)
     assert isinstance(head, torch.nn.Conv2d) and head.out_channels == 4
     tap = FeatureTap(model, None, embedding=True)
     with torch.no_grad():

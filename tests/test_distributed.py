@@ -26,8 +26,8 @@ from tqdm import tqdm
 from compress.core.config import Config
 from compress.core.data import ImageSet, load_dataset
 from compress.core.loader import TrainLoader
+from compress.core.loop import train_one_epoch
 from compress.core.rundir import RunDir
-from compress.core.train import train_one_epoch
 from compress.pipeline.cli import main
 from compress.pipeline.runner import STAGES, stage_key
 

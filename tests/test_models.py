@@ -108,7 +108,7 @@ def test_head_dropout_survives_a_checkpoint_round_trip(tmp_path):
 def test_hidden_head_layers_are_built_pruned_and_reloaded(tmp_path):
     """Reference 000's heads: hidden FC layers with dropout before each Linear, rebuilt from the
     checkpoint meta, pruned like any layer except the classifier itself."""
-    from compress.core.models import head_module
+    from compress.core.heads import head_module
     model = build_model("resnet18", 3, head_dropout=0.5, head_hidden=[32, 16]).eval()
     kinds = [type(m).__name__ for m in model.fc]
     assert kinds == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]

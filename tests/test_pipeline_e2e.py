@@ -218,7 +218,8 @@ def test_fixed_batch_export(full_run, tmp_path):
 def test_hidden_fc_heads_run_end_to_end(digits_folder, tmp_path):
     """Reference 000's heads (a teacher with two hidden FC layers and dropout, a student with
     one) train, distil, prune, export with PyTorch parity, and reload from their checkpoints."""
-    from compress.core.models import ClassifierHead, load_model
+    from compress.core.heads import ClassifierHead
+    from compress.core.models import load_model
     out = tmp_path / "run"
     result = CliRunner().invoke(main, cli_args(digits_folder, out, teacher__head_hidden="[32, 16]",
                                                teacher__dropout="0.5", distill__head_hidden="[16]",

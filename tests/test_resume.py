@@ -8,7 +8,7 @@ from helpers import tiny_overrides
 
 from compress.core import faults
 from compress.core.config import Config
-from compress.core.models import load_checkpoint
+from compress.core.weights import load_checkpoint
 from compress.pipeline.runner import run_pipeline
 from compress.stages.teacher import TeacherStage
 

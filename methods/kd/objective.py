@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.core.architectures import classifier_head
 from compress.core.config import DistillConfig
 from compress.core.errors import CompressError
+from compress.core.heads import classifier_head
 from compress.methods.kd.logit import cross_entropy
 from compress.methods.kd.registry import TERMS
 from compress.methods.kd.spec import HintLayers, parse_spec

@@ -1,6 +1,7 @@
 """The one training loop every stage uses, in the shape of torchvision's reference scripts:
 `train_one_epoch` and `evaluate`, with `fit` running epochs and `TrainingState` saving what a
-resume needs after every epoch.
+resume needs after every epoch. What to train with (optimizer, schedule, the fine-tuning recipe)
+is compress.methods.training's job; this module only runs it.
 
 The caller builds the optimizer, schedule and batches (a `Recipe`) and supplies
 `compute_loss(model, images, targets, index) -> loss` (index: the batch's positions in the
@@ -12,7 +13,6 @@ read once per epoch, so no step waits for the host.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from compress.core import faults
-from compress.core.config import DataConfig, TrainConfig
+from compress.core.config import DataConfig
 from compress.core.data import Dataset, eval_batch_size, eval_batches
 from compress.core.distributed import average_gradients, is_main, mean_over_ranks
 from compress.core.errors import CompressError
@@ -62,29 +62,6 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 def prepare(model: nn.Module, device: torch.device) -> nn.Module:
     model = model.to(device)
     return model.to(memory_format=torch.channels_last) if device.type == "cuda" else model
-
-
-def make_optimizer(params: Iterable, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-
-
-def lr_factor(cfg: TrainConfig, epochs: int, epoch: int) -> float:
-    """Multiplier of the base learning rate in `epoch` (0-based): linear warm-up, then the schedule."""
-    warm = min(cfg.warmup_epochs, max(epochs - 1, 0))
-    if epoch < warm:
-        return (epoch + 1) / (warm + 1)
-    if cfg.schedule == "cosine":
-        span = max(epochs - warm, 1)
-        return 0.5 * (1 + math.cos(math.pi * (epoch - warm) / span))
-    if cfg.schedule == "step":
-        return cfg.gamma ** ((epoch - warm) // cfg.step_size)
-    return 1.0
-
-
-def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int):
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: lr_factor(cfg, epochs, epoch))
 
 
 def train_mode(model: nn.Module) -> None:
