@@ -1,1 +1,1 @@
-"""The top layer: the command line, the stage runner, and sweeps."""
+"""The top layer: the command line, the stage runner, searches over students, sweeps, tracking."""
