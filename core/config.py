@@ -90,6 +90,31 @@ class TrainConfig:
 
 
 @dataclass(config=SECTION)
+class FinetuneConfig:
+    """How a model that starts from pretrained weights is trained (the teacher, the student and its
+    CE twin alike); a model from random initialisation takes the train.* recipe instead."""
+
+    recipe: Literal["auto", "lp_ft", "scratch"] = opt(
+        "auto", "auto = lp_ft when the model starts from pretrained weights (ImageNet or a checkpoint), scratch "
+                "(the train.* recipe at teacher.lr / distill.lr) otherwise: from-scratch rates destroy pretrained "
+                "features (fine-tuning EfficientNet-Lite0 with them fell from 0.94-0.96 zero-shot to 0.71-0.83)")
+    probe_epochs: int = opt(1, "epochs training the new head alone on frozen features first (linear probing, "
+                               "Kumar et al. 2022 LP-FT; fastai's fine_tune freezes for one epoch)", ge=0)
+    probe_lr: float = opt(0.01, "the head's rate while it trains alone: a linear map on fixed features takes a "
+                                "larger step than a whole network", gt=0)
+    lr: float = opt(0.001, "the head's rate once the whole network trains (PyTorch's transfer-learning tutorial: "
+                           "SGD at 0.001)", gt=0)
+    backbone_lr_scale: float = opt(0.1, "discriminative rates: the pretrained layers train at lr x this (fastai "
+                                        "spreads the body over lr/100 .. lr)", gt=0, le=1)
+    optimizer: Literal["sgd", "adamw"] = opt("sgd", "SGD with momentum, as the transfer-learning tutorial; AdamW's "
+                                                    "adaptive steps move pretrained weights further")
+    momentum: float = opt(0.9, "SGD only: the tutorial's value", ge=0)
+    weight_decay: float = opt(0.0001, "small: pulling pretrained weights to zero forgets them", ge=0)
+    head_init_std: float = opt(0.01, "the new head starts at N(0, std) with zero bias: timm's own init gave a "
+                                     "2-class head |logits| of about 11 on ImageNet features", ge=0)
+
+
+@dataclass(config=SECTION)
 class TeacherConfig:
     arch: str = opt("resnet50", "a big classifier to distil from: a torchvision name or timm:<name>")
     weights: str = opt("auto", "auto = ImageNet weights when cached or downloadable, else random (said in one line) "
@@ -234,6 +259,7 @@ class Config:
     tracking_uri: str = opt("", "MLflow store; empty = ./mlruns (or MLFLOW_TRACKING_URI)")
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     prune: PruneConfig = Field(default_factory=PruneConfig)

@@ -400,6 +400,7 @@ class Report(Document):
     settings: dict | None = _omit()
     training: dict[str, list[dict]] | None = _omit()
     origins: dict[str, str] | None = _omit()  # where the teacher and the student started
+    recipes: dict[str, str] | None = _omit()  # how each trained model was trained (from scratch, or LP-FT)
     quantization: QuantizeDecision | None = _omit()
     pareto: Pareto | None = _omit()  # a search: every point, the front, the rule and what it chose
     warnings: list[str] = field(default_factory=list)

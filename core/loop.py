@@ -114,6 +114,7 @@ class Recipe:
     device: torch.device
     extra_modules: tuple[nn.Module, ...] = ()  # train with the model (a FitNets regressor, a DML peer)
     on_epoch_end: Callable[[nn.Module], None] | None = None
+    on_epoch_start: Callable[[nn.Module, int], None] | None = None  # (model, epoch): e.g. freeze while a head probes
     distributed: bool = False  # the model is DDP-wrapped and every rank runs this recipe
 
 
@@ -193,6 +194,8 @@ def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingS
         log.info("%s: resuming after epoch %d of %d", desc, start, recipe.epochs)
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
+        if recipe.on_epoch_start is not None:
+            recipe.on_epoch_start(model, epoch)
         for module in (model, *recipe.extra_modules):
             train_mode(module)
         with tqdm(total=recipe.steps_per_epoch, disable=bar_disabled(quiet), desc=f"{desc} {epoch + 1}/{recipe.epochs}",

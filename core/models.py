@@ -17,26 +17,43 @@ from torch import nn
 
 from compress.core import architectures
 from compress.core.errors import CompressError
-from compress.core.heads import attach_head, head_description, replace_head, set_module
+from compress.core.heads import (
+    attach_head,
+    classifier_head,
+    head_description,
+    head_module,
+    head_width,
+    init_small,
+    replace_head,
+    set_module,
+)
 from compress.core.weights import WeightsSource, imagenet_model, load_checkpoint, load_start
 
 
 def build_model(arch: str, num_classes: int, weights: str = "none", head_dropout: float = 0.0,
-                head_hidden=()) -> nn.Module:
+                head_hidden=(), new_head_std: float | None = None) -> nn.Module:
     """`arch` (torchvision name or timm:<name>) with a `num_classes` head; weights: none |
-    imagenet | checkpoint path (`auto` is made concrete before a run starts)."""
-    return attach_head(_build_model(arch, num_classes, weights), list(head_hidden), head_dropout)
+    imagenet | checkpoint path (`auto` is made concrete before a run starts). `new_head_std`: a
+    head that did not come with the weights starts at N(0, std) (core.heads.init_small)."""
+    model, fresh = _build_model(arch, num_classes, weights)
+    model = attach_head(model, list(head_hidden), head_dropout)
+    if new_head_std is not None and (fresh or head_hidden):
+        init_small(head_module(model), new_head_std)
+    return model
 
 
-def _build_model(arch: str, num_classes: int, weights: str) -> nn.Module:
+def _build_model(arch: str, num_classes: int, weights: str) -> tuple[nn.Module, bool]:
+    """The model and whether its head is new (not from the starting weights)."""
     architectures.check_arch(arch, "architecture")
     source = WeightsSource.parse(weights)
     if source.kind in ("imagenet", "auto"):
-        return replace_head(imagenet_model(arch), num_classes)
+        pretrained = imagenet_model(arch)
+        _, head = classifier_head(pretrained)
+        return replace_head(pretrained, num_classes), head_width(head)[1] != num_classes
     model = architectures.create(arch, num_classes)
     if source.file:
-        load_start(model, source.file, arch)
-    return model
+        return model, load_start(model, source.file, arch)
+    return model, True
 
 
 # ---------------------------------------------------------------- shapes of pruned networks

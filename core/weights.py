@@ -188,14 +188,17 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     return state, meta
 
 
-def load_start(model: nn.Module, path: str, arch: str) -> None:
+def load_start(model: nn.Module, path: str, arch: str) -> bool:
     """Start `model` from the weights in the checkpoint at `path` (compress's or a bare
-    state_dict). A checkpoint from another task keeps its backbone; its head is re-initialised."""
+    state_dict). A checkpoint from another task keeps its backbone; its head is re-initialised.
+    Returns whether the head is new (its weights did not fit the classes)."""
     state, _ = load_checkpoint(path)
     head_name, _ = classifier_head(model)
     own = model.state_dict()
     head = head_name + "."
-    state = {k: v for k, v in state.items() if not (k.startswith(head) and (k not in own or v.shape != own[k].shape))}
+    kept = {k: v for k, v in state.items() if not (k.startswith(head) and (k not in own or v.shape != own[k].shape))}
+    fresh = len(kept) < len(state) or not any(k.startswith(head) for k in kept)
+    state = kept
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
@@ -203,3 +206,4 @@ def load_start(model: nn.Module, path: str, arch: str) -> None:
     missing = [k for k in missing if not k.startswith(head)]
     if missing or unexpected:
         raise CompressError(f"checkpoint {path} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return fresh

@@ -52,6 +52,14 @@ class CardFacts:
     student: str | None = None  # the chosen point's architecture, when it is not config's distill.arch
 
 
+def _recipes(f: CardFacts) -> str:
+    """How the teacher and the student were trained (from scratch, or LP-FT from pretrained weights)."""
+    found = f.report.recipes or {}
+    lines = [f"- {who} training: {found[name]}" for who, name in (("teacher", "teacher"), ("student", "student"))
+             if found.get(name)]
+    return "".join(line + "\n" for line in lines)
+
+
 def _student_origin(f: CardFacts) -> str:
     """Where the shipped model's student started: a single run's `student`, a search's by its name."""
     arch = f.config["distill"]["arch"]
@@ -208,7 +216,7 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 {_runtimes(f)}## How it was made
 - teacher: {f.teacher.get('source') or f.teacher['arch']}; accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} on the report split
 - student: {_student_origin(f)}; loss {f.student_loss}
-- pruning: {_pruning_line(f.config, f.pruning)}
+{_recipes(f)}- pruning: {_pruning_line(f.config, f.pruning)}
 - quantization: {quant.chosen if quant else 'off'} ({quant.reason if quant else 'quantize.enabled = false'})
 {_choice(f)}"""
 

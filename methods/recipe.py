@@ -1,14 +1,19 @@
-"""What a model is trained with: the optimizer and the learning-rate schedule from the train.*
-settings (torch's own schedulers: a LinearLR warm-up, then CosineAnnealingLR or StepLR, chained
-by SequentialLR)."""
+"""What a model is trained with, chosen by where it starts: from random initialisation, the
+optimizer and schedule of the train.* settings (torch's own schedulers: a LinearLR warm-up, then
+CosineAnnealingLR or StepLR, chained by SequentialLR); from pretrained weights, LP-FT with
+discriminative rates (finetune.*)."""
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
+from torch import nn
 from torch.optim import lr_scheduler
 
-from compress.core.config import TrainConfig
+from compress.core.config import FinetuneConfig, TrainConfig
+from compress.core.weights import WeightsSource
 
 
 def make_optimizer(params: Iterable, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
@@ -33,3 +38,90 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int) ->
         return main
     warmup = lr_scheduler.LinearLR(opt, start_factor=1 / (warm + 1), end_factor=1.0, total_iters=warm)
     return lr_scheduler.SequentialLR(opt, [warmup, main], milestones=[warm])
+
+
+# ---------------------------------------------------------------- fine-tuning a pretrained start
+
+@dataclass(frozen=True)
+class FineTune:
+    """LP-FT (Kumar et al. 2022): the new head, started small, trains alone on frozen features for
+    `probe_epochs` (linear probing), then the whole network trains with discriminative rates (the
+    pretrained layers at lr x backbone_lr_scale) on a cosine schedule. Why: a randomly initialised
+    head beside trainable pretrained layers sends large gradients into them and "will destroy your
+    pre-trained features" (Keras' transfer-learning guide); probing first gives the head a sensible
+    start, so fine-tuning moves the features only as much as the task needs."""
+
+    probe_epochs: int
+    probe_lr: float
+    lr: float
+    backbone_lr_scale: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    head_init_std: float
+
+    @classmethod
+    def from_config(cls, cfg: FinetuneConfig) -> FineTune:
+        return cls(cfg.probe_epochs, cfg.probe_lr, cfg.lr, cfg.backbone_lr_scale, cfg.optimizer, cfg.momentum,
+                   cfg.weight_decay, cfg.head_init_std)
+
+    def describe(self, epochs: int) -> str:
+        """The recipe in words, as the terminal, manifest, report and card state it."""
+        probe = min(self.probe_epochs, epochs)
+        rest = epochs - probe
+        text = (f"LP-FT from pretrained weights: new head initialised at std {self.head_init_std:g}, trained alone "
+                f"{probe} epoch{'s' if probe != 1 else ''} at lr {self.probe_lr:g}")
+        if rest:
+            text += (f", then the whole network {rest} epoch{'s' if rest != 1 else ''} (head lr {self.lr:g}, backbone "
+                     f"{self.lr * self.backbone_lr_scale:g}, cosine)")
+        return text + f"; {self.optimizer}" + (f" momentum {self.momentum:g}" if self.optimizer == "sgd" else "") + \
+            f", weight decay {self.weight_decay:g}"
+
+
+def choose_recipe(cfg: FinetuneConfig, weights: str) -> FineTune | None:
+    """The fine-tuning recipe for a model starting from `weights` (resolved: none | imagenet | a
+    file), or None for the from-scratch train.* recipe."""
+    pretrained = WeightsSource.parse(weights).kind in ("imagenet", "file")
+    if cfg.recipe == "lp_ft" or (cfg.recipe == "auto" and pretrained):
+        return FineTune.from_config(cfg)
+    return None
+
+
+def scratch_description(cfg: TrainConfig, lr: float, epochs: int) -> str:
+    warm = f"{cfg.warmup_epochs} warm-up epochs, " if cfg.warmup_epochs else ""
+    return f"from scratch: {cfg.optimizer} lr {lr:g}, {warm}{cfg.schedule} schedule over {epochs} epochs"
+
+
+def finetune_optimization(ft: FineTune, model: nn.Module, head: nn.Module, extra: tuple[nn.Module, ...],
+                          epochs: int) -> tuple[torch.optim.Optimizer, lr_scheduler.LRScheduler,
+                                                Callable[[nn.Module, int], None]]:
+    """The optimizer (a head group and a backbone group), its per-group schedule and the per-epoch
+    hook that freezes the pretrained layers while the head trains alone."""
+    head_ids = {id(p) for m in (head, *extra) for p in m.parameters()}
+    trainable = [p for m in (model, *extra) for p in m.parameters() if p.requires_grad]  # freeze_encoder stays
+    head_params = [p for p in trainable if id(p) in head_ids]
+    backbone = [p for p in trainable if id(p) not in head_ids]
+    groups = [{"params": head_params, "lr": ft.lr}, {"params": backbone, "lr": ft.lr * ft.backbone_lr_scale}]
+    if ft.optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=ft.lr, momentum=ft.momentum,
+                                                     weight_decay=ft.weight_decay)
+    else:
+        opt = torch.optim.AdamW(groups, lr=ft.lr, weight_decay=ft.weight_decay)
+    probe = min(ft.probe_epochs, epochs)
+    rest = max(epochs - probe, 1)
+
+    def tuned(epoch: int) -> float:  # after probing: cosine from the group's rate to zero
+        return 0.5 * (1 + math.cos(math.pi * (epoch - probe) / rest))
+
+    def head_factor(epoch: int) -> float:
+        return ft.probe_lr / ft.lr if epoch < probe else tuned(epoch)
+
+    def backbone_factor(epoch: int) -> float:
+        return 0.0 if epoch < probe else tuned(epoch)
+
+    schedule = lr_scheduler.LambdaLR(opt, [head_factor, backbone_factor])  # one rate rule per group
+
+    def freeze_while_probing(_model: nn.Module, epoch: int) -> None:
+        for p in backbone:  # frozen BatchNorms keep their running statistics (core.loop.train_mode)
+            p.requires_grad_(epoch >= probe)
+    return opt, schedule, freeze_while_probing

@@ -40,10 +40,11 @@ def student_seed(seed: int, distill_seed: int) -> int:
     return distill_seed if distill_seed >= 0 else seed + 1
 
 
-def build_student(recipe: DistillConfig, classes: int, seed: int) -> nn.Module:
-    """The student at `seed`: distill.arch, its starting weights and head, the encoder frozen when asked."""
+def build_student(recipe: DistillConfig, classes: int, seed: int, new_head_std: float | None = None) -> nn.Module:
+    """The student at `seed`: distill.arch, its starting weights and head (a new head at N(0,
+    `new_head_std`) on a pretrained start), the encoder frozen when asked."""
     torch.manual_seed(seed)
-    model = build_model(recipe.arch, classes, recipe.weights, head_hidden=recipe.head_hidden)
+    model = build_model(recipe.arch, classes, recipe.weights, head_hidden=recipe.head_hidden, new_head_std=new_head_std)
     if recipe.freeze_encoder:
         freeze_encoder(model)
     return model

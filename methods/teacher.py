@@ -34,5 +34,6 @@ def train_teacher(trainer: Trainer, recipe: TeacherConfig, run: TrainRun) -> tup
     """A teacher built at `run.seed` and trained with CE (label smoothing, mixup/cutmix and the
     augment preset from the settings) on `trainer`'s data."""
     torch.manual_seed(run.seed)
-    model = build_model(recipe.arch, len(trainer.data.classes), recipe.weights, recipe.dropout, recipe.head_hidden)
+    model = build_model(recipe.arch, len(trainer.data.classes), recipe.weights, recipe.dropout, recipe.head_hidden,
+                        new_head_std=run.finetune.head_init_std if run.finetune else None)
     return model, trainer.fit(model, run)

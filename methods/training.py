@@ -8,6 +8,7 @@ augmentation preset). Stages build both; nothing here reads a stage's Context.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -18,13 +19,15 @@ from compress.core.config import DataConfig, TrainConfig
 from compress.core.data import Dataset
 from compress.core.distributed import rank, world_size
 from compress.core.errors import CompressError
+from compress.core.heads import head_module
 from compress.core.image_store import DecodedOnRead, DiskImages
 from compress.core.loader import TrainLoader, default_workers
 from compress.core.loop import LossFn, Recipe, TrainingState, evaluate, fit, prepare
 from compress.methods.kd.logit import cross_entropy
 from compress.methods.kd.objective import Objective
-from compress.methods.recipe import make_optimizer, make_scheduler
+from compress.methods.recipe import FineTune, finetune_optimization, make_optimizer, make_scheduler, scratch_description
 
+log = logging.getLogger("compress")
 
 @dataclass(frozen=True)
 class TrainRun:
@@ -38,6 +41,12 @@ class TrainRun:
     lr: float
     seed: int
     augment: str
+    finetune: FineTune | None = None  # a pretrained start: LP-FT instead of the train.* recipe at `lr`
+
+    def describe(self, train_cfg: TrainConfig) -> str:
+        """The recipe this training follows, in words (terminal, manifest, report, card)."""
+        return self.finetune.describe(self.epochs) if self.finetune else scratch_description(train_cfg, self.lr,
+                                                                                             self.epochs)
 
 
 @dataclass(frozen=True)
@@ -67,8 +76,14 @@ class Trainer:
         extra = objective.trainable_modules() if objective else ()
         for module in (model, *extra):
             prepare(module, self.device)
-        optimizer = make_optimizer([p for m in (model, *extra) for p in m.parameters() if p.requires_grad],
-                                   self.train_cfg, run.lr)
+        start = None
+        if run.finetune:
+            optimizer, schedule, start = finetune_optimization(run.finetune, model, head_module(model), extra, run.epochs)
+        else:
+            optimizer = make_optimizer([p for m in (model, *extra) for p in m.parameters() if p.requires_grad],
+                                       self.train_cfg, run.lr)
+            schedule = make_scheduler(optimizer, self.train_cfg, run.epochs)
+        log.info("%s: %s", run.name, run.describe(self.train_cfg))
         trained = self._data_parallel(model, objective) if self.distributed else model
         in_memory = not isinstance(self.data.train.images, DiskImages | DecodedOnRead)
         with TrainLoader(self.data.train, self.data_cfg, run.seed, augment=run.augment, mixup=self.train_cfg.mixup,
@@ -77,7 +92,7 @@ class Trainer:
                          rank=rank() if self.distributed else 0,
                          world=world_size() if self.distributed else 1) as loader:
             recipe = Recipe(
-                optimizer=optimizer, scheduler=make_scheduler(optimizer, self.train_cfg, run.epochs), epochs=run.epochs,
+                optimizer=optimizer, scheduler=schedule, epochs=run.epochs, on_epoch_start=start,
                 batches=loader.epoch, steps_per_epoch=len(loader), device=self.device, extra_modules=extra,
                 on_epoch_end=objective.epoch_end if objective else None, distributed=self.distributed)
             state = TrainingState(run.state_path, run.key, model, recipe, objective.state_objects() if objective else ())

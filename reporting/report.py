@@ -125,6 +125,8 @@ def report_blocks(report: Report) -> list[Block]:
         blocks += class_counts_blocks(report)
     if report.origins:
         blocks.append(Paragraph([f"Models: {name} {words}." for name, words in report.origins.items()]))
+    if report.recipes:
+        blocks.append(Paragraph([f"Trained: {name}: {words}." for name, words in report.recipes.items()]))
     blocks.append(Paragraph(headline(report)))
     note = contention_note(report)
     if note:

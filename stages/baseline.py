@@ -7,6 +7,7 @@ from compress.core.config import Config
 from compress.core.roster import BASELINE, checkpoint_path
 from compress.core.stage import Context
 from compress.core.weights import WeightsSource
+from compress.methods.recipe import choose_recipe
 from compress.methods.student import build_student, train_student
 from compress.stages.training_stage import StudentStage
 
@@ -20,7 +21,7 @@ class BaselineStage(StudentStage):
     distributed = True  # DDP under torchrun
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        return ("data", "train", *STUDENT_KEYS)  # no loss, alpha or temperature: sweep cells share it
+        return ("data", "train", "finetune", *STUDENT_KEYS)  # no loss, alpha or temperature: sweep cells share it
 
     def enabled(self, cfg: Config) -> bool:
         return cfg.distill.baseline
@@ -33,7 +34,8 @@ class BaselineStage(StudentStage):
 
     def run(self, ctx: Context, key: str) -> dict:
         d, seed = ctx.cfg.distill, self.seed(ctx)
-        model = build_student(d, len(ctx.data.classes), seed)
-        history = train_student(self.trainer(ctx), model,
-                                self.train_run(ctx, BASELINE, key, d.epochs, d.lr, seed, d.augment), None)
-        return self.save_student(ctx, model, BASELINE, history, None, "CE")
+        finetune = choose_recipe(ctx.cfg.finetune, d.weights)  # the student's own recipe: a fair twin
+        model = build_student(d, len(ctx.data.classes), seed, finetune.head_init_std if finetune else None)
+        run = self.train_run(ctx, BASELINE, key, d.epochs, d.lr, seed, d.augment, finetune)
+        history = train_student(self.trainer(ctx), model, run, None)
+        return self.save_student(ctx, model, BASELINE, history, None, "CE", run.describe(ctx.cfg.train))

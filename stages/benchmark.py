@@ -68,6 +68,7 @@ class BenchmarkStage(Stage):
             "dataset": dataset,
             "settings": {k: get_key(cfg, k) for k in GATED_SETTINGS},
             "training": {n: info[n]["history"] for n in fp32_models(cfg)},
+            "recipes": {n: info[n]["recipe"] for n in fp32_models(cfg) if info[n].get("recipe")},
             "origins": origins(cfg),
             "quantization": quantization,
             "warnings": ctx.earlier_warnings + dataset.copy_warnings()

@@ -8,6 +8,7 @@ from compress.core.roster import STUDENT, checkpoint_path, teacher_file
 from compress.core.stage import Context
 from compress.core.weights import WeightsSource
 from compress.methods.fitness import check_runs
+from compress.methods.recipe import choose_recipe
 from compress.methods.student import build_student, check_loss_recipe, check_student, describe_loss, train_student
 from compress.stages.training_stage import StudentStage
 
@@ -18,7 +19,7 @@ class DistillStage(StudentStage):
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
         distill = tuple(f"distill.{k}" for k in cfg.section("distill") if k != "baseline")
-        return ("data", "train", *distill, "teacher.onnx", *self.fold_teacher_keys(cfg))
+        return ("data", "train", "finetune", *distill, "teacher.onnx", *self.fold_teacher_keys(cfg))
 
     def check(self, cfg: Config, data: Dataset | None) -> None:
         check_student(cfg.distill)
@@ -37,7 +38,10 @@ class DistillStage(StudentStage):
 
     def run(self, ctx: Context, key: str) -> dict:
         d, trainer, seed = ctx.cfg.distill, self.trainer(ctx), self.seed(ctx)
-        model = build_student(d, len(ctx.data.classes), seed)
+        finetune = choose_recipe(ctx.cfg.finetune, d.weights)
+        model = build_student(d, len(ctx.data.classes), seed, finetune.head_init_std if finetune else None)
         plan = self.distillation(ctx, trainer, d.loss, seed)
-        history = train_student(trainer, model, self.train_run(ctx, STUDENT, key, d.epochs, d.lr, seed, d.augment), plan)
-        return self.save_student(ctx, model, STUDENT, history, plan, describe_loss(d) if plan else "CE")
+        run = self.train_run(ctx, STUDENT, key, d.epochs, d.lr, seed, d.augment, finetune)
+        history = train_student(trainer, model, run, plan)
+        return self.save_student(ctx, model, STUDENT, history, plan, describe_loss(d) if plan else "CE",
+                                 run.describe(ctx.cfg.train))

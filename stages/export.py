@@ -71,4 +71,4 @@ class ExportStage(Stage):
         meta = done.meta
         return {"arch": done.arch, "params": done.params, "macs": done.macs, "parity_max_abs_diff": diff,
                 "pytorch_val_accuracy": meta.get("val_accuracy"), "history": meta.get("history", []),
-                "pruning": meta.get("pruning")}
+                "pruning": meta.get("pruning"), "recipe": meta.get("recipe")}

@@ -85,7 +85,8 @@ class PruneStage(StudentStage):
         final = self.train_run(ctx, PRUNED, key, p.epochs, p.lr, seed, cfg.distill.augment)
         history = train_student(trainer, model, final, self.distillation(ctx, trainer, spec, seed))
         accuracy = history[-1]["val_accuracy"] if history else None
-        meta = dict(meta, pruning=summary, history=history, val_accuracy=accuracy)
+        meta = dict(meta, pruning=summary, history=history, val_accuracy=accuracy,
+                    recipe=f"pruned from the student, then {final.describe(cfg.train)}")
         with ctx.run.atomic(checkpoint_path(PRUNED)) as tmp:
             save_checkpoint(model, tmp, meta)
         final.state_path.unlink(missing_ok=True)

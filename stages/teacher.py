@@ -20,6 +20,7 @@ from compress.core.weights import WeightsSource
 from compress.exports import given_onnx
 from compress.exports.metadata import client_metadata
 from compress.methods.fitness import check_runs
+from compress.methods.recipe import choose_recipe
 from compress.methods.teacher import given_teacher, train_teacher
 from compress.stages.training_stage import TrainingStage
 
@@ -29,7 +30,7 @@ class TeacherStage(TrainingStage):
     distributed = True  # DDP under torchrun
 
     def reads(self, cfg: Config) -> tuple[str, ...]:
-        return ("data", "train", "teacher")
+        return ("data", "train", "teacher", "finetune")
 
     def check(self, cfg: Config, data: Dataset | None) -> None:
         t = cfg.teacher
@@ -64,21 +65,24 @@ class TeacherStage(TrainingStage):
         if cfg.teacher.onnx:
             return self._given_onnx(ctx)
         meta = {"arch": cfg.teacher.arch, "classes": data.classes, "crop": cfg.data.crop}
-        run = self.train_run(ctx, TEACHER, key, cfg.teacher.epochs, cfg.teacher.lr, cfg.seed, cfg.teacher.augment)
+        finetune = None if cfg.teacher.checkpoint else choose_recipe(cfg.finetune, cfg.teacher.weights)
+        run = self.train_run(ctx, TEACHER, key, cfg.teacher.epochs, cfg.teacher.lr, cfg.seed, cfg.teacher.augment,
+                             finetune)
         if cfg.teacher.checkpoint:
             model, given_meta = given_teacher(cfg.teacher.checkpoint, data.classes, cfg.teacher.arch)
             meta.update(arch=given_meta["arch"], source=cfg.teacher.checkpoint, history=[])
             model = model.to(ctx.device)
         else:
             model, history = train_teacher(self.trainer(ctx), cfg.teacher, run)
-            meta.update(source=f"trained from weights={cfg.teacher.weights}", history=history)
+            meta.update(source=f"trained from weights={cfg.teacher.weights}", history=history,
+                        recipe=run.describe(cfg.train))
         accuracy = evaluate(model, data, cfg.data, ctx.device)
         meta["val_accuracy"] = accuracy
         with ctx.run.atomic(checkpoint_path(TEACHER)) as tmp:
             save_checkpoint(model, tmp, meta)
         run.state_path.unlink(missing_ok=True)
         ctx.log(f"teacher: val accuracy {accuracy:.4f}")
-        return {"val_accuracy": accuracy, "history": meta["history"]}
+        return {"val_accuracy": accuracy, "history": meta["history"], "recipe": meta.get("recipe", "given")}
 
     @staticmethod
     def _given_onnx(ctx: Context) -> dict:

@@ -9,6 +9,7 @@ from compress.core.config import Config
 from compress.core.models import save_checkpoint
 from compress.core.roster import checkpoint_path, teacher_file, training_state_path
 from compress.core.stage import Context, Stage
+from compress.methods.recipe import FineTune
 from compress.methods.student import Distillation, distillation, student_seed
 from compress.methods.teacher_signal import TeacherSource, teacher_signal
 from compress.methods.training import Trainer, TrainRun
@@ -22,9 +23,10 @@ class TrainingStage(Stage):
         return Trainer(ctx.data, ctx.cfg.data, ctx.cfg.train, ctx.device, ctx.quiet, ctx.distributed)
 
     @staticmethod
-    def train_run(ctx: Context, name: str, key: str, epochs: int, lr: float, seed: int, augment: str) -> TrainRun:
-        """A training whose resume file is `checkpoints/<name>.training.pt`."""
-        return TrainRun(name, key, ctx.run.path(training_state_path(name)), epochs, lr, seed, augment)
+    def train_run(ctx: Context, name: str, key: str, epochs: int, lr: float, seed: int, augment: str,
+                  finetune: FineTune | None = None) -> TrainRun:
+        """A training whose resume file is `checkpoints/<name>.training.pt` (`finetune`: a pretrained start's recipe)."""
+        return TrainRun(name, key, ctx.run.path(training_state_path(name)), epochs, lr, seed, augment, finetune)
 
 
 class StudentStage(TrainingStage):
@@ -60,13 +62,13 @@ class StudentStage(TrainingStage):
 
     @staticmethod
     def save_student(ctx: Context, model: nn.Module, name: str, history: list[dict], plan: Distillation | None,
-                     loss: str) -> dict:
+                     loss: str, recipe: str = "") -> dict:
         """Write `checkpoints/<name>.pt`, drop its resume file; the manifest summary."""
         accuracy = history[-1]["val_accuracy"] if history else None
         meta = {"arch": ctx.cfg.distill.arch, "classes": ctx.data.classes, "crop": ctx.cfg.data.crop, "loss": loss,
-                "history": history, "val_accuracy": accuracy}
+                "history": history, "val_accuracy": accuracy, "recipe": recipe}
         with ctx.run.atomic(checkpoint_path(name)) as tmp:
             save_checkpoint(model, tmp, meta)
         ctx.run.path(training_state_path(name)).unlink(missing_ok=True)
         return {"val_accuracy": accuracy, "loss": loss, "teacher_signal": plan.source if plan else "none (CE only)",
-                "history": history}
+                "history": history, "recipe": recipe}
