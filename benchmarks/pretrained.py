@@ -24,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+TF_MEAN, TF_STD = 127 / 255, 128 / 255
 ANTS_BEES = {"ants": 310, "bees": 309}  # ImageNet-1k indices of "ant, emmet, pismire" and "bee"
 
 
@@ -80,6 +81,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--recipes", default="lp_ft,scratch")
     ap.add_argument("--out", type=Path, default=Path("runs/pretrained"))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config setting on top, e.g. finetune.probe_lr=0.1 (repeatable)")
     args = ap.parse_args()
     from compress.core.config import Config
     from compress.core.data import load_dataset
@@ -94,8 +97,10 @@ def main() -> None:
     base = Config.from_dict({"data": {"path": args.data, "resize": resize, "crop": args.crop, "augment": "crop_flip"},
                              "teacher": {"arch": "timm:efficientnet_lite0", "weights": str(start),
                                          "epochs": args.epochs}, "device": "cpu"})
-    from compress.core.auto_settings import resolve
-    base, _ = resolve(base)  # data.mean/std: timm's configuration of the model (0.5, 0.5)
+    # the TensorFlow-trained weights expect TF-style inputs ((x - 127) / 128 on 0..255), not ImageNet's
+    # mean/std, which timm's configuration for its own efficientnet_lite0 weights gives
+    base = base.replace({"data.mean": [TF_MEAN] * 3, "data.std": [TF_STD] * 3,
+                         **dict(item.split("=", 1) for item in args.overrides)})
     data = load_dataset(base.data, base.seed)
     print(f"{data.name}: {len(data.train)} train / {len(data.val)} val / "
           f"{len(data.test) if data.test is not None else 0} test images at {args.crop} px; "
@@ -113,7 +118,7 @@ def main() -> None:
         rows.append((recipe, [h["val_accuracy"] for h in summary["history"]], test, summary["recipe"],
                      time.perf_counter() - t0))
     print("\n| recipe | val accuracy per epoch | teacher test | s |\n| --- | --- | ---: | ---: |")
-    for recipe, epochs, test, words, seconds in rows:
+    for recipe, epochs, test, _words, seconds in rows:
         print(f"| {recipe} | {', '.join(f'{a:.4f}' for a in epochs)} | {test:.4f} | {seconds:.0f} |")
     for recipe, *_, words, _s in rows:
         print(f"{recipe}: {words}")

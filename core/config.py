@@ -110,6 +110,9 @@ class FinetuneConfig:
                                                     "adaptive steps move pretrained weights further")
     momentum: float = opt(0.9, "SGD only: the tutorial's value", ge=0)
     weight_decay: float = opt(0.0001, "small: pulling pretrained weights to zero forgets them", ge=0)
+    keep_bn_statistics: bool = opt(True, "BatchNorm layers keep the pretrained running statistics while the "
+                                         "network fine-tunes (their scale and shift still train): batches of 32 "
+                                         "re-estimate ImageNet's statistics badly")
     head_init_std: float = opt(0.01, "the new head starts at N(0, std) with zero bias: timm's own init gave a "
                                      "2-class head |logits| of about 11 on ImageNet features", ge=0)
 

@@ -194,10 +194,10 @@ def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingS
         log.info("%s: resuming after epoch %d of %d", desc, start, recipe.epochs)
     for epoch in range(start, recipe.epochs):
         t0 = time.perf_counter()
-        if recipe.on_epoch_start is not None:
-            recipe.on_epoch_start(model, epoch)
         for module in (model, *recipe.extra_modules):
             train_mode(module)
+        if recipe.on_epoch_start is not None:  # after train_mode: it may put layers back in eval mode
+            recipe.on_epoch_start(model, epoch)
         with tqdm(total=recipe.steps_per_epoch, disable=bar_disabled(quiet), desc=f"{desc} {epoch + 1}/{recipe.epochs}",
                   leave=False, unit="batch") as progress:
             loss = train_one_epoch(model, compute_loss, recipe.optimizer, recipe.batches(epoch), recipe.device, progress,

@@ -59,11 +59,12 @@ class FineTune:
     momentum: float
     weight_decay: float
     head_init_std: float
+    keep_bn_statistics: bool = True
 
     @classmethod
     def from_config(cls, cfg: FinetuneConfig) -> FineTune:
         return cls(cfg.probe_epochs, cfg.probe_lr, cfg.lr, cfg.backbone_lr_scale, cfg.optimizer, cfg.momentum,
-                   cfg.weight_decay, cfg.head_init_std)
+                   cfg.weight_decay, cfg.head_init_std, cfg.keep_bn_statistics)
 
     def describe(self, epochs: int) -> str:
         """The recipe in words, as the terminal, manifest, report and card state it."""
@@ -74,6 +75,7 @@ class FineTune:
         if rest:
             text += (f", then the whole network {rest} epoch{'s' if rest != 1 else ''} (head lr {self.lr:g}, backbone "
                      f"{self.lr * self.backbone_lr_scale:g}, cosine)")
+        text += "; BatchNorm statistics kept" if self.keep_bn_statistics else ""
         return text + f"; {self.optimizer}" + (f" momentum {self.momentum:g}" if self.optimizer == "sgd" else "") + \
             f", weight decay {self.weight_decay:g}"
 
@@ -120,8 +122,14 @@ def finetune_optimization(ft: FineTune, model: nn.Module, head: nn.Module, extra
         return 0.0 if epoch < probe else tuned(epoch)
 
     schedule = lr_scheduler.LambdaLR(opt, [head_factor, backbone_factor])  # one rate rule per group
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and not any(m is h for h in head.modules())]
 
     def freeze_while_probing(_model: nn.Module, epoch: int) -> None:
-        for p in backbone:  # frozen BatchNorms keep their running statistics (core.loop.train_mode)
-            p.requires_grad_(epoch >= probe)
+        tuning = epoch >= probe
+        for p in backbone:
+            p.requires_grad_(tuning)
+        if not tuning or ft.keep_bn_statistics:  # small batches would re-estimate ImageNet's statistics badly
+            for m in norms:
+                m.eval()
     return opt, schedule, freeze_while_probing
