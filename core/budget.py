@@ -1,6 +1,7 @@
-"""The one accuracy-budget rule every choice uses (int8 layout, ExecuTorch program, mixed
-precision, the deployable): a candidate may lose at most `max_drop` points of top-1 accuracy
-against its reference, measured on the same images."""
+"""The rules every choice uses (int8 layout, ExecuTorch program, mixed precision, prune round, the
+deployable): a candidate may lose at most `max_drop` points of top-1 accuracy against its
+reference, measured on the same images; and a model that predicts one class for every image is
+degenerate (its accuracy is that class's share of the split), never chosen whatever its figures."""
 from __future__ import annotations
 
 import numpy as np
@@ -24,3 +25,11 @@ def selection_accuracy(predicted: np.ndarray, labels: np.ndarray, metric: str = 
     if metric == "balanced":
         return float(np.mean([(predicted[labels == c] == c).mean() for c in np.unique(labels)]))
     return float((predicted == labels).mean())
+
+
+def single_class(predicted: np.ndarray, classes: int) -> int | None:
+    """The class a degenerate model predicts for every image, or None. With two or more classes a
+    model that never varies its answer has learnt nothing about the images (a collapsed run, a head
+    trained on a majority class), however near the majority share its accuracy looks."""
+    seen = np.unique(np.asarray(predicted))
+    return int(seen[0]) if classes > 1 and seen.size == 1 else None

@@ -285,6 +285,7 @@ class ModelReport:
     agreement_with_reference: float | None = _omit()  # when the reference is not the teacher
     top5_accuracy: float | None = _omit()  # more than 5 classes
     balanced_accuracy: float | None = _omit()  # mean per-class recall (classes present in the split)
+    predicts_one_class: str | None = _omit()  # degenerate: the one class it predicts for every image
     latency_ms: Latency
     latency_ms_by_batch: dict[str, Latency]
     throughput_ips: float
@@ -359,6 +360,7 @@ class ParetoPoint:
     megabytes: float
     vendor_ops: list[str] = field(default_factory=list)
     on_front: bool = False
+    predicts_one_class: str | None = _omit()  # degenerate on val: flagged, never chosen
 
 
 @dataclass

@@ -26,10 +26,13 @@ def _pruning_line(config: dict, pruning: dict | None) -> str:
     if not config["prune"]["enabled"] or not pruning:
         return "off"
     target = pruning.get("target", "macs")
+    how = (f"target accuracy: at most {pruning.get('target_value')} val points below the unpruned student, in "
+           f"rounds each followed by a short distillation fine-tune; the last round within it ships"
+           if target == "accuracy" else
+           f"target {target} = {pruning.get('target_value')}, then a distillation fine-tune")
     return (f"structured (torch-pruning, {pruning.get('importance')} importance, "
-            f"{'global' if pruning.get('global_pruning') else 'uniform'}), target {target} = "
-            f"{pruning.get('target_value')}; reached {pruning['params_ratio']:.3f}× params and "
-            f"{pruning['macs_ratio']:.3f}× MACs of the student, then a distillation fine-tune")
+            f"{'global' if pruning.get('global_pruning') else 'uniform'}), {how}; reached "
+            f"{pruning['params_ratio']:.3f}× params and {pruning['macs_ratio']:.3f}× MACs of the student")
 
 
 @dataclass
@@ -50,6 +53,18 @@ class CardFacts:
     in_graph: dict | None = None  # agreement of model_with_preprocessing.onnx with the documented recipe
     choice: dict | None = None  # a search: the rule, the chosen point, the runner-up and what it would cost
     student: str | None = None  # the chosen point's architecture, when it is not config's distill.arch
+    vs_student: VsStudent | None = None  # what pruning and int8 cost against the unpruned fp32 student
+
+
+@dataclass(frozen=True)
+class VsStudent:
+    """The deployable against the unpruned fp32 student it was made from, in accuracy points on
+    val (what the budget reads) and on the report split."""
+
+    name: str
+    val_points: float  # deployable minus student, x100
+    report_points: float
+    budget: float  # deploy.max_accuracy_drop
 
 
 def _recipes(f: CardFacts) -> str:
@@ -149,13 +164,29 @@ def _quality(f: CardFacts, m: ModelReport) -> str:
                        if f.name in (c.model, c.against) or c.against.endswith(BASELINE))
     return f"""## Quality ({split} split, {size} images of {d.name if d else 'the data'}, through ONNX Runtime; {caveat})
 - top-1 accuracy: {m.accuracy:.4f}{_interval(m)} (teacher: {reference.accuracy:.4f}, Δ {100 * delta:+.2f} points){top5}{balanced}{compared}{copies}
-- agreement with the teacher's top-1: {m.agreement:.4f}
+{_vs_student(f, split)}{_degenerate(m, split)}- agreement with the teacher's top-1: {m.agreement:.4f}
 - expected calibration error: {m.ece:.4f}
 
 | class | images | accuracy |
 |---|---:|---:|
 {per_class}
 """
+
+
+def _vs_student(f: CardFacts, split: str) -> str:
+    v = f.vs_student
+    if v is None:
+        return ""
+    verdict = "within" if v.val_points >= -v.budget - 1e-9 else "OUTSIDE"
+    return (f"- {v.val_points:+.2f} pts vs the unpruned student ({v.name}) on val, {verdict} the "
+            f"{v.budget:g}-point budget; {v.report_points:+.2f} pts on {split}\n")
+
+
+def _degenerate(m: ModelReport, split: str) -> str:
+    if m.predicts_one_class is None:
+        return ""
+    return (f"- ⚠ DEGENERATE: it predicts {m.predicts_one_class!r} for every {split} image; its accuracy is that "
+            f"class's share (shipped because deploy.allow_degenerate = true)\n")
 
 
 def _speed(m: ModelReport, env: Environment, contention: Contention | None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from compress.core.budget import single_class
 from compress.exports.session import softmax
 from compress.measure.stats import accuracy_with_interval
 
@@ -44,6 +45,9 @@ def accuracy_figures(logits: np.ndarray, labels: np.ndarray, classes: list[str],
         "agreement_with_teacher": float((predicted == (predicted if teacher_predicted is None
                                                        else teacher_predicted)).mean()),
     }
+    one = single_class(predicted, len(classes))
+    if one is not None:  # degenerate: the accuracy above is that class's share of the split
+        figures["predicts_one_class"] = classes[one]
     recalls = [v for v in per_class.values() if v is not None]
     figures["balanced_accuracy"] = float(np.mean(recalls)) if recalls else float("nan")
     if len(classes) > 5:

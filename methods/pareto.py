@@ -11,7 +11,9 @@ accuracy and latency. The rule (`deploy.objective`):
 
 Ties (p50 within TIE_MS, or equal accuracy) break by size, then by fewer steps from the student
 (a prune round and an int8 conversion are a step each). A budget nothing meets is refused in one
-line naming the closest point: nothing is chosen as if it had been met.
+line naming the closest point: nothing is chosen as if it had been met. A degenerate point (one
+class predicted for every val image) stays on the plot and the front, flagged, but is never
+eligible, nor the reference the budget is measured from.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ class Point:
     accuracy: float  # on val: what the choice reads
     p50_ms: float  # batch 1, on the target runtime
     megabytes: float
+    predicts_one_class: str | None = None  # degenerate: never chosen
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,12 @@ def _order(p: Point, speed_first: bool) -> tuple:
 
 def choose(points: list[Point], objective: str, max_accuracy_drop: float, max_latency_ms: float = 0.0,
            max_size_mb: float = 0.0) -> Choice:
-    """The point the rule picks and the runner-up; CompressError naming the closest point when none qualifies."""
+    """The point the rule picks and the runner-up; CompressError naming the closest point when none
+    qualifies, or saying that every point is degenerate."""
+    points = [p for p in points if p.predicts_one_class is None]
+    if not points:
+        raise CompressError("every point predicts one class for every val image (degenerate); nothing was "
+                            "deployed: train longer, lower the learning rate or check the labels")
     if objective == "most_accurate_under":
         if max_latency_ms <= 0:
             raise CompressError("deploy.objective = most_accurate_under needs deploy.max_latency_ms > 0")

@@ -29,6 +29,7 @@ from compress.core.roster import MANIFEST
 from compress.core.rundir import RunDir, sha256_file, sha256_json
 from compress.core.source_digest import changed, code_files
 from compress.core.stage import Context, Stage
+from compress.methods.student_size import arch_size, not_smaller_warning, teacher_size
 from compress.stages.baseline import BaselineStage
 from compress.stages.benchmark import BenchmarkStage
 from compress.stages.distill import DistillStage
@@ -57,7 +58,18 @@ def preflight(cfg: Config, data: Dataset | None = None, stages: Sequence[Stage] 
     data = data or load_dataset(cfg.data, cfg.seed)
     for stage in enabled:
         stage.check(cfg, data)
+    if not cfg.distill.archs and is_main():  # a search's students are points like any other
+        warning = student_size_warning(cfg, len(data.classes))
+        if warning:
+            log.warning(warning)
     return data
+
+
+def student_size_warning(cfg: Config, classes: int) -> str | None:
+    t, crop = cfg.teacher, cfg.data.crop
+    teacher = t.onnx or t.checkpoint or t.arch
+    return not_smaller_warning(cfg.distill.arch, arch_size(cfg.distill.arch, classes, crop), teacher,
+                               teacher_size(t.onnx, t.checkpoint, t.arch, classes, crop), classes, crop)
 
 
 # where decoded images are kept and how many processes feed training change no result (the loader

@@ -171,7 +171,8 @@ def pareto(section: Pareto, val_images: int) -> bytes:
             low, high = wilson(round(p.accuracy * val_images), val_images)
             ax.errorbar(p.p50_ms, y, yerr=[[y - 100 * low], [100 * high - y]], color="lightgray", zorder=1)
         chosen = p.name == section.chosen
-        ax.scatter(p.p50_ms, y, s=160 if chosen else 36, marker="*" if chosen else ("o" if p.fp32 else "s"),
+        marker = "*" if chosen else ("x" if p.predicts_one_class is not None else ("o" if p.fp32 else "s"))
+        ax.scatter(p.p50_ms, y, s=160 if chosen else 36, marker=marker,
                    color="tab:red" if chosen else colours[p.student], zorder=3,
                    label=p.student if p.steps == 0 and p.fp32 else None)
     line = sorted((p for p in points if p.on_front), key=lambda p: p.p50_ms)
@@ -184,5 +185,5 @@ def pareto(section: Pareto, val_images: int) -> bytes:
     if points:
         _accuracy_axis(ax, [100 * p.accuracy for p in points])
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, title="circle fp32, square int8, star chosen", title_fontsize=7)
+    ax.legend(fontsize=8, title="circle fp32, square int8, x degenerate, star chosen", title_fontsize=7)
     return png(fig)

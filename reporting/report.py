@@ -159,6 +159,8 @@ def pareto_blocks(report: Report) -> list[Block]:
     for point in sorted(p.points, key=lambda q: q.p50_ms):
         m = report.models[point.name]
         mark = " ★" if point.name == p.chosen else (" (runner-up)" if point.name == p.runner_up else "")
+        if point.predicts_one_class is not None:
+            mark += f" ⚠ degenerate: always {point.predicts_one_class!r}, never chosen"
         rows.append([point.name + mark, point.student, str(point.steps), "yes" if point.on_front else "",
                      f"{point.accuracy:.4f}", f"{m.accuracy:.4f}", f"{point.p50_ms:.2f}", f"{point.megabytes:.2f}"])
     rule = (f"Chosen by `deploy.objective = {p.objective}`: {p.rule}; on {p.runtime}, ties by size, then "

@@ -62,6 +62,10 @@ class BenchmarkStage(Stage):
                     "device": torch.cuda.get_device_name(0), "precision": "fp32", "latency_ms_by_batch": by_batch,
                     "throughput_ips": int(largest) * 1000.0 / by_batch[largest]["p50"]}
         quantization = QuantizeDecision.read(ctx.run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
+        for name, m in measured["models"].items():
+            if m.get("predicts_one_class") is not None:
+                ctx.warn(f"{name} is degenerate: it predicts {m['predicts_one_class']!r} for every {split} image "
+                         f"(accuracy {m['accuracy']:.4f} is that class's share)")
         dataset = dataset_info(data)
         report = Report.from_dict({
             **measured,
@@ -71,7 +75,7 @@ class BenchmarkStage(Stage):
             "recipes": {n: info[n]["recipe"] for n in fp32_models(cfg) if info[n].get("recipe")},
             "origins": origins(cfg),
             "quantization": quantization,
-            "warnings": ctx.earlier_warnings + dataset.copy_warnings()
+            "warnings": ctx.earlier_warnings + ctx.warnings + dataset.copy_warnings()
             + runtime_warnings(measured.get("runtimes", {})),
         }, "the benchmark")
         ctx.run.write_json(REPORT_JSON, report.to_dict())

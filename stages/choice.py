@@ -49,7 +49,8 @@ class ChoiceStage(Stage):
         index, measured = run.read_json(POINTS), run.read_json(MEASURED)
         p50 = target_p50(measured, d.target)
         points = [Point(n, p["student"], p["steps"], p["fp32"], p["val_accuracy"], p50[n],
-                        run.path(p["onnx"]).stat().st_size / 1e6) for n, p in index["points"].items()]
+                        run.path(p["onnx"]).stat().st_size / 1e6, p.get("predicts_one_class"))
+                  for n, p in index["points"].items()]
         on_front = front(points)
         pareto: dict = {"objective": d.objective, "runtime": runtime_name(d.target),
                         "budget": {"max_accuracy_drop": d.max_accuracy_drop, "max_latency_ms": d.max_latency_ms,

@@ -10,9 +10,11 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from compress.core.budget import selection_accuracy
 from compress.core.config import Config, section_names
 from compress.core.data import raw_rgb
 from compress.core.documents import QuantizeDecision, Report
+from compress.core.errors import CompressError
 from compress.core.provenance import git_commit
 from compress.core.roster import (
     DEPLOY_CARD,
@@ -28,6 +30,7 @@ from compress.core.roster import (
     PRUNED,
     QUANTIZE_INFO,
     REPORT_JSON,
+    STUDENT,
     TEACHER,
     all_models,
     deployable,
@@ -37,8 +40,9 @@ from compress.core.roster import (
 from compress.core.rundir import sha256_json
 from compress.core.stage import Context, Stage
 from compress.exports.deploy_folder import package_onnx
-from compress.exports.model_card import CardFacts, render
+from compress.exports.model_card import CardFacts, VsStudent, render
 from compress.exports.onnx import read_metadata
+from compress.exports.session import cpu_session, run_logits
 from compress.methods.student import describe_loss
 
 AGREEMENT_IMAGES = 64  # report-split images on which the in-graph preprocessing is checked
@@ -66,6 +70,11 @@ class PackageStage(Stage):
         cfg, run = ctx.cfg, ctx.run
         report = Report.read(run.path(REPORT_JSON))
         made = self._search_choice(ctx, report) if cfg.distill.archs else self._run_choice(ctx)
+        one = report.models[made.name].predicts_one_class if made.name in report.models else None
+        if one is not None and not cfg.deploy.allow_degenerate:
+            raise CompressError(f"the deployable {made.name} predicts {one!r} for every {report.figures_from} image "
+                                f"(degenerate); nothing was written to deploy/ (report.md has its figures): train "
+                                f"longer or at a lower learning rate, or set deploy.allow_degenerate = true to ship it")
         split = ctx.data.split(ctx.data.report_split)
         in_graph = package_onnx(made.source, run.root, [raw_rgb(src) for src in split.sources[:AGREEMENT_IMAGES]],
                                 None if cfg.export.dynamic_batch else cfg.export.batch_size, cfg.export.ort,
@@ -74,6 +83,7 @@ class PackageStage(Stage):
         if cfg.deploy.target == "executorch" and decision and decision.executorch:  # fastest within the budget
             with run.atomic(DEPLOY_PTE) as tmp:
                 shutil.copyfile(run.path(decision.executorch.file), tmp)
+        vs_student = self._vs_student(ctx, report, made)
         teacher = {"arch": made.info[TEACHER]["arch"], "val_accuracy": report.models[TEACHER].accuracy,
                    "source": (report.origins or {}).get(TEACHER, "")}
         card = render(CardFacts(name=made.name, onnx_file=run.path(DEPLOY_ONNX),
@@ -81,11 +91,34 @@ class PackageStage(Stage):
                                 report=report, config=made.config, config_hash=sha256_json(made.config)[:16],
                                 teacher=teacher, student_loss=describe_loss(cfg.distill), git_commit=git_commit(),
                                 pruning=(made.info.get(PRUNED) or {}).get("pruning") if made.pruned else None,
-                                in_graph=in_graph, choice=made.choice,
+                                in_graph=in_graph, choice=made.choice, vs_student=vs_student,
                                 student=read_metadata(made.source).get("arch", made.name)))
         run.write_text(DEPLOY_CARD, card)
         ctx.log(f"package: {made.name} -> deploy/ ({', '.join(p.split('/')[-1] for p in self.outputs(cfg))})")
         return {"deployable": made.name, "files": self.outputs(cfg), "preprocessing_in_graph": in_graph}
+
+    @staticmethod
+    def _vs_student(ctx: Context, report: Report, made: Made) -> VsStudent | None:
+        """The deployable against the unpruned fp32 student (a search: the most accurate one), both
+        files run on val here, so the card states what pruning and int8 cost in the budget's terms."""
+        cfg, run = ctx.cfg, ctx.run
+        if report.pareto:
+            students = [p for p in report.pareto.points if p.fp32 and p.steps == 0 and p.predicts_one_class is None]
+            name = max(students, key=lambda p: p.accuracy).name if students else None
+        else:
+            name = STUDENT
+        if name is None or name == made.name:
+            return None
+        val, labels = ctx.data.val_inputs(cfg.data).numpy(), ctx.data.val.labels.numpy()
+
+        def val_accuracy(path: Path) -> float:
+            return selection_accuracy(run_logits(cpu_session(path, cfg.bench.threads), val).argmax(1), labels,
+                                      cfg.bench.metric)
+
+        student_file = run.path(report.models[name].onnx)
+        return VsStudent(name, 100 * (val_accuracy(made.source) - val_accuracy(student_file)),
+                         100 * (report.models[made.name].accuracy - report.models[name].accuracy),
+                         cfg.deploy.max_accuracy_drop)
 
     @staticmethod
     def _run_choice(ctx: Context) -> Made:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.core.budget import selection_accuracy
+from compress.core.budget import selection_accuracy, single_class
 from compress.core.config import Config
 from compress.core.data import calibration_batch
 from compress.core.errors import summary
@@ -105,8 +105,14 @@ class PointsStage(Stage):
                                                   "onnx": rel, "fp32": False, "source": name}
         for info in points.values():
             predicted = run_logits(cpu_session(run.path(info["onnx"]), cfg.bench.threads), val).argmax(1)
+            one = single_class(predicted, len(ctx.data.classes))
             info.update(val_accuracy=selection_accuracy(predicted, labels, cfg.bench.metric),
-                        sha256=run.sha256(info["onnx"]), vendor_ops=vendor_domains(run.path(info["onnx"])))
+                        sha256=run.sha256(info["onnx"]), vendor_ops=vendor_domains(run.path(info["onnx"])),
+                        predicts_one_class=None if one is None else ctx.data.classes[one])
+        for name, info in points.items():
+            if info["predicts_one_class"] is not None:
+                ctx.warn(f"{name} is degenerate: it predicts {info['predicts_one_class']!r} for every val image "
+                         f"(accuracy {info['val_accuracy']:.4f} is that class's share); it is never chosen")
         teacher = f"{student_folder(cfg.distill.archs[0])}/{onnx_path(TEACHER)}"
         baselines = {f"{student_folder(a).split('/')[-1]}_{BASELINE}": f"{student_folder(a)}/{onnx_path(BASELINE)}"
                      for a in cfg.distill.archs} if cfg.distill.baseline else {}

@@ -1,6 +1,6 @@
-"""Stage `prune`: structured channel pruning of the distilled student (compress.methods.pruning)
-to a target MACs ratio, params ratio or measured latency, then a distillation fine-tune to
-recover accuracy; writes the checkpoint `student_pruned`, which carries every layer's channel
+"""Stage `prune`: structured channel pruning of the distilled student (compress.methods.pruning),
+by default in rounds while val accuracy holds the budget (the last such round ships, as measured),
+or to a target MACs ratio, params ratio or measured latency followed by a distillation fine-tune; writes the checkpoint `student_pruned`, which carries every layer's channel
 counts, so it reloads with `weights_only=True`."""
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class PruneStage(StudentStage):
             run.state_path.unlink(missing_ok=True)
             return history
 
-        rounds = []
+        rounds, shipped, start = [], None, None
         if p.target == "latency":
             val = ctx.data.val_inputs(cfg.data).numpy()
             start_ms = onnx_p50_ms(model, cfg.data, cfg.export.opset, cfg.bench, val)
@@ -69,8 +69,11 @@ class PruneStage(StudentStage):
                 ctx.warn(f"prune.target_latency_ms = {p.target_latency_ms} not met after {p.max_rounds} rounds: "
                          f"{rounds[-1]['p50_ms']:.2f} ms (unpruned {start_ms:.2f} ms); raise prune.max_rounds")
         elif p.target == "accuracy":
-            rounds, model = self._accuracy_rounds(ctx, pruner, meta, fine_tune, seed, key)
+            rounds, model, start, round_meta = self._accuracy_rounds(ctx, pruner, meta, fine_tune, seed, key)
             pruner.model = model  # the round that ships, in place of the last one tried
+            shipped = next((r for r in reversed(rounds) if r["within_budget"]), None)
+            if shipped is None:
+                pruner.steps = 0  # the unpruned student ships
         elif p.target == "params":
             pruner.prune_until(lambda _macs, params: params <= p.params_ratio)
         else:
@@ -82,21 +85,29 @@ class PruneStage(StudentStage):
                        accuracy_rounds=rounds if p.target == "accuracy" else [])
         ctx.log(f"pruned: MACs {summary['macs_before']:,} -> {summary['macs_after']:,} ({summary['macs_ratio']:.3f}x), "
                 f"params {summary['params_ratio']:.3f}x in {summary['steps']} steps")
-        final = self.train_run(ctx, PRUNED, key, p.epochs, p.lr, seed, cfg.distill.augment)
-        history = train_student(trainer, model, final, self.distillation(ctx, trainer, spec, seed))
-        accuracy = history[-1]["val_accuracy"] if history else None
-        meta = dict(meta, pruning=summary, history=history, val_accuracy=accuracy,
-                    recipe=f"pruned from the student, then {final.describe(cfg.train)}")
+        if p.target == "accuracy":  # the round that ships, exactly as it was measured against the budget
+            history = round_meta.get("history", []) if shipped else []
+            accuracy = shipped["val_accuracy"] if shipped else start
+            how = self.train_run(ctx, PRUNED, key, p.round_epochs, p.lr, seed, cfg.distill.augment).describe(cfg.train)
+            recipe = (f"pruned from the student in {shipped['round']} rounds of {ROUND_MACS_CUT:.0%} MACs, each "
+                      f"followed by {how}" if shipped else "not pruned: even one round lost more than the budget")
+        else:
+            final = self.train_run(ctx, PRUNED, key, p.epochs, p.lr, seed, cfg.distill.augment)
+            history = train_student(trainer, model, final, self.distillation(ctx, trainer, spec, seed))
+            accuracy = history[-1]["val_accuracy"] if history else None
+            recipe = f"pruned from the student, then {final.describe(cfg.train)}"
+            final.state_path.unlink(missing_ok=True)
+        meta = dict(meta, pruning=summary, history=history, val_accuracy=accuracy, recipe=recipe)
         with ctx.run.atomic(checkpoint_path(PRUNED)) as tmp:
             save_checkpoint(model, tmp, meta)
-        final.state_path.unlink(missing_ok=True)
         return {**summary, "val_accuracy": accuracy, "history": history}
 
     def _accuracy_rounds(self, ctx: Context, pruner: Pruner, meta: dict, fine_tune, seed: int, key: str):
         """Prune ROUND_MACS_CUT more MACs per round, fine-tune briefly, measure val accuracy; stop after
         the first round below the budget (deploy.max_accuracy_drop points under the unpruned student)
         or prune.max_rounds. Every round is kept as a checkpoint (a point a search chooses from,
-        listed in checkpoints/prune_rounds.json); the last round within the budget ships."""
+        listed in checkpoints/prune_rounds.json); the last round within the budget ships, or the
+        unpruned student when not even round 1 held it (shipped_round 0)."""
         cfg, p = ctx.cfg, ctx.cfg.prune
         start = evaluate(pruner.model, ctx.data, cfg.data, ctx.device)
         floor = start - cfg.deploy.max_accuracy_drop / 100
@@ -116,11 +127,11 @@ class PruneStage(StudentStage):
                     f"budget {cfg.deploy.max_accuracy_drop:g} points)")
             if not rounds[-1]["within_budget"]:
                 break
-        kept = [r for r in rounds if r["within_budget"]] or rounds[:1]
-        if not any(r["within_budget"] for r in rounds):
+        kept = [r for r in rounds if r["within_budget"]]
+        if not kept:
             ctx.warn(f"prune.target = accuracy: even round 1 lost more than {cfg.deploy.max_accuracy_drop:g} val points "
-                     f"({rounds[0]['val_accuracy']:.4f} vs {start:.4f}); it is kept as the pruned student")
+                     f"({rounds[0]['val_accuracy']:.4f} vs {start:.4f}); the unpruned student is kept as the pruned one")
         ctx.run.write_json(PRUNE_ROUNDS, {"unpruned_val_accuracy": start, "floor": floor, "rounds": rounds,
-                                          "shipped_round": kept[-1]["round"]})
-        model, _ = load_model(ctx.run.path(kept[-1]["checkpoint"]))
-        return rounds, model
+                                          "shipped_round": kept[-1]["round"] if kept else 0})
+        model, round_meta = load_model(ctx.run.path(kept[-1]["checkpoint"] if kept else checkpoint_path(STUDENT)))
+        return rounds, model, start, round_meta
