@@ -33,3 +33,9 @@ def single_class(predicted: np.ndarray, classes: int) -> int | None:
     trained on a majority class), however near the majority share its accuracy looks."""
     seen = np.unique(np.asarray(predicted))
     return int(seen[0]) if classes > 1 and seen.size == 1 else None
+
+
+def degenerate_warning(name: str, predicted_class: str, split: str, accuracy: float) -> str:
+    """The one line every stage that measures a degenerate model says about it."""
+    return (f"{name} is degenerate: it predicts {predicted_class!r} for every {split} image "
+            f"(accuracy {accuracy:.4f} is that class's share)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from compress.core.budget import degenerate_warning
 from compress.core.config import Config, get_key
 from compress.core.data import Dataset
 from compress.core.documents import DatasetInfo, QuantizeDecision, Report
@@ -64,8 +65,7 @@ class BenchmarkStage(Stage):
         quantization = QuantizeDecision.read(ctx.run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
         for name, m in measured["models"].items():
             if m.get("predicts_one_class") is not None:
-                ctx.warn(f"{name} is degenerate: it predicts {m['predicts_one_class']!r} for every {split} image "
-                         f"(accuracy {m['accuracy']:.4f} is that class's share)")
+                ctx.warn(degenerate_warning(name, m["predicts_one_class"], split, m["accuracy"]))
         dataset = dataset_info(data)
         report = Report.from_dict({
             **measured,

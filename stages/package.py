@@ -70,7 +70,7 @@ class PackageStage(Stage):
         cfg, run = ctx.cfg, ctx.run
         report = Report.read(run.path(REPORT_JSON))
         made = self._search_choice(ctx, report) if cfg.distill.archs else self._run_choice(ctx)
-        one = report.models[made.name].predicts_one_class if made.name in report.models else None
+        one = report.models[made.name].predicts_one_class
         if one is not None and not cfg.deploy.allow_degenerate:
             raise CompressError(f"the deployable {made.name} predicts {one!r} for every {report.figures_from} image "
                                 f"(degenerate); nothing was written to deploy/ (report.md has its figures): train "
@@ -99,15 +99,22 @@ class PackageStage(Stage):
 
     @staticmethod
     def _vs_student(ctx: Context, report: Report, made: Made) -> VsStudent | None:
-        """The deployable against the unpruned fp32 student (a search: the most accurate one), both
-        files run on val here, so the card states what pruning and int8 cost in the budget's terms."""
+        """The deployable against the unpruned fp32 student on val, so the card states what pruning
+        and int8 cost in the budget's terms: a search's points carry it; a single run's two files
+        are run on val here."""
         cfg, run = ctx.cfg, ctx.run
-        if report.pareto:
+        budget = cfg.deploy.max_accuracy_drop
+        if report.pareto:  # every point's val accuracy was measured by the points stage: nothing to rerun
             students = [p for p in report.pareto.points if p.fp32 and p.steps == 0 and p.predicts_one_class is None]
-            name = max(students, key=lambda p: p.accuracy).name if students else None
-        else:
-            name = STUDENT
-        if name is None or name == made.name:
+            if not students:
+                return None
+            best, chosen = max(students, key=lambda p: p.accuracy), report.pareto.point(made.name)
+            if best.name == made.name:
+                return None
+            return VsStudent(best.name, 100 * (chosen.accuracy - best.accuracy),
+                             100 * (report.models[made.name].accuracy - report.models[best.name].accuracy), budget)
+        name = STUDENT
+        if name == made.name:
             return None
         val, labels = ctx.data.val_inputs(cfg.data).numpy(), ctx.data.val.labels.numpy()
 
@@ -117,8 +124,7 @@ class PackageStage(Stage):
 
         student_file = run.path(report.models[name].onnx)
         return VsStudent(name, 100 * (val_accuracy(made.source) - val_accuracy(student_file)),
-                         100 * (report.models[made.name].accuracy - report.models[name].accuracy),
-                         cfg.deploy.max_accuracy_drop)
+                         100 * (report.models[made.name].accuracy - report.models[name].accuracy), budget)
 
     @staticmethod
     def _run_choice(ctx: Context) -> Made:

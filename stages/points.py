@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from compress.core.budget import selection_accuracy, single_class
+from compress.core.budget import degenerate_warning, selection_accuracy, single_class
 from compress.core.config import Config
 from compress.core.data import calibration_batch
 from compress.core.errors import summary
@@ -111,8 +111,8 @@ class PointsStage(Stage):
                         predicts_one_class=None if one is None else ctx.data.classes[one])
         for name, info in points.items():
             if info["predicts_one_class"] is not None:
-                ctx.warn(f"{name} is degenerate: it predicts {info['predicts_one_class']!r} for every val image "
-                         f"(accuracy {info['val_accuracy']:.4f} is that class's share); it is never chosen")
+                ctx.warn(degenerate_warning(name, info["predicts_one_class"], "val", info["val_accuracy"])
+                         + "; it is never chosen")
         teacher = f"{student_folder(cfg.distill.archs[0])}/{onnx_path(TEACHER)}"
         baselines = {f"{student_folder(a).split('/')[-1]}_{BASELINE}": f"{student_folder(a)}/{onnx_path(BASELINE)}"
                      for a in cfg.distill.archs} if cfg.distill.baseline else {}
