@@ -70,8 +70,10 @@ class VsStudent:
 def _recipes(f: CardFacts) -> str:
     """How the teacher and the student were trained (from scratch, or LP-FT from pretrained weights)."""
     found = f.report.recipes or {}
-    lines = [f"- {who} training: {found[name]}" for who, name in (("teacher", "teacher"), ("student", "student"))
-             if found.get(name)]
+    arch = f.config["distill"]["arch"]
+    student = found.get("student") or found.get(arch.replace(":", "_").replace("/", "_"))
+    lines = [f"- {who} training: {words}" for who, words in (("teacher", found.get("teacher")), ("student", student))
+             if words]
     return "".join(line + "\n" for line in lines)
 
 
@@ -178,8 +180,9 @@ def _vs_student(f: CardFacts, split: str) -> str:
     if v is None:
         return ""
     verdict = "within" if v.val_points >= -v.budget - 1e-9 else "OUTSIDE"
+    on_report = f"; {v.report_points:+.2f} pts on {split}" if split != "val" else ""
     return (f"- {v.val_points:+.2f} pts vs the unpruned student ({v.name}) on val, {verdict} the "
-            f"{v.budget:g}-point budget; {v.report_points:+.2f} pts on {split}\n")
+            f"{v.budget:g}-point budget{on_report}\n")
 
 
 def _degenerate(m: ModelReport, split: str) -> str:

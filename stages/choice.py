@@ -5,10 +5,14 @@ front, the rule, the chosen point also under the stable name `deployable`) and r
 A budget nothing meets is reported, and nothing is chosen as if it had been met."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from compress.core.config import Config, get_key
 from compress.core.documents import Report
 from compress.core.errors import CompressError
-from compress.core.roster import MEASURED, POINTS, REPORT_JSON, REPORT_MD, TEACHER, student_folder
+from compress.core.roster import (EXPORT_INFO, MEASURED, POINTS, REPORT_JSON, REPORT_MD, STUDENT, TEACHER,
+                                  student_folder)
 from compress.core.stage import Context, Stage
 from compress.measure.runtimes import warnings as runtime_warnings
 from compress.measure.suite import GATED_SETTINGS
@@ -32,6 +36,19 @@ def target_p50(measured: dict, target: str) -> dict[str, float]:
     return {n: m["latency_ms"]["p50"] for n, m in measured["models"].items()}
 
 
+def search_recipes(root: Path, archs: list[str]) -> dict[str, str]:
+    """How the teacher and each student were trained, from the students' own export records (the
+    same words a single run's report carries), keyed as the report's origins are."""
+    recipes: dict[str, str] = {}
+    for arch in archs:
+        info = json.loads((root / student_folder(arch) / EXPORT_INFO).read_text())
+        if info.get(TEACHER, {}).get("recipe"):
+            recipes.setdefault(TEACHER, info[TEACHER]["recipe"])
+        if info.get(STUDENT, {}).get("recipe"):
+            recipes[student_folder(arch).split("/")[-1]] = info[STUDENT]["recipe"]
+    return recipes
+
+
 class ChoiceStage(Stage):
     name = "choice"
 
@@ -39,7 +56,7 @@ class ChoiceStage(Stage):
         return ("data", "deploy", "distill.archs", *ORIGIN_KEYS, *GATED_SETTINGS)
 
     def inputs(self, cfg: Config) -> list[str]:
-        return [POINTS, MEASURED]
+        return [POINTS, MEASURED, *(f"{student_folder(a)}/{EXPORT_INFO}" for a in cfg.distill.archs)]
 
     def outputs(self, cfg: Config) -> list[str]:
         return [REPORT_JSON, REPORT_MD]
@@ -70,9 +87,10 @@ class ChoiceStage(Stage):
             warnings.append(str(exc))
         dataset = dataset_info(ctx.data)
         students = {student_folder(a).split("/")[-1]: origins(cfg, a)["student"] for a in cfg.distill.archs}
+        recipes = search_recipes(run.root, cfg.distill.archs)
         report = Report.from_dict({
             **measured, "dataset": dataset, "settings": {k: get_key(cfg, k) for k in GATED_SETTINGS},
-            "origins": {TEACHER: origins(cfg)[TEACHER], **students}, "pareto": pareto,
+            "origins": {TEACHER: origins(cfg)[TEACHER], **students}, "recipes": recipes or None, "pareto": pareto,
             "warnings": warnings + dataset.copy_warnings() + runtime_warnings(measured.get("runtimes", {}))},
             "the search")
         run.write_json(REPORT_JSON, report.to_dict())

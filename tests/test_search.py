@@ -96,7 +96,8 @@ def comparable(card: str) -> str:
         if "speed-up over the teacher" in line or line.startswith(("| 1 |", "| 8 |", "| openvino")):
             continue
         keep.append(line.replace("resnet18_pruned", "student_pruned").replace("resnet18_baseline", "baseline")
-                    .replace("- resnet18 vs", "- student vs").replace("vs resnet18:", "vs student:"))
+                    .replace("- resnet18 vs", "- student vs").replace("vs resnet18:", "vs student:")
+                    .replace("unpruned student (resnet18)", "unpruned student (student)"))
     return "\n".join(keep).strip()
 
 
