@@ -11,8 +11,7 @@ from pathlib import Path
 from compress.core.config import Config, get_key
 from compress.core.documents import Report
 from compress.core.errors import CompressError
-from compress.core.roster import (EXPORT_INFO, MEASURED, POINTS, REPORT_JSON, REPORT_MD, STUDENT, TEACHER,
-                                  student_folder)
+from compress.core.roster import EXPORT_INFO, MEASURED, POINTS, REPORT_JSON, REPORT_MD, STUDENT, TEACHER, student_folder
 from compress.core.stage import Context, Stage
 from compress.measure.runtimes import warnings as runtime_warnings
 from compress.measure.suite import GATED_SETTINGS
