@@ -193,7 +193,11 @@ class ExportConfig:
     parity_samples: int = opt(32, "real val images used for the parity check", ge=1)
     dynamic_batch: bool = opt(True, "batch axis free; false fixes it at export.batch_size (some NPUs need it)")
     batch_size: int = opt(1, "the fixed batch size when dynamic_batch = false", ge=1)
-    ort: bool = opt(True, "also write deploy/model.ort + required-operators config for mobile/minimal ORT")
+    ort: bool = opt(True, "also write deploy/model.ort + required-operators config for mobile/minimal ORT (from "
+                          "model_mobile.onnx when mobile is on)")
+    mobile: bool = opt(True, "also write deploy/model_mobile.onnx: batch 1, fixed shapes, int8 as QDQ uint8 "
+                             "per-tensor (what Android's NNAPI takes whole), checked against model.onnx, and "
+                             "deploy/accelerators.json with each file's NNAPI and Core ML coverage")
 
 
 Int8Format = Literal["qoperator_u8s8", "qdq_s8s8", "qdq_u8s8", "qoperator_s8s8", "dynamic", "fp16"]
@@ -224,12 +228,13 @@ class QuantizeConfig:
 
 @dataclass(config=SECTION)
 class DeployConfig:
-    target: Literal["portable", "onnxruntime", "openvino", "executorch"] = opt(
+    target: Literal["portable", "onnxruntime", "openvino", "executorch", "coreml"] = opt(
         "portable", "portable: the deployable uses standard ONNX operators only, so it loads in any ONNX runtime; "
                     "onnxruntime also allows ONNX Runtime's own (com.microsoft) int8 operators; openvino times "
                     "the int8 choice in OpenVINO and writes its IR (needs the openvino extra); executorch "
                     "chooses fp32 or int8 .pte measured in ExecuTorch and writes deploy/model.pte (needs the "
-                    "executorch extra)")
+                    "executorch extra); coreml also writes deploy/model_ios.onnx, fp32 with fixed shapes, because "
+                    "Core ML cannot take an int8 (QDQ) graph")
     objective: Literal["fastest_within_budget", "most_accurate_under"] = opt(
         "fastest_within_budget", "how a search (distill.arch given as a list, even of one) chooses: the fastest "
                                  "model within max_accuracy_drop of the best fp32 student, or the most accurate "

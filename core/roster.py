@@ -33,7 +33,10 @@ POINTS = "points/points.json"  # a search: every point's file (fp32 and int8), s
 MEASURED = "points/measured.json"  # a search: every point timed in one interleaved session, test figures
 DEPLOY_ONNX = "deploy/model.onnx"
 DEPLOY_WITH_PREPROCESSING = "deploy/model_with_preprocessing.onnx"
-DEPLOY_ORT = "deploy/model.ort"
+DEPLOY_ORT = "deploy/model.ort"  # made from the Android file (model_mobile.onnx) when export.mobile is on
+DEPLOY_MOBILE = "deploy/model_mobile.onnx"  # batch 1, fixed shapes, int8 as QDQ uint8: what NNAPI takes whole
+DEPLOY_IOS = "deploy/model_ios.onnx"  # fp32, batch 1, fixed shapes: what Core ML takes (deploy.target = coreml)
+DEPLOY_ACCELERATORS = "deploy/accelerators.json"  # NNAPI / Core ML coverage of every deploy/ file
 DEPLOY_OPENVINO = ("deploy/openvino/model.xml", "deploy/openvino/model.bin")
 DEPLOY_OPS = "deploy/model.required_operators.config"
 DEPLOY_PTE = "deploy/model.pte"  # ExecuTorch (deploy.target = executorch)

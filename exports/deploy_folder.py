@@ -1,7 +1,6 @@
 """The deploy/ folder an edge team receives, made from one ONNX file: model.onnx (batch fixed when
 asked), model_with_preprocessing.onnx (uint8 pixels in, the documented preprocessing inside the
-graph, its agreement with the recipe measured), labels.txt, model.ort with the operators a minimal
-ONNX Runtime build needs, and the OpenVINO IR when asked. The model card is written beside them
+graph, its agreement with the recipe measured), labels.txt, and the OpenVINO IR when asked. The model card is written beside them
 by the caller, which knows how the model was made."""
 from __future__ import annotations
 
@@ -15,24 +14,21 @@ from compress.core.roster import (
     DEPLOY_LABELS,
     DEPLOY_ONNX,
     DEPLOY_OPENVINO,
-    DEPLOY_OPS,
-    DEPLOY_ORT,
     DEPLOY_WITH_PREPROCESSING,
 )
 from compress.core.rundir import atomic_path
 from compress.exports.onnx import fix_batch, read_metadata
-from compress.exports.ort_format import convert_to_ort
 from compress.exports.runtimes import write_openvino_ir
 from compress.exports.with_preprocessing import agreement, with_preprocessing
 
 log = logging.getLogger("compress")
 
 
-def package_onnx(source: Path, root: Path, pixels: list, fixed_batch: int | None, ort_format: bool, openvino: bool,
+def package_onnx(source: Path, root: Path, pixels: list, fixed_batch: int | None, openvino: bool,
                  warn: Callable[[str], None]) -> dict:
     """What an edge team receives from one ONNX file, under `root`: deploy/model.onnx (the batch
     fixed when asked), model_with_preprocessing.onnx with its agreement measured on `pixels`,
-    labels.txt, the .ort file and operator config, the OpenVINO IR. Returns the agreement."""
+    labels.txt, the OpenVINO IR. Returns the agreement."""
     deploy = root / DEPLOY_ONNX
     with atomic_path(deploy) as tmp:
         shutil.copyfile(source, tmp)
@@ -50,9 +46,6 @@ def package_onnx(source: Path, root: Path, pixels: list, fixed_batch: int | None
     labels = json.loads(read_metadata(source)["labels"])
     with atomic_path(root / DEPLOY_LABELS) as tmp:
         tmp.write_text("\n".join(labels) + "\n")
-    if ort_format:
-        with atomic_path(root / DEPLOY_ORT) as tmp_ort, atomic_path(root / DEPLOY_OPS) as tmp_ops:
-            convert_to_ort(deploy, tmp_ort, tmp_ops)
     if openvino:
         with atomic_path(root / DEPLOY_OPENVINO[0]) as tmp_xml, atomic_path(root / DEPLOY_OPENVINO[1]) as tmp_bin:
             write_openvino_ir(deploy, tmp_xml)  # writes tmp_xml and the .bin beside it

@@ -54,6 +54,7 @@ class CardFacts:
     choice: dict | None = None  # a search: the rule, the chosen point, the runner-up and what it would cost
     student: str | None = None  # the chosen point's architecture, when it is not config's distill.arch
     vs_student: VsStudent | None = None  # what pruning and int8 cost against the unpruned fp32 student
+    phones: dict | None = None  # deploy/accelerators.json: the phone files and each file's accelerator coverage
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,13 @@ def _files(f: CardFacts, env: Environment) -> str:
            else "standard ONNX operators only: loads in any ONNX runtime")
     files = (f"- `model.onnx`: the model (ONNX, opset {f.config['export']['opset']}; {ops}), labels and "
              "preprocessing embedded as metadata_props\n")
+    for rel, entry in ((f.phones or {}).get("files") or {}).items():
+        if "for" in entry:
+            files += (f"- `{rel.split('/')[-1]}`: for {entry['for']}: {entry['what']}; it agreed with model.onnx on "
+                      f"{entry['top1_agreement_with_model_onnx']:.1%} of {entry['images']} val images (coverage below)\n")
     if f.ort_file:
-        files += (f"- `model.ort`: the same model in ONNX Runtime format for mobile/minimal builds "
+        made_from = "model_mobile.onnx" if f.phones else "model.onnx"
+        files += (f"- `model.ort`: {made_from} in ONNX Runtime format for mobile/minimal builds "
                   f"(basic optimisations applied by onnxruntime {env.onnxruntime}, portable across CPUs; "
                   "load it with that version or newer)\n"
                   "- `model.required_operators.config`: operators a minimal ORT build must include "
@@ -233,6 +239,22 @@ def _runtimes(f: CardFacts) -> str:
             "ONNX Runtime | p50 ms @ batch 1 (in-process) |\n|---|---|---:|---:|---:|\n" + "\n".join(rows) + "\n\n")
 
 
+def _accelerators(f: CardFacts) -> str:
+    """Each deploy/ file's share on the phone accelerators (ONNX Runtime's mobile usability checker)."""
+    if not f.phones:
+        return ""
+    rows = []
+    for rel, entry in f.phones["files"].items():
+        for c in entry["coverage"]:
+            missing = ", ".join(c["unsupported_ops"]) or "–"
+            rows.append(f"| {rel.split('/')[-1]} | {c['provider']} | {c['supported']}/{c['nodes']} | "
+                        f"{c['partitions']} | {c['verdict']} | {missing} |")
+    return ("## Phone accelerators (ONNX Runtime Mobile, by its usability checker)\n\n| file | provider | nodes taken "
+            "| partitions | verdict | operators it lacks |\n|---|---|---:|---:|---|---|\n" + "\n".join(rows)
+            + f"\n\nAdvice: {f.phones['advice']}. One partition covering every node is what runs on the "
+              "accelerator; each extra partition is a copy to and from the CPU.\n\n")
+
+
 def render(f: CardFacts) -> str:
     m, env = f.report.models[f.name], f.report.environment
     quant = f.report.quantization
@@ -247,7 +269,7 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 {_interface(f)}
 {_quality(f, m)}
 {_speed(m, env, f.report.benchmark.contention)}
-{_runtimes(f)}## How it was made
+{_runtimes(f)}{_accelerators(f)}## How it was made
 - teacher: {f.teacher.get('source') or f.teacher['arch']}; accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} on the report split
 - student: {_student_origin(f)}; loss {f.student_loss}
 {_recipes(f)}- pruning: {_pruning_line(f.config, f.pruning)}

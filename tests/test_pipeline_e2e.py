@@ -22,8 +22,9 @@ DEFAULTS = dict(teacher__arch="resnet50", teacher__weights="auto", distill__weig
 MODELS = ["teacher", "student", "baseline", "student_pruned", "student_int8"]
 STAGES = ["teacher", "distill", "baseline", "prune", "export", "quantize", "benchmark", "package",
           "report"]
-DEPLOY = ["deploy/model_with_preprocessing.onnx", "deploy/model.onnx", "deploy/model.ort", "deploy/model.required_operators.config", "deploy/labels.txt",
-          "deploy/model_card.md"]
+DEPLOY = ["deploy/model_with_preprocessing.onnx", "deploy/model.onnx", "deploy/model.ort",
+          "deploy/model.required_operators.config", "deploy/labels.txt", "deploy/model_card.md",
+          "deploy/model_mobile.onnx", "deploy/accelerators.json"]
 
 
 @pytest.fixture(scope="module")
@@ -198,10 +199,15 @@ def test_deploy_folder_is_self_explanatory(full_run):
         assert needle in card, needle
     ops = (out / "deploy/model.required_operators.config").read_text()
     assert "ai.onnx;" in ops and "Conv" in ops and "/tmp" not in ops
-    x = np.random.default_rng(0).standard_normal((2, 3, 16, 16)).astype(np.float32)
-    onnx_out = ort.InferenceSession(str(out / "deploy/model.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    onnx_out = ort.InferenceSession(str(out / "deploy/model_mobile.onnx"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     ort_out = ort.InferenceSession(str(out / "deploy/model.ort"), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-    assert np.allclose(onnx_out, ort_out, atol=1e-4)
+    assert np.allclose(onnx_out, ort_out, atol=1e-4)  # model.ort is the Android file in ONNX Runtime's format
+    phones = json.loads((out / "deploy/accelerators.json").read_text())
+    nnapi = {c["provider"]: c for c in phones["files"]["deploy/model_mobile.onnx"]["coverage"]}["NNAPI"]
+    assert nnapi["supported"] == nnapi["nodes"] and nnapi["partitions"] == 1
+    assert phones["files"]["deploy/model_mobile.onnx"]["top1_agreement_with_model_onnx"] >= 0.9
+    assert "| model_mobile.onnx | NNAPI |" in card and "Android NNAPI: model_mobile.onnx" in card
 
 
 def test_fixed_batch_export(full_run, tmp_path):
