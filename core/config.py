@@ -228,13 +228,14 @@ class QuantizeConfig:
 
 @dataclass(config=SECTION)
 class DeployConfig:
-    target: Literal["portable", "onnxruntime", "openvino", "executorch", "coreml"] = opt(
+    target: Literal["portable", "onnxruntime", "openvino", "executorch", "coreml", "litert"] = opt(
         "portable", "portable: the deployable uses standard ONNX operators only, so it loads in any ONNX runtime; "
                     "onnxruntime also allows ONNX Runtime's own (com.microsoft) int8 operators; openvino times "
                     "the int8 choice in OpenVINO and writes its IR (needs the openvino extra); executorch "
                     "chooses fp32 or int8 .pte measured in ExecuTorch and writes deploy/model.pte (needs the "
                     "executorch extra); coreml also writes deploy/model_ios.onnx, fp32 with fixed shapes, because "
-                    "Core ML cannot take an int8 (QDQ) graph")
+                    "Core ML cannot take an int8 (QDQ) graph; litert chooses fp32 or int8 .tflite measured in LiteRT's "
+                    "interpreter and writes deploy/model.tflite (needs the litert extra)")
     objective: Literal["fastest_within_budget", "most_accurate_under"] = opt(
         "fastest_within_budget", "how a search (distill.arch given as a list, even of one) chooses: the fastest "
                                  "model within max_accuracy_drop of the best fp32 student, or the most accurate "
@@ -456,6 +457,11 @@ def _rules(cfg: Config) -> list[tuple[bool, str]]:
          "auto with the weights cached or downloadable, or a checkpoint); with random weights it learns nothing"),
         (cfg.deploy.target != "executorch" or q.enabled,
          "deploy.target = executorch chooses between fp32 and int8 .pte in the quantize stage; set quantize.enabled = true"),
+        (cfg.deploy.target != "litert" or q.enabled,
+         "deploy.target = litert chooses between fp32 and int8 .tflite in the quantize stage; set quantize.enabled = true"),
+        (not d.archs or cfg.deploy.target != "litert",
+         "a search over students (distill.arch as a list) times ONNX files; deploy.target = litert chooses .tflite "
+         "files for one student: give distill.arch as one name"),
         (d.teacher_folds in (0, 1) or 2 <= d.teacher_folds <= 10,
          "distill.teacher_folds must be 0 (off) or between 2 and 10"),
         (d.hint_layers == "auto" or d.hint_layers.count(":") == 1,

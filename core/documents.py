@@ -143,6 +143,32 @@ class PteChoice:
 
 
 @dataclass
+class TfliteCandidate:
+    p50_ms: float  # LiteRT's interpreter, batch 1
+    accuracy: float  # val, what the budget reads
+    onnx_bytes: int  # the .tflite's size (named as the ONNX candidates' field)
+    report_accuracy: float
+    agreement_with_onnx: float  # top-1, report split, vs the ONNX file of the same weights in ONNX Runtime
+    images: int
+    onnxruntime_p50_ms: float  # that ONNX file, timed interleaved with the .tflite
+    vendor_ops: list[str] = field(default_factory=list)
+    name: str = ""
+
+
+@dataclass
+class TfliteChoice:
+    """The LiteRT choice: fp32 and int8 .tflite measured in LiteRT, the faster within budget ships."""
+
+    runtime_version: str
+    converter: str
+    chosen: str  # fp32 | int8
+    file: str
+    reason: str
+    io: dict  # the shipped file's input and output tensors: shape, dtype, scale, zero point
+    candidates: dict[str, TfliteCandidate]
+
+
+@dataclass
 class QuantizeDecision(Document):
     """What the quantize stage measured and chose, and which model an edge team should take."""
 
@@ -159,6 +185,7 @@ class QuantizeDecision(Document):
     reason: str
     fp32: Candidate
     candidates: list[Candidate]
+    litert: TfliteChoice | None = _omit()  # deploy.target = litert
 
 
 # ---------------------------------------------------------------- report.json

@@ -40,6 +40,8 @@ DEPLOY_ACCELERATORS = "deploy/accelerators.json"  # NNAPI / Core ML coverage of 
 DEPLOY_OPENVINO = ("deploy/openvino/model.xml", "deploy/openvino/model.bin")
 DEPLOY_OPS = "deploy/model.required_operators.config"
 DEPLOY_PTE = "deploy/model.pte"  # ExecuTorch (deploy.target = executorch)
+DEPLOY_TFLITE = "deploy/model.tflite"  # LiteRT (deploy.target = litert)
+TFLITE_FILES = {"fp32": "onnx/litert_fp32.tflite", "int8": "onnx/litert_int8.tflite"}  # both measured
 # ExecuTorch's own int8 (PT2E, XNNPACK quantizer): not named like student_int8.onnx, so runtime
 # comparisons pair each .pte only with the ONNX file holding the same weights
 PTE_INT8 = "onnx/student_int8.xnnpack.pte"

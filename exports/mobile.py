@@ -14,7 +14,6 @@ partition (ONNX Runtime's `check_onnx_model_mobile_usability`, measured in this 
 """
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
@@ -52,6 +51,6 @@ def android_file(fp32_source: Path, target: Path, calibration: np.ndarray | None
         fixed = Path(tmp) / "fixed.onnx"
         fixed_shape_copy(fp32_source, fixed)
         # no layer kept in float: a float island splits the accelerator's partition in two
-        quantize_int8(fixed, target, calibration, dataclasses.replace(cfg, per_channel=False, keep_float=[]),
-                      NNAPI_INT8)
+        plain = QuantizeConfig(calibration=cfg.calibration, reduce_range=cfg.reduce_range, per_channel=False)
+        quantize_int8(fixed, target, calibration, plain, NNAPI_INT8)
     return f"int8 QDQ uint8 activations and weights, per-tensor, {cfg.calibration} calibration, batch 1, fixed shapes"

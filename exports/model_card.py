@@ -116,7 +116,43 @@ def _files(f: CardFacts, env: Environment) -> str:
         files += (f"- `model.pte`: ExecuTorch {pte.runtime_version} program (XNNPACK delegate, batch 1, the same "
                   f"NCHW float input as model.onnx), **{pte.chosen}**, chosen in ExecuTorch on this CPU: "
                   f"{chosen.p50_ms:.2f} ms, val accuracy {chosen.accuracy:.4f} ({pte.reason})\n")
+    tfl = quant.litert if quant else None
+    if tfl:
+        shipped = tfl.candidates[tfl.chosen]
+        files += (f"- `model.tflite`: LiteRT ({tfl.runtime_version}; converted by {tfl.converter}), **{tfl.chosen}**, "
+                  f"chosen in LiteRT's interpreter on this CPU: {shipped.p50_ms:.2f} ms at batch 1 (the ONNX file of "
+                  f"the same weights: {shipped.onnxruntime_p50_ms:.2f} ms in ONNX Runtime, interleaved), val accuracy "
+                  f"{shipped.accuracy:.4f} ({tfl.reason}); top-1 agreement with that ONNX file "
+                  f"{shipped.agreement_with_onnx:.1%} on {shipped.images} {f.report.figures_from} images (LiteRT section)\n")
     return files + "- `labels.txt`: class names, one per line, line i+1 = output index i\n"
+
+
+def _litert(f: CardFacts) -> str:
+    """How an Android client feeds model.tflite: layout, dtype, quantisation, what it must do itself."""
+    quant = f.report.quantization
+    tfl = quant.litert if quant else None
+    if not tfl:
+        return ""
+    i, o = tfl.io["input"], tfl.io["output"]
+    out_q = (f"int8 with scale {o['scale']:.6g} and zero point {o['zero_point']}: logit = scale × (q − zero point) "
+             "(the arg-max can be taken on q directly)" if o["dtype"] == "int8" else f"{o['dtype']} logits")
+    rows = "\n".join(f"| {n} | {c.p50_ms:.2f} | {c.onnxruntime_p50_ms:.2f} | {c.accuracy:.4f} | {c.report_accuracy:.4f} "
+                     f"| {c.agreement_with_onnx:.4f} | {c.onnx_bytes / 1e6:.2f} |" for n, c in tfl.candidates.items())
+    return f"""## LiteRT (model.tflite)
+
+- input `{i['name']}`: **{i['dtype']} RGB pixels, NHWC {i['shape']}**: resize and centre-crop as in the
+  preprocessing below (steps 1–3), then copy the bytes in; the /255 and the mean/std normalisation are
+  inside the graph (no input quantisation to apply: scale {i['scale']:g}, zero point {i['zero_point']})
+- output `{o['name']}`: {o['shape']}, {out_q}; index i is line i + 1 of `labels.txt`
+- the file carries no TFLite metadata, so the Task Library's `ImageClassifier` refuses it: run it with
+  LiteRT's `Interpreter` / `CompiledModel` API (the README's LiteRT client), or add metadata with `tflite_support`'s
+  `ImageClassifierWriter` (normalisation mean 0, std 1, since it is in the graph) and labels.txt
+
+| file | LiteRT p50 ms | ONNX Runtime p50 ms (same weights) | val accuracy | {f.report.figures_from} accuracy | top-1 agreement with ONNX | MB |
+|---|---:|---:|---:|---:|---:|---:|
+{rows}
+
+"""
 
 
 def _interface(f: CardFacts) -> str:
@@ -269,7 +305,7 @@ compress (commit {f.git_commit or 'unknown'}, config sha256 `{f.config_hash}`).
 {_interface(f)}
 {_quality(f, m)}
 {_speed(m, env, f.report.benchmark.contention)}
-{_runtimes(f)}{_accelerators(f)}## How it was made
+{_runtimes(f)}{_accelerators(f)}{_litert(f)}## How it was made
 - teacher: {f.teacher.get('source') or f.teacher['arch']}; accuracy {f.teacher.get('val_accuracy', float('nan')):.4f} on the report split
 - student: {_student_origin(f)}; loss {f.student_loss}
 {_recipes(f)}- pruning: {_pruning_line(f.config, f.pruning)}

@@ -183,6 +183,23 @@ def qat_blocker(arch: str, crop: int, per_channel: bool, opset: int = 17) -> str
     return None
 
 
+def check_litert(arch: str, crop: int) -> None:
+    """`arch` converts with litert-torch and runs in LiteRT's interpreter (an untrained 2-class copy)."""
+    from compress.exports.litert import LiteRTModel, write_tflite  # the optional extra, imported when asked
+    passed, record = _remembered("litert", arch, crop)
+    if passed:
+        return
+    model = architectures.reparameterize(build_model(arch, 2).eval())
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            write_tflite(model, Path(tmp) / "probe.tflite", crop, [0.5] * 3, [0.25] * 3)
+            LiteRTModel(Path(tmp) / "probe.tflite", 1).logits(np.zeros((1, crop, crop, 3), np.uint8))
+        except Exception as exc:
+            raise CompressError(f"deploy.target = litert: {arch} cannot be converted by litert-torch or run in "
+                                f"LiteRT ({summary(exc)}); use deploy.target = portable or executorch") from None
+    record()
+
+
 def check_executorch(arch: str, crop: int) -> None:
     """`arch` exports with torch.export, the first step of every ExecuTorch program."""
     passed, record = _remembered("executorch", arch, crop)

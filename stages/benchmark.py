@@ -63,6 +63,11 @@ class BenchmarkStage(Stage):
                     "device": torch.cuda.get_device_name(0), "precision": "fp32", "latency_ms_by_batch": by_batch,
                     "throughput_ips": int(largest) * 1000.0 / by_batch[largest]["p50"]}
         quantization = QuantizeDecision.read(ctx.run.path(QUANTIZE_INFO)) if cfg.quantize.enabled else None
+        if quantization and quantization.litert:  # the shipped .tflite, held against the ONNX file of its weights
+            shipped = quantization.litert.candidates[quantization.litert.chosen]
+            measured.setdefault("runtimes", {})["litert"] = {"version": quantization.litert.runtime_version, "models": {
+                quantization.source: {"loads": True, "accuracy": shipped.report_accuracy,
+                                      "agreement_with_onnxruntime": shipped.agreement_with_onnx}}}
         for name, m in measured["models"].items():
             if m.get("predicts_one_class") is not None:
                 ctx.warn(degenerate_warning(name, m["predicts_one_class"], split, m["accuracy"]))

@@ -29,6 +29,7 @@ from compress.core.roster import (
     DEPLOY_OPS,
     DEPLOY_ORT,
     DEPLOY_PTE,
+    DEPLOY_TFLITE,
     DEPLOY_WITH_PREPROCESSING,
     EXPORT_INFO,
     POINTS,
@@ -74,7 +75,8 @@ class PackageStage(Stage):
                 + ([DEPLOY_MOBILE, DEPLOY_ACCELERATORS] if cfg.export.mobile else [])
                 + ([DEPLOY_IOS] if cfg.export.mobile and cfg.deploy.target == "coreml" else [])
                 + (list(DEPLOY_OPENVINO) if cfg.deploy.target == "openvino" else [])
-                + ([DEPLOY_PTE] if cfg.deploy.target == "executorch" else []))
+                + ([DEPLOY_PTE] if cfg.deploy.target == "executorch" else [])
+                + ([DEPLOY_TFLITE] if cfg.deploy.target == "litert" else []))
 
     def run(self, ctx: Context, key: str) -> dict:
         cfg, run = ctx.cfg, ctx.run
@@ -97,6 +99,9 @@ class PackageStage(Stage):
         if cfg.deploy.target == "executorch" and decision and decision.executorch:  # fastest within the budget
             with run.atomic(DEPLOY_PTE) as tmp:
                 shutil.copyfile(run.path(decision.executorch.file), tmp)
+        if cfg.deploy.target == "litert" and decision and decision.litert:  # fastest within the budget, in LiteRT
+            with run.atomic(DEPLOY_TFLITE) as tmp:
+                shutil.copyfile(run.path(decision.litert.file), tmp)
         vs_student = self._vs_student(ctx, report, made)
         teacher = {"arch": made.info[TEACHER]["arch"], "val_accuracy": report.models[TEACHER].accuracy,
                    "source": (report.origins or {}).get(TEACHER, "")}
@@ -220,6 +225,6 @@ class Made:
     info: dict
     config: dict
     pruned: bool
+    fp32_source: Path  # the fp32 file an int8 deployable was quantized from (itself when fp32)
     decision: QuantizeDecision | None = None
     choice: dict | None = None
-    fp32_source: Path | None = None  # the fp32 file an int8 deployable was quantized from (itself when fp32)

@@ -34,6 +34,7 @@ from compress.core.roster import (
     PTE_INT8,
     QUANTIZE_INFO,
     SENSITIVITY,
+    TFLITE_FILES,
     checkpoint_path,
     final_fp32_student,
     onnx_path,
@@ -41,16 +42,19 @@ from compress.core.roster import (
     teacher_file,
 )
 from compress.core.stage import Context
+from compress.exports import litert
 from compress.exports.fake_quant import export_fake_quant
 from compress.exports.onnx import layer_names, read_metadata
 from compress.exports.quantize import choose, preprocessed
 from compress.exports.runtimes import EXTRAS, require
 from compress.methods import int8_search as search
-from compress.methods.fitness import check_executorch, qat_blocker
+from compress.methods.fitness import check_executorch, check_litert, qat_blocker
 from compress.methods.int8_search import REFERENCE_ONLY, Trial
 from compress.methods.pte import choose_pte
 from compress.methods.qat import QAT_CANDIDATE, QAT_NAME, train_qat
 from compress.methods.student import phase_loss
+from compress.methods.tflite import MIN_AGREEMENT as MIN_TFLITE_AGREEMENT
+from compress.methods.tflite import choose_tflite
 from compress.stages.training_stage import StudentStage
 
 
@@ -67,18 +71,24 @@ class QuantizeStage(StudentStage):
 
     def inputs(self, cfg: Config) -> list[str]:
         qat = [teacher_file(cfg)] if cfg.quantize.qat != "off" else []
-        weights = [checkpoint_path(final_fp32_student(cfg))] if qat or cfg.deploy.target == "executorch" else []
+        weights = ([checkpoint_path(final_fp32_student(cfg))]
+                   if qat or cfg.deploy.target in ("executorch", "litert") else [])
         return [onnx_path(final_fp32_student(cfg)), *weights, *qat]
 
     def outputs(self, cfg: Config) -> list[str]:
         pte = [pte_path(final_fp32_student(cfg)), PTE_INT8] if cfg.deploy.target == "executorch" else []
-        return [onnx_path(INT8), QUANTIZE_INFO, SENSITIVITY, *pte]
+        tflite = list(TFLITE_FILES.values()) if cfg.deploy.target == "litert" else []
+        return [onnx_path(INT8), QUANTIZE_INFO, SENSITIVITY, *pte, *tflite]
 
     def check(self, cfg: Config, data) -> None:
         if cfg.deploy.target in EXTRAS:
             require(cfg.deploy.target)
+        if cfg.deploy.target == "litert":
+            litert.require()
         if data is None and cfg.deploy.target == "executorch":
             check_executorch(cfg.distill.arch, cfg.data.crop)
+        if data is None and cfg.deploy.target == "litert":
+            check_litert(cfg.distill.arch, cfg.data.crop)
         if data is None and cfg.quantize.qat == "on":
             blocked = qat_blocker(cfg.distill.arch, cfg.data.crop, cfg.quantize.per_channel, cfg.export.opset)
             if blocked:
@@ -136,10 +146,11 @@ class QuantizeStage(StudentStage):
             with ctx.run.atomic(onnx_path(INT8)) as out:
                 shutil.copyfile(files.get(keep, source), out)
             executorch = self._pte(ctx, source_name, trial) if cfg.deploy.target == "executorch" else None
+            tflite = self._tflite(ctx, source_name, source, trial) if cfg.deploy.target == "litert" else None
         chosen_ops = next((c.vendor_ops for c in candidates if c.name == keep), [])
         decision = QuantizeDecision.from_dict(dict(
             source=source_name, format=q.format, chosen=winner, int8_file_holds=keep, deploy_target=cfg.deploy.target,
-            vendor_ops=chosen_ops, mixed=mixed, qat=qat, executorch=executorch,
+            vendor_ops=chosen_ops, mixed=mixed, qat=qat, executorch=executorch, litert=tflite,
             deployable=INT8 if winner != "fp32" else source_name, reason=reason, fp32=vars(fp32),
             candidates=[dict(vars(c), agreement_with_source=float(np.mean(preds[c.name] == preds["fp32"])))
                         for c in candidates]), "the quantize stage")
@@ -183,6 +194,25 @@ class QuantizeStage(StudentStage):
         chosen = decision["chosen"]
         return {"runtime_version": decision.pop("runtime_version"), "chosen": decision.pop("chosen"),
                 "file": files[chosen], **decision}
+
+    @staticmethod
+    def _tflite(ctx: Context, source_name: str, source: Path, trial: Trial) -> dict:
+        """The fp32 and int8 .tflite of the final student, measured in LiteRT beside its ONNX file."""
+        cfg = ctx.cfg
+        model = architectures.reparameterize(load_model(ctx.run.path(checkpoint_path(source_name)))[0])
+        split = ctx.data.report_split
+        report = (ctx.data.inputs(split, cfg.data).numpy(), ctx.data.split(split).labels.numpy())
+        decision = choose_tflite(model, {n: ctx.run.path(rel) for n, rel in TFLITE_FILES.items()}, source,
+                                 cfg.data.crop, cfg.data.mean, cfg.data.std, trial.calibration,
+                                 (trial.val, trial.labels), report, cfg.bench, cfg.quantize.max_accuracy_drop)
+        shipped = decision["candidates"][decision["chosen"]]
+        ctx.log(f"litert: chose {decision['chosen']} .tflite ({decision['reason']}); top-1 agreement with "
+                f"{source.name} {shipped['agreement_with_onnx']:.1%} on {shipped['images']} {split} images")
+        for name, c in decision["candidates"].items():
+            if c["agreement_with_onnx"] < MIN_TFLITE_AGREEMENT:
+                ctx.warn(f"the {name} .tflite agrees with {source.name} on only {c['agreement_with_onnx']:.1%} of "
+                         f"{c['images']} {split} images (required {MIN_TFLITE_AGREEMENT:.0%})")
+        return {**decision, "file": TFLITE_FILES[decision["chosen"]]}
 
     @staticmethod
     def _report(ctx: Context, winner: str, keep: str, reason: str, source_name: str, chosen_ops: list,

@@ -210,6 +210,15 @@ def test_a_target_runtime_that_is_not_installed_is_one_line(tmp_path, digits_fol
     assert f"compress-distill[{target}]" in line and not out.exists()
 
 
+def test_a_missing_litert_extra_is_one_line(tmp_path, digits_folder, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "litert_torch" else real(name, *a))
+    out = tmp_path / "run"
+    line = one_error_line(CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="litert")))
+    assert "compress-distill[litert]" in line and "litert_torch" in line and not out.exists()
+
+
 KILLED_DURING_EXPORT = """
 import sys, time
 from compress.core import faults
