@@ -69,8 +69,12 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
                     "threads": threads, "warmup": warmup, "runs": share, "calls": calls}
             spec_file, result_file = Path(tmp) / f"spec-{i}.json", Path(tmp) / f"result-{i}.json"
             spec_file.write_text(json.dumps(spec))
-            done = subprocess.run([sys.executable, "-P", "-m", "compress.measure.latency_worker", str(spec_file),
-                                   str(result_file)], capture_output=True, text=True)
+            try:
+                done = subprocess.run([sys.executable, "-P", "-m", "compress.measure.latency_worker", str(spec_file),
+                                       str(result_file)], capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"latency worker did not finish in {WORKER_TIMEOUT_S} s (stuck, or a machine "
+                                   "far busier than timing can use); it was killed") from None
             if done.returncode != 0:
                 last = (done.stderr.strip().splitlines() or ["no output"])[-1]
                 raise RuntimeError(f"latency worker failed (exit {done.returncode}): {last}")
@@ -85,6 +89,7 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
 
 
 TEMP_PREFIX = "compress-latency-"
+WORKER_TIMEOUT_S = 1800  # one worker's share of rounds; a 224-px ResNet50 run's share takes about two minutes
 
 
 def remove_stale_folders() -> None:
