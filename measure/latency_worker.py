@@ -89,7 +89,7 @@ def time_in_fresh_processes(paths: dict[str, Path], images: np.ndarray, batches:
 
 
 TEMP_PREFIX = "compress-latency-"
-WORKER_TIMEOUT_S = 1800  # one worker's share of rounds; a 224-px ResNet50 run's share takes about two minutes
+WORKER_TIMEOUT_S = 1800  # one worker's share of the rounds; far above any run measured here
 
 
 def remove_stale_folders() -> None:
