@@ -34,6 +34,7 @@ from compress.core.roster import (
     PTE_INT8,
     QUANTIZE_INFO,
     SENSITIVITY,
+    STUDENT,
     TFLITE_FILES,
     checkpoint_path,
     final_fp32_student,
@@ -64,7 +65,8 @@ class QuantizeStage(StudentStage):
     def reads(self, cfg: Config) -> tuple[str, ...]:
         qat = ("train", "distill", "export.opset", "seed", "teacher.onnx", *self.fold_teacher_keys(cfg)) \
             if cfg.quantize.qat != "off" else ()  # QAT trains
-        return ("data", "quantize", "bench", "prune.enabled", "deploy.target", *qat)
+        return ("data", "quantize", "bench", "prune.enabled", "prune.target", "deploy.target",
+                "deploy.max_accuracy_drop", *qat)
 
     def enabled(self, cfg: Config) -> bool:
         return cfg.quantize.enabled
@@ -73,7 +75,27 @@ class QuantizeStage(StudentStage):
         qat = [teacher_file(cfg)] if cfg.quantize.qat != "off" else []
         weights = ([checkpoint_path(final_fp32_student(cfg))]
                    if qat or cfg.deploy.target in ("executorch", "litert") else [])
-        return [onnx_path(final_fp32_student(cfg)), *weights, *qat]
+        unpruned = [onnx_path(STUDENT)] if self.shares_the_prune_budget(cfg) else []
+        return [onnx_path(final_fp32_student(cfg)), *weights, *qat, *unpruned]
+
+    @staticmethod
+    def shares_the_prune_budget(cfg: Config) -> bool:
+        """prune.target = accuracy: int8 may lose only what pruning left of deploy.max_accuracy_drop."""
+        return cfg.prune.enabled and cfg.prune.target == "accuracy"
+
+    def int8_budget(self, ctx: Context, trial: Trial, source_accuracy: float) -> tuple[float, str]:
+        """(points int8 may lose against its source, why): quantize.max_accuracy_drop, or less when
+        pruning already spent part of the deployable's budget against the unpruned student."""
+        q, cfg = ctx.cfg.quantize, ctx.cfg
+        if not self.shares_the_prune_budget(cfg):
+            return q.max_accuracy_drop, ""
+        unpruned = trial.accuracy(trial.predict(ctx.run.path(onnx_path(STUDENT))))
+        spent = 100 * (unpruned - source_accuracy)
+        left = max(0.0, cfg.deploy.max_accuracy_drop - spent)
+        if left >= q.max_accuracy_drop:
+            return q.max_accuracy_drop, ""
+        return left, (f"int8 budget {left:.2f} pts: deploy.max_accuracy_drop {cfg.deploy.max_accuracy_drop:g} less "
+                      f"the {spent:.2f} pts pruning cost against the unpruned student on val")
 
     def outputs(self, cfg: Config) -> list[str]:
         pte = [pte_path(final_fp32_student(cfg)), PTE_INT8] if cfg.deploy.target == "executorch" else []
@@ -137,7 +159,10 @@ class QuantizeStage(StudentStage):
             eligible = [c for c in candidates if q.format == c.name or (
                 c.name not in REFERENCE_ONLY and c.p50_ms != float("inf")
                 and (not c.vendor_ops or cfg.deploy.target == "onnxruntime"))] or candidates
-            winner, reason = choose(eligible, fp32, q.max_accuracy_drop if q.format == "auto" else 100.0)
+            budget, why = self.int8_budget(ctx, trial, fp32.accuracy)
+            if why:
+                ctx.log(why)
+            winner, reason = choose(eligible, fp32, budget if q.format == "auto" else 100.0)
             if eligible:
                 keep = winner if winner != "fp32" else max(eligible, key=lambda c: (c.accuracy, -c.p50_ms)).name
             else:  # every layout failed in ONNX Runtime (warned above): the fp32 model stays the deployable
@@ -145,8 +170,8 @@ class QuantizeStage(StudentStage):
                 ctx.warn(f"{reason}; {onnx_path(INT8)} is a copy of the fp32 {source_name}")
             with ctx.run.atomic(onnx_path(INT8)) as out:
                 shutil.copyfile(files.get(keep, source), out)
-            executorch = self._pte(ctx, source_name, trial) if cfg.deploy.target == "executorch" else None
-            tflite = self._tflite(ctx, source_name, source, trial) if cfg.deploy.target == "litert" else None
+            executorch = self._pte(ctx, source_name, trial, budget) if cfg.deploy.target == "executorch" else None
+            tflite = self._tflite(ctx, source_name, source, trial, budget) if cfg.deploy.target == "litert" else None
         chosen_ops = next((c.vendor_ops for c in candidates if c.name == keep), [])
         decision = QuantizeDecision.from_dict(dict(
             source=source_name, format=q.format, chosen=winner, int8_file_holds=keep, deploy_target=cfg.deploy.target,
@@ -184,19 +209,18 @@ class QuantizeStage(StudentStage):
                 "epochs": q.qat_epochs, "lr": q.qat_lr, **outcome}
 
     @staticmethod
-    def _pte(ctx: Context, source_name: str, trial: Trial) -> dict:
+    def _pte(ctx: Context, source_name: str, trial: Trial, budget: float) -> dict:
         """The fp32 and int8 .pte of the final student, measured in ExecuTorch; the faster within budget ships."""
         files = {"fp32": pte_path(source_name), "int8": PTE_INT8}
         model = architectures.reparameterize(load_model(ctx.run.path(checkpoint_path(source_name)))[0])
         decision = choose_pte(model, {n: ctx.run.path(rel) for n, rel in files.items()}, ctx.cfg.data.crop,
-                              trial.calibration, trial.val, trial.labels, ctx.cfg.bench,
-                              ctx.cfg.quantize.max_accuracy_drop)
+                              trial.calibration, trial.val, trial.labels, ctx.cfg.bench, budget)
         chosen = decision["chosen"]
         return {"runtime_version": decision.pop("runtime_version"), "chosen": decision.pop("chosen"),
                 "file": files[chosen], **decision}
 
     @staticmethod
-    def _tflite(ctx: Context, source_name: str, source: Path, trial: Trial) -> dict:
+    def _tflite(ctx: Context, source_name: str, source: Path, trial: Trial, budget: float) -> dict:
         """The fp32 and int8 .tflite of the final student, measured in LiteRT beside its ONNX file."""
         cfg = ctx.cfg
         model = architectures.reparameterize(load_model(ctx.run.path(checkpoint_path(source_name)))[0])
@@ -204,7 +228,7 @@ class QuantizeStage(StudentStage):
         report = (ctx.data.inputs(split, cfg.data).numpy(), ctx.data.split(split).labels.numpy())
         decision = choose_tflite(model, {n: ctx.run.path(rel) for n, rel in TFLITE_FILES.items()}, source,
                                  cfg.data.crop, cfg.data.mean, cfg.data.std, trial.calibration,
-                                 (trial.val, trial.labels), report, cfg.bench, cfg.quantize.max_accuracy_drop)
+                                 (trial.val, trial.labels), report, cfg.bench, budget)
         shipped = decision["candidates"][decision["chosen"]]
         ctx.log(f"litert: chose {decision['chosen']} .tflite ({decision['reason']}); top-1 agreement with "
                 f"{source.name} {shipped['agreement_with_onnx']:.1%} on {shipped['images']} {split} images")
