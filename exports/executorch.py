@@ -1,10 +1,9 @@
 """ExecuTorch: PyTorch's on-device runtime (Android, iOS, embedded Linux), the mobile-native format
 `compress` writes besides ONNX (`pip install 'compress-distill[executorch]'`).
 
-Why ExecuTorch and not LiteRT: executorch 1.5.1 installs beside this project's torch 2.14 without
-replacing it and exports straight from the PyTorch model (torch.export -> XNNPACK-delegated .pte,
-run here with its own Python runtime), while LiteRT's converter (litert-torch) pulls JAX,
-transformers and its own converter stack, and the ONNX -> TFLite route (onnx2tf) pulls TensorFlow.
+executorch 1.5.1 installs beside this project's torch 2.14 without replacing it and exports
+straight from the PyTorch model (torch.export -> XNNPACK-delegated .pte, run here with its own
+Python runtime). LiteRT (.tflite) is the other mobile-native format (compress.exports.litert).
 
 int8 uses ExecuTorch's own recipe: the PT2E flow (torchao's prepare_pt2e / convert_pt2e) with the
 XNNPACK quantizer (int8 symmetric, per-channel weights), calibrated on the same training images as
