@@ -96,8 +96,7 @@ def default_workers(requested: int, device: torch.device, in_memory: bool) -> in
 # (OpenVINO: a benchmark before the next run of a sweep, or the test suite), a forked loader worker
 # crashed the process (SIGSEGV in the DataLoader's poll, 3 of 4 tries of the OpenVINO test then the
 # worker test; 0 of 4 with forkserver, malloc_trim on)
-# JAX (imported by LiteRT's converter) warns that a fork after it started its threads may deadlock
-FORK_UNSAFE = ("openvino", "jax")
+FORK_UNSAFE = ("openvino",)
 
 
 def worker_start_method() -> str | None:

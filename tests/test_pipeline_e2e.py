@@ -117,7 +117,7 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
         assert manifest["stages"][stage]["seconds"] > 0
     for rel, digest in manifest["artifacts"].items():
         assert sha256_file(out / rel) == digest
-    assert len(manifest["artifacts"]) == 27  # 4 checkpoints, 5 ONNX, 3 ONNX infos, 3 reports, 6 plots, 6 deploy
+    assert len(manifest["artifacts"]) == 29  # 4 checkpoints, 5 ONNX, 3 ONNX infos, 3 reports, 6 plots, 8 deploy
 
 
 def copy_of(full_run, tmp_path):
