@@ -115,7 +115,7 @@ def test_split_tree_without_val_is_split_by_class(tmp_path):
 
 @pytest.mark.parametrize("extra, needles", [
     ({"distill__loss": "kl + -1*mse"}, ("cannot read", "-1*mse")),
-    ({"distill__loss": "kl+hint", "distill__hint_layers": "layer9:layer3"}, ("hint_layers", "layer9", "layer4")),
+    ({"distill__loss": "kl+hint", "distill__hint_layers": "layer9:layer3", "distill__arch": "resnet18"}, ("hint_layers", "layer9", "layer4")),
     ({"distill__loss": "rkd", "distill__teacher_folds": "3"}, ("teacher_folds", "embedding")),
     ({"distill__teacher_folds": "2", "train__mixup": "0.2"}, ("mixup",)),
     ({"prune__target": "latency"}, ("target_latency_ms",)),

@@ -48,7 +48,8 @@ def test_a_single_run_does_not_package_a_degenerate_deployable(digits_folder, tm
     start = tmp_path / "collapsed.pt"
     torch.save(model.state_dict(), start)
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, distill__weights=str(start), finetune__recipe="scratch",
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, distill__arch="resnet18", distill__weights=str(start),
+                                               finetune__recipe="scratch",
                                                distill__lr=1e-9, distill__baseline="false", prune__enabled="false",
                                                quantize__enabled="false", deploy__allow_degenerate="false"))
     assert result.exit_code == 2, result.output  # the CLI's exit code for a refused run

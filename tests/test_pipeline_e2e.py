@@ -18,7 +18,7 @@ from compress.pipeline.cli import main
 
 pytestmark = pytest.mark.slow  # whole pipeline runs; `-m 'not slow'` skips them
 
-DEFAULTS = dict(teacher__arch="resnet50", teacher__weights="auto", distill__weights="auto")  # the defaults
+DEFAULTS = dict(teacher__arch="resnet50", distill__arch="resnet18", teacher__weights="auto", distill__weights="auto")  # the defaults
 MODELS = ["teacher", "student", "baseline", "student_pruned", "student_int8"]
 STAGES = ["teacher", "distill", "baseline", "prune", "export", "quantize", "benchmark", "package",
           "report"]
@@ -232,10 +232,10 @@ def test_hidden_fc_heads_run_end_to_end(digits_folder, tmp_path):
                                                distill__baseline="false", quantize__enabled="false"))
     assert result.exit_code == 0, result.output
     teacher, meta = load_model(out / "checkpoints/teacher.pt")
-    assert isinstance(teacher.fc, ClassifierHead) and meta["head_hidden"] == [32, 16]
-    assert [m.out_features for m in teacher.fc if isinstance(m, torch.nn.Linear)] == [32, 16, 3]
+    assert isinstance(teacher.get_classifier(), ClassifierHead) and meta["head_hidden"] == [32, 16]
+    assert [m.out_features for m in teacher.get_classifier() if isinstance(m, torch.nn.Linear)] == [32, 16, 3]
     pruned, _ = load_model(out / "checkpoints/student_pruned.pt")
-    linears = [m for m in pruned.fc if isinstance(m, torch.nn.Linear)]
+    linears = [m for m in pruned.get_classifier() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 2 and linears[-1].out_features == 3
     assert (out / "onnx/student_pruned.onnx").is_file()
 

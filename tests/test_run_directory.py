@@ -259,4 +259,4 @@ def test_a_layer_name_that_does_not_exist_is_one_line(tmp_path, digits_folder):
     out = tmp_path / "run"
     line = one_error_line(CliRunner().invoke(main, cli_args(digits_folder, out,
                                                             quantize__keep_float='["/layer9/Conv"]')))
-    assert "/layer9/Conv" in line and "/conv1/Conv" in line and not out.exists()
+    assert "/layer9/Conv" in line and "/conv_stem/Conv" in line and not out.exists()
