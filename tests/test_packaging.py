@@ -74,4 +74,6 @@ def test_train_throughput_benchmark_prints_both_rates_and_their_ratio():
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in out[2:]}
     assert set(rows) == {"resnet50", "resnet18"}
     for fed, top, ratio in rows.values():
-        assert fed > 0 and top > 0 and abs(ratio - fed / top) < 0.01
+        # the rates are printed to 0.1, the ratio from the unrounded rates: allow what rounding moves it
+        slack = (0.05 / top + 0.05 / fed) * fed / top + 0.01
+        assert fed > 0 and top > 0 and abs(ratio - fed / top) <= slack
