@@ -89,9 +89,9 @@ def test_a_search_measures_every_point_chooses_by_the_rule_and_resumes(digits_fo
     assert not (out / "deploy/model.onnx").exists()  # nothing shipped as if the budget had been met
 
 
-def comparable(card: str, first: str = FIRST) -> str:
+def comparable(card: str, first: str) -> str:
     """A model card without what differs between two measurements of the same file (timings) and
-    without the search's own section and point names."""
+    without the search's own section and the point names made from the student `first`."""
     keep = []
     for line in card.split("## Why this model")[0].splitlines():
         if "speed-up over the teacher" in line or line.startswith(("| 1 |", "| 8 |", "| openvino")):
