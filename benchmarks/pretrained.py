@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--recipes", default="lp_ft,scratch")
     ap.add_argument("--out", type=Path, default=Path("runs/pretrained"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                    help="a config setting on top, e.g. finetune.probe_lr=0.1 (repeatable)")
+                    help="a config setting on top, e.g. finetune.backbone_lr_scale=0.3 (repeatable)")
     args = ap.parse_args()
     from compress.core.config import Config
     from compress.core.data import load_dataset

@@ -97,3 +97,24 @@ def average_gradients(modules) -> None:
             if p.grad is not None:
                 dist.all_reduce(p.grad)
                 p.grad /= world_size()
+
+
+def gather_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Every rank's `rows` (same trailing shape, any count) concatenated in rank order, on every rank."""
+    if not active():
+        return rows
+    counts = [torch.zeros(1, dtype=torch.long, device=rows.device) for _ in range(world_size())]
+    dist.all_gather(counts, torch.tensor([len(rows)], device=rows.device))
+    most = int(max(c.item() for c in counts))
+    padded = torch.zeros((most, *rows.shape[1:]), dtype=rows.dtype, device=rows.device)
+    padded[:len(rows)] = rows
+    parts = [torch.empty_like(padded) for _ in counts]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[:int(c.item())] for part, c in zip(parts, counts, strict=True)])
+
+
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Rank 0's parameters in `module` on every rank (a head fit the same way everywhere, made exact)."""
+    if active():
+        for p in module.parameters():
+            dist.broadcast(p.data, src=0)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -115,6 +116,9 @@ class Recipe:
     extra_modules: tuple[nn.Module, ...] = ()  # train with the model (a FitNets regressor, a DML peer)
     on_epoch_end: Callable[[nn.Module], None] | None = None
     on_epoch_start: Callable[[nn.Module, int], None] | None = None  # (model, epoch): e.g. freeze while a head probes
+    # (epoch, its batches) -> the epoch's loss when it ran some other way (LP-FT's linear probe), None to train
+    probe_epoch: Callable[[int, Iterable[TrainBatch]], float | None] | None = None
+    keep_best: bool = False  # end with the weights of the best val epoch (LP-FT: never below its own probe)
     distributed: bool = False  # the model is DDP-wrapped and every rank runs this recipe
 
 
@@ -126,6 +130,7 @@ class TrainingState:
 
     def __init__(self, path: Path, key: str, model: nn.Module, recipe: Recipe, objects: tuple = ()):
         self.path, self.key, self.model, self.recipe, self.objects = path, key, model, recipe, objects
+        self.best: dict | None = None  # with recipe.keep_best: the model's weights at its best val epoch so far
 
     def resume(self) -> tuple[int, list[dict]]:
         """(first epoch to run, history so far), after loading the saved state if it is ours."""
@@ -145,6 +150,7 @@ class TrainingState:
             obj.load_state_dict(sd)
         self.recipe.optimizer.load_state_dict(state["optimizer"])  # moves its tensors to the parameters' device
         self.recipe.scheduler.load_state_dict(state["scheduler"])
+        self.best = state.get("best")
         return state["epoch"] + 1, state["history"]
 
     def save(self, epoch: int, history: list[dict]) -> None:
@@ -156,7 +162,13 @@ class TrainingState:
                         "extra": [_cpu(m.state_dict()) for m in self.recipe.extra_modules],
                         "objects": [_cpu(o.state_dict()) for o in self.objects],
                         "optimizer": self.recipe.optimizer.state_dict(),
-                        "scheduler": self.recipe.scheduler.state_dict()}, tmp)
+                        "scheduler": self.recipe.scheduler.state_dict(), "best": self.best}, tmp)
+
+    def remember_if_best(self, history: list[dict]) -> None:
+        """Keep a copy of the model's weights when the last epoch of `history` is the best on val so far."""
+        accuracies = [h["val_accuracy"] for h in history]
+        if accuracies[-1] > max(accuracies[:-1], default=-1.0):
+            self.best = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def clear(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -198,11 +210,18 @@ def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingS
             train_mode(module)
         if recipe.on_epoch_start is not None:  # after train_mode: it may put layers back in eval mode
             recipe.on_epoch_start(model, epoch)
-        with tqdm(total=recipe.steps_per_epoch, disable=bar_disabled(quiet), desc=f"{desc} {epoch + 1}/{recipe.epochs}",
-                  leave=False, unit="batch") as progress:
-            loss = train_one_epoch(model, compute_loss, recipe.optimizer, recipe.batches(epoch), recipe.device, progress,
-                                   recipe.extra_modules if recipe.distributed else None)
-        recipe.scheduler.step()
+        batches = recipe.batches(epoch)
+        loss = recipe.probe_epoch(epoch, batches) if recipe.probe_epoch is not None else None
+        probed = loss is not None
+        if loss is None:
+            with tqdm(total=recipe.steps_per_epoch, disable=bar_disabled(quiet), leave=False, unit="batch",
+                      desc=f"{desc} {epoch + 1}/{recipe.epochs}") as progress:
+                loss = train_one_epoch(model, compute_loss, recipe.optimizer, batches, recipe.device, progress,
+                                       recipe.extra_modules if recipe.distributed else None)
+        with warnings.catch_warnings():
+            if probed:  # the optimizer did not step this epoch, by design: the schedule still counts it
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            recipe.scheduler.step()
         if recipe.on_epoch_end is not None:
             recipe.on_epoch_end(model)
         faults.reach("train.epoch", desc=desc, epoch=epoch)
@@ -210,6 +229,15 @@ def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingS
         history.append({"epoch": epoch + 1, "loss": loss, "val_accuracy": accuracy,
                         "seconds": round(time.perf_counter() - t0, 3)})
         log.info("%s epoch %d/%d: loss %.4f, val accuracy %.4f", desc, epoch + 1, recipe.epochs, loss, accuracy)
+        if recipe.keep_best:
+            state.remember_if_best(history)
         state.save(epoch, history)
+    if recipe.keep_best and state.best is not None and history:
+        best = max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -i))  # the earliest of ties
+        if best != len(history) - 1:
+            model.load_state_dict(state.best)
+            log.info("%s: kept epoch %d (val accuracy %.4f), the best on val; the last reached %.4f", desc,
+                     best + 1, history[best]["val_accuracy"], history[-1]["val_accuracy"])
+        history[best]["kept"] = True
     model.eval()
     return history

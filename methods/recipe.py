@@ -45,14 +45,16 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, epochs: int) ->
 @dataclass(frozen=True)
 class FineTune:
     """LP-FT (Kumar et al. 2022): the new head, started small, trains alone on frozen features for
-    `probe_epochs` (linear probing), then the whole network trains with discriminative rates (the
+    `probe_epochs` (linear probing: fit to convergence on cached features, one augmented view of the
+    training set per probe epoch; compress.methods.linear_probe), then the whole network trains with discriminative rates (the
     pretrained layers at lr x backbone_lr_scale) on a cosine schedule. Why: a randomly initialised
     head beside trainable pretrained layers sends large gradients into them and "will destroy your
     pre-trained features" (Keras' transfer-learning guide); probing first gives the head a sensible
-    start, so fine-tuning moves the features only as much as the task needs."""
+    start, so fine-tuning moves the features only as much as the task needs. The model that comes out
+    is the best val epoch's, so fine-tuning never ends below its own linear probe."""
 
     probe_epochs: int
-    probe_lr: float
+    probe_l2: float
     lr: float
     backbone_lr_scale: float
     optimizer: str
@@ -63,19 +65,21 @@ class FineTune:
 
     @classmethod
     def from_config(cls, cfg: FinetuneConfig) -> FineTune:
-        return cls(cfg.probe_epochs, cfg.probe_lr, cfg.lr, cfg.backbone_lr_scale, cfg.optimizer, cfg.momentum,
+        return cls(cfg.probe_epochs, cfg.probe_l2, cfg.lr, cfg.backbone_lr_scale, cfg.optimizer, cfg.momentum,
                    cfg.weight_decay, cfg.head_init_std, cfg.keep_bn_statistics)
 
     def describe(self, epochs: int) -> str:
         """The recipe in words, as the terminal, manifest, report and card state it."""
         probe = min(self.probe_epochs, epochs)
         rest = epochs - probe
-        text = (f"LP-FT from pretrained weights: new head initialised at std {self.head_init_std:g}, trained alone "
-                f"{probe} epoch{'s' if probe != 1 else ''} at lr {self.probe_lr:g}")
+        text = (f"LP-FT from pretrained weights: new head initialised at std {self.head_init_std:g}, fit alone by "
+                f"L-BFGS (L2 {self.probe_l2:g}) on the frozen features of {probe} augmented view{'s' if probe != 1 else ''} "
+                f"of the training set")
         if rest:
             text += (f", then the whole network {rest} epoch{'s' if rest != 1 else ''} (head lr {self.lr:g}, backbone "
                      f"{self.lr * self.backbone_lr_scale:g}, cosine)")
         text += "; BatchNorm statistics kept" if self.keep_bn_statistics else ""
+        text += "; the best val epoch is kept, the probe included"
         return text + f"; {self.optimizer}" + (f" momentum {self.momentum:g}" if self.optimizer == "sgd" else "") + \
             f", weight decay {self.weight_decay:g}"
 
@@ -94,11 +98,24 @@ def scratch_description(cfg: TrainConfig, lr: float, epochs: int) -> str:
     return f"from scratch: {cfg.optimizer} lr {lr:g}, {warm}{cfg.schedule} schedule over {epochs} epochs"
 
 
+@dataclass
+class FineTuneSchedule:
+    """What `finetune_optimization` builds: the optimizer (a head group and a backbone group), its
+    per-group schedule, the per-epoch hook that freezes the pretrained layers while the head is
+    probed, and the probe epoch itself (None from the first whole-network epoch on)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: lr_scheduler.LRScheduler
+    on_epoch_start: Callable[[nn.Module, int], None]
+    probe_epoch: Callable[[int, Iterable], float | None]
+
+
 def finetune_optimization(ft: FineTune, model: nn.Module, head: nn.Module, extra: tuple[nn.Module, ...],
-                          epochs: int) -> tuple[torch.optim.Optimizer, lr_scheduler.LRScheduler,
-                                                Callable[[nn.Module, int], None]]:
-    """The optimizer (a head group and a backbone group), its per-group schedule and the per-epoch
-    hook that freezes the pretrained layers while the head trains alone."""
+                          epochs: int, device: torch.device) -> FineTuneSchedule:
+    """LP-FT for `model`: the first `probe_epochs` epochs fit `head` on cached frozen features
+    (compress.methods.linear_probe); the rest train everything, the head at ft.lr and the
+    pretrained layers at ft.lr x backbone_lr_scale, both on a cosine to zero."""
+    from compress.methods.linear_probe import fit_head, head_inputs
     head_ids = {id(p) for m in (head, *extra) for p in m.parameters()}
     trainable = [p for m in (model, *extra) for p in m.parameters() if p.requires_grad]  # freeze_encoder stays
     head_params = [p for p in trainable if id(p) in head_ids]
@@ -112,16 +129,10 @@ def finetune_optimization(ft: FineTune, model: nn.Module, head: nn.Module, extra
     probe = min(ft.probe_epochs, epochs)
     rest = max(epochs - probe, 1)
 
-    def tuned(epoch: int) -> float:  # after probing: cosine from the group's rate to zero
-        return 0.5 * (1 + math.cos(math.pi * (epoch - probe) / rest))
+    def factor(epoch: int) -> float:  # 0 while probing (the optimizer is not used), then cosine to zero
+        return 0.0 if epoch < probe else 0.5 * (1 + math.cos(math.pi * (epoch - probe) / rest))
 
-    def head_factor(epoch: int) -> float:
-        return ft.probe_lr / ft.lr if epoch < probe else tuned(epoch)
-
-    def backbone_factor(epoch: int) -> float:
-        return 0.0 if epoch < probe else tuned(epoch)
-
-    schedule = lr_scheduler.LambdaLR(opt, [head_factor, backbone_factor])  # one rate rule per group
+    schedule = lr_scheduler.LambdaLR(opt, [factor, factor])  # one rule for both groups' own rates
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
              and not any(m is h for h in head.modules())]
 
@@ -132,4 +143,14 @@ def finetune_optimization(ft: FineTune, model: nn.Module, head: nn.Module, extra
         if not tuning or ft.keep_bn_statistics:  # small batches would re-estimate ImageNet's statistics badly
             for m in norms:
                 m.eval()
-    return opt, schedule, freeze_while_probing
+
+    views: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def probe_epoch(epoch: int, batches: Iterable) -> float | None:
+        if epoch >= probe:
+            views.clear()  # the cache is not needed once the whole network trains
+            return None
+        views.append(head_inputs(model, head, batches, device))
+        return fit_head(head, torch.cat([f for f, _ in views]), torch.cat([t for _, t in views]), ft.probe_l2)
+
+    return FineTuneSchedule(opt, schedule, freeze_while_probing, probe_epoch)

@@ -76,9 +76,11 @@ class Trainer:
         extra = objective.trainable_modules() if objective else ()
         for module in (model, *extra):
             prepare(module, self.device)
-        start = None
+        start = probe = None
         if run.finetune:
-            optimizer, schedule, start = finetune_optimization(run.finetune, model, head_module(model), extra, run.epochs)
+            tuning = finetune_optimization(run.finetune, model, head_module(model), extra, run.epochs, self.device)
+            optimizer, schedule, start, probe = (tuning.optimizer, tuning.scheduler, tuning.on_epoch_start,
+                                                 tuning.probe_epoch)
         else:
             optimizer = make_optimizer([p for m in (model, *extra) for p in m.parameters() if p.requires_grad],
                                        self.train_cfg, run.lr)
@@ -92,7 +94,8 @@ class Trainer:
                          rank=rank() if self.distributed else 0,
                          world=world_size() if self.distributed else 1) as loader:
             recipe = Recipe(
-                optimizer=optimizer, scheduler=schedule, epochs=run.epochs, on_epoch_start=start,
+                optimizer=optimizer, scheduler=schedule, epochs=run.epochs, on_epoch_start=start, probe_epoch=probe,
+                keep_best=run.finetune is not None,
                 batches=loader.epoch, steps_per_epoch=len(loader), device=self.device, extra_modules=extra,
                 on_epoch_end=objective.epoch_end if objective else None, distributed=self.distributed)
             state = TrainingState(run.state_path, run.key, model, recipe, objective.state_objects() if objective else ())

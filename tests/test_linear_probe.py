@@ -1,0 +1,40 @@
+"""LP-FT's linear probe: the head fit to convergence on cached frozen features, for a Linear head
+and a convolutional one, and the loop's keeping of the best val epoch."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from compress.core.models import build_model
+from compress.methods.linear_probe import fit_head, head_inputs
+
+
+def test_the_probe_fits_separable_features_far_better_than_its_start():
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 32, generator=gen) * 3
+    labels = torch.arange(3).repeat_interleave(40)
+    features = centres[labels] + torch.randn(120, 32, generator=gen)
+    head = nn.Linear(32, 3)
+    nn.init.normal_(head.weight, std=0.01)
+    nn.init.zeros_(head.bias)
+    start = float(nn.functional.cross_entropy(head(features), labels))
+    loss = fit_head(head, features, labels, l2=1e-3)
+    assert start > 1.0 and loss < 0.05, (start, loss)
+    assert (head(features).argmax(1) == labels).all()
+    weak = nn.Linear(32, 3)
+    fit_head(weak, features, labels, l2=1.0)  # a strong penalty keeps the weights small
+    assert weak.weight.norm() < head.weight.norm()
+
+
+def test_a_convolutional_head_is_probed_on_the_map_that_enters_it():
+    model = build_model("squeezenet1_1", 3).eval()  # its classifier is Dropout, Conv2d, ReLU, pool
+    head = model.classifier
+    x = torch.randn(6, 3, 32, 32)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    features, targets = head_inputs(model, head, [(x, y, None)], torch.device("cpu"))
+    assert features.dim() == 4 and features.shape[:2] == (6, 512) and torch.equal(targets, y)
+    before = float(nn.functional.cross_entropy(model(x).flatten(1), y))
+    fit_head(head, features, targets, l2=1e-4)
+    with torch.no_grad():
+        after = float(nn.functional.cross_entropy(model(x).flatten(1), y))
+    assert after < before, (before, after)
