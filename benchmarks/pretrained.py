@@ -8,8 +8,8 @@ EfficientNet-Lite0 in lukemelas' layout; their tensors map in order and shape on
    (ants/bees: 310 "ant", 309 "bee"), on val;
 2. the teacher stage fine-tunes from the converted file with each recipe asked for (lp_ft, the
    default for a pretrained start; scratch, the from-scratch recipe this start used to get), and
-   the val accuracy of every epoch is printed (LP-FT's first epoch is the linear probe), with the
-   test accuracy of the result.
+   the val accuracy of every epoch is printed (LP-FT's first `finetune.probe_epochs` epochs are the
+   linear probe; * marks the epoch whose weights were kept), with the test accuracy of the result.
 
     python benchmarks/pretrained.py --data ../shared/data/hymenoptera_data --crop 224 --epochs 5
 
@@ -115,11 +115,12 @@ def main() -> None:
         summary = manifest["stages"]["teacher"]["summary"]
         model, _ = load_model(folder / "checkpoints/teacher.pt")
         test = split_accuracy(model, data, cfg, data.report_split)
-        rows.append((recipe, [h["val_accuracy"] for h in summary["history"]], test, summary["recipe"],
+        rows.append((recipe, [f"{h['val_accuracy']:.4f}" + ("*" if h.get("kept") else "") for h in summary["history"]],
+                     test, summary["recipe"],
                      time.perf_counter() - t0))
-    print("\n| recipe | val accuracy per epoch | teacher test | s |\n| --- | --- | ---: | ---: |")
+    print("\n| recipe | val accuracy per epoch (* the epoch kept) | teacher test | s |\n| --- | --- | ---: | ---: |")
     for recipe, epochs, test, _words, seconds in rows:
-        print(f"| {recipe} | {', '.join(f'{a:.4f}' for a in epochs)} | {test:.4f} | {seconds:.0f} |")
+        print(f"| {recipe} | {', '.join(epochs)} | {test:.4f} | {seconds:.0f} |")
     for recipe, *_, words, _s in rows:
         print(f"{recipe}: {words}")
     (args.out / "pretrained.json").write_text(json.dumps(

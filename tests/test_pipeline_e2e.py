@@ -120,10 +120,20 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
     assert len(manifest["artifacts"]) == 29  # 4 checkpoints, 5 ONNX, 3 ONNX infos, 3 reports, 6 plots, 8 deploy
 
 
-def copy_of(full_run, tmp_path):
-    """A copy of the shared run directory, for a test that reruns in it."""
+@pytest.fixture(scope="module")
+def tiny_run(digits_folder, tmp_path_factory):
+    """A finished run of the tiny config (every stage, timm's test networks), shared by the tests
+    that rerun in a copy of it: what they check is the cache, not the default architectures."""
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    result = CliRunner().invoke(main, cli_args(digits_folder, out), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return out, result
+
+
+def copy_of(run, tmp_path):
+    """A copy of a shared run directory, for a test that reruns in it."""
     import shutil
-    shutil.copytree(full_run[0], tmp_path / "run")
+    shutil.copytree(run[0], tmp_path / "run")
     return tmp_path / "run"
 
 
@@ -138,9 +148,9 @@ def test_second_run_skips_every_stage(full_run, digits_folder, tmp_path):
     assert "nothing (all stages up to date)" in result.output
 
 
-def test_changed_setting_reruns_from_first_affected_stage(full_run, digits_folder, tmp_path):
-    out = copy_of(full_run, tmp_path)
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, **DEFAULTS, distill__alpha="0.9",
+def test_changed_setting_reruns_from_first_affected_stage(tiny_run, digits_folder, tmp_path):
+    out = copy_of(tiny_run, tmp_path)
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, distill__alpha="0.9",
                                                quantize__enabled="false"))
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
@@ -240,7 +250,7 @@ def test_hidden_fc_heads_run_end_to_end(digits_folder, tmp_path):
     assert (out / "onnx/student_pruned.onnx").is_file()
 
 
-def test_a_code_change_reruns_that_stage_and_what_depends_on_it(full_run, digits_folder, tmp_path):
+def test_a_code_change_reruns_that_stage_and_what_depends_on_it(tiny_run, digits_folder, tmp_path):
     """The package copied and one stage's module edited, as an upgrade would: the stages before it
     are served from the cache, it reruns saying why, and so does every stage after it."""
     import shutil
@@ -249,7 +259,7 @@ def test_a_code_change_reruns_that_stage_and_what_depends_on_it(full_run, digits
     from pathlib import Path
 
     import compress
-    out = copy_of(full_run, tmp_path)
+    out = copy_of(tiny_run, tmp_path)
     source = Path(compress.__file__).parent
     package = tmp_path / "pkg" / "compress"
     shutil.copytree(source, package, ignore=shutil.ignore_patterns(
@@ -259,7 +269,7 @@ def test_a_code_change_reruns_that_stage_and_what_depends_on_it(full_run, digits
     assert code.count("cfg.export.opset)") == 1
     stage.write_text(code.replace("cfg.export.opset)", "cfg.export.opset - 1)"))  # files of another opset
     command = [sys.executable, "-P", "-c", "from compress.pipeline.cli import main; main()",
-               *cli_args(digits_folder, out, **DEFAULTS)]
+               *cli_args(digits_folder, out)]
     command.remove("--quiet")
     done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path,
                           env={**os.environ, "PYTHONPATH": str(package.parent)})
