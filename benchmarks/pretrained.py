@@ -9,9 +9,13 @@ EfficientNet-Lite0 in lukemelas' layout; their tensors map in order and shape on
 2. the teacher stage fine-tunes from the converted file with each recipe asked for (lp_ft, the
    default for a pretrained start; scratch, the from-scratch recipe this start used to get), and
    the val accuracy of every epoch is printed (LP-FT's first `finetune.probe_epochs` epochs are the
-   linear probe; * marks the epoch whose weights were kept), with the test accuracy of the result.
+   linear probe; * marks the epoch whose weights were kept), with the test accuracy of the result;
+3. with `--pipeline`, the whole `compress run` on top of the LP-FT teacher: a pretrained student
+   (EfficientNet-Lite0 from the same ImageNet file, through the same recipe, distilled), its CE
+   twin, the default pruning and int8, and the report's table.
 
-    python benchmarks/pretrained.py --data ../shared/data/hymenoptera_data --crop 224 --epochs 5
+    python benchmarks/pretrained.py --data ../shared/data/hymenoptera_data --crop 224 --epochs 6
+    python benchmarks/pretrained.py --data ../shared/data/hymenoptera_data --crop 160 --epochs 6 --recipes lp_ft --pipeline
 
 Prints figures; asserts nothing.
 """
@@ -81,6 +85,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--recipes", default="lp_ft,scratch")
     ap.add_argument("--out", type=Path, default=Path("runs/pretrained"))
+    ap.add_argument("--pipeline", action="store_true",
+                    help="then run every stage on the lp_ft teacher, with a pretrained EfficientNet-Lite0 student")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="a config setting on top, e.g. finetune.backbone_lr_scale=0.3 (repeatable)")
     args = ap.parse_args()
@@ -125,6 +131,27 @@ def main() -> None:
         print(f"{recipe}: {words}")
     (args.out / "pretrained.json").write_text(json.dumps(
         [{"recipe": r, "val_per_epoch": e, "test": t, "words": w, "seconds": s} for r, e, t, w, s in rows], indent=2))
+    if args.pipeline:
+        whole_pipeline(base.replace({"finetune.recipe": "lp_ft", "distill.arch": "timm:efficientnet_lite0",
+                                     "distill.weights": str(start), "distill.epochs": args.epochs}),
+                       args.out / "lp_ft", data)
+
+
+def whole_pipeline(cfg, folder: Path, data) -> None:
+    """Every stage in `folder` (its teacher stage, already run with the same settings, is reused)."""
+    from compress.core.documents import Report
+    from compress.pipeline.runner import run_pipeline
+    from compress.reporting.report import headline, markdown_table
+    t0 = time.perf_counter()
+    manifest = run_pipeline(cfg, folder, quiet=True, data=data)
+    print(f"\nthe whole pipeline in {folder} ({time.perf_counter() - t0:.0f} s; ran {', '.join(manifest['executed'])})")
+    report = Report.read(folder / "report.json")
+    print(markdown_table(report))
+    print("\n".join(headline(report)))
+    for name, stage in manifest["stages"].items():
+        summary = stage.get("summary") or {}
+        if isinstance(summary, dict) and summary.get("recipe"):
+            print(f"{name}: {summary['recipe']}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
-"""Regenerate the README's "Results" section from runs, so anyone can reproduce its tables.
+"""Regenerate the results page's hymenoptera section from a run, so anyone can reproduce its tables.
 
 Runs (or reuses, when up to date: the stages are cached) the hymenoptera config, then writes the
-section between the README's `<!-- results:start -->` and `<!-- results:end -->` markers: the
+section between docs/results.md's `<!-- results:start -->` and `<!-- results:end -->` markers: the
 benchmark table with 95% intervals on the held-out test split, the paired verdicts, the machine
 and how busy it was, and the exact command behind each table.
 
@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data/hymenoptera_data")
     parser.add_argument("--out", default="runs/readme-hymenoptera")
-    parser.add_argument("--dry-run", action="store_true", help="print the section instead of writing README.md")
+    parser.add_argument("--dry-run", action="store_true", help="print the section instead of writing docs/results.md")
     args = parser.parse_args()
     command = ["compress", "run", "--config", "configs/hymenoptera-cpu.toml", "--data", args.data, "--out", args.out,
                "--quiet"]
@@ -54,13 +54,13 @@ def main() -> None:
     if args.dry_run:
         print(text)
         return
-    readme = ROOT / "README.md"
-    body = readme.read_text()
+    page = ROOT / "docs" / "results.md"
+    body = page.read_text()
     if START not in body or END not in body:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
+        raise SystemExit(f"{page} has no {START} ... {END} markers")
     head, rest = body.split(START, 1)
-    readme.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
-    print(f"README.md results section rewritten from {args.out}/report.json")
+    page.write_text(head + START + "\n" + text + "\n" + END + rest.split(END, 1)[1])
+    print(f"{page} results section rewritten from {args.out}/report.json")
 
 
 if __name__ == "__main__":

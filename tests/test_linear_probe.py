@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from compress.core.heads import init_small
 from compress.core.models import build_model
 from compress.methods.linear_probe import fit_head, head_inputs
 
@@ -17,7 +18,8 @@ def test_the_probe_fits_separable_features_far_better_than_its_start():
     head = nn.Linear(32, 3)
     nn.init.normal_(head.weight, std=0.01)
     nn.init.zeros_(head.bias)
-    start = float(nn.functional.cross_entropy(head(features), labels))
+    with torch.no_grad():
+        start = float(nn.functional.cross_entropy(head(features), labels))
     loss = fit_head(head, features, labels, l2=1e-3)
     assert start > 1.0 and loss < 0.05, (start, loss)
     assert (head(features).argmax(1) == labels).all()
@@ -29,11 +31,13 @@ def test_the_probe_fits_separable_features_far_better_than_its_start():
 def test_a_convolutional_head_is_probed_on_the_map_that_enters_it():
     model = build_model("squeezenet1_1", 3).eval()  # its classifier is Dropout, Conv2d, ReLU, pool
     head = model.classifier
+    init_small(head, 0.01)  # as a pretrained start's new head begins (finetune.head_init_std)
     x = torch.randn(6, 3, 32, 32)
     y = torch.tensor([0, 1, 2, 0, 1, 2])
     features, targets = head_inputs(model, head, [(x, y, None)], torch.device("cpu"))
     assert features.dim() == 4 and features.shape[:2] == (6, 512) and torch.equal(targets, y)
-    before = float(nn.functional.cross_entropy(model(x).flatten(1), y))
+    with torch.no_grad():
+        before = float(nn.functional.cross_entropy(model(x).flatten(1), y))
     fit_head(head, features, targets, l2=1e-4)
     with torch.no_grad():
         after = float(nn.functional.cross_entropy(model(x).flatten(1), y))
