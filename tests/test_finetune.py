@@ -1,4 +1,4 @@
-"""The fine-tuning recipe on a small pretrained stand-in: a ResNet18 trained on one task (digits
+"""The fine-tuning recipe on a small pretrained stand-in: timm's test ResNet trained on one task (digits
 0-4), then fine-tuned on another (digits 5-7) from that file. LP-FT fits the new head alone
 first, so the whole-network epoch that follows starts from the probe's accuracy and must not fall
 below it, the model kept is never below the probe, and the recipe is said in the run's records."""
@@ -18,7 +18,7 @@ TINY = {"resize": 20, "crop": 16, "batch_size": 16}
 
 def teacher_run(folder, data_path, finetune=None, **teacher) -> tuple[list[dict], str, float]:
     cfg = Config.from_dict({"data": {"path": str(data_path), **TINY}, "device": "cpu", "seed": 0,
-                            "teacher": {"arch": "resnet18", **teacher}, "finetune": finetune or {}})
+                            "teacher": {"arch": "timm:test_resnet", **teacher}, "finetune": finetune or {}})
     manifest = run_pipeline(cfg, folder, quiet=True, stages=(TeacherStage(),), data=load_dataset(cfg.data, cfg.seed))
     summary = manifest["stages"]["teacher"]["summary"]
     return summary["history"], summary["recipe"], summary["val_accuracy"]
