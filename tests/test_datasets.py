@@ -112,7 +112,7 @@ def test_a_labels_file_lopsided_and_leaky_end_to_end(tmp_path):
     assert data.class_counts()["train"] == {"one": 9, "zero": 36}
     out = tmp_path / "run"
     result = CliRunner().invoke(main, cli_args(listing, out, prune__enabled="false", distill__baseline="false",
-                                               teacher__arch="resnet18", bench__metric="balanced"))
+                                               bench__metric="balanced"))
     assert result.exit_code == 0, result.output
     sentence = "2 of 12 val images are copies of train images; their figures are optimistic"
     assert sentence in result.output  # the terminal

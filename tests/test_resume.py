@@ -14,7 +14,7 @@ from compress.stages.teacher import TeacherStage
 
 
 def test_interrupted_teacher_resumes_and_matches_uninterrupted(digits_folder, tmp_path):
-    cfg = Config.from_toml(None, tuple(tiny_overrides(teacher__epochs=3, teacher__arch="resnet18",
+    cfg = Config.from_toml(None, tuple(tiny_overrides(teacher__epochs=3,
                                                  data__path=str(digits_folder))))
     stages = (TeacherStage(),)
     run_pipeline(cfg, tmp_path / "straight", quiet=True, stages=stages)

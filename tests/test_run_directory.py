@@ -39,7 +39,7 @@ def one_error_line(result) -> str:
 
 
 def teacher_only(data: Path, **extra):
-    return Config.from_toml(None, tuple(tiny_overrides(teacher__arch="resnet18", data__path=str(data), **extra)))
+    return Config.from_toml(None, tuple(tiny_overrides(data__path=str(data), **extra)))
 
 
 def test_second_process_fails_at_once_naming_the_holder_and_a_killed_holder_is_taken_over(tmp_path, digits_folder):
