@@ -19,15 +19,35 @@ from compress.pipeline.cli import main
 pytest.importorskip("executorch")
 
 
+class ResidualNet(torch.nn.Module):
+    """A stride-2 stem, one residual block with BatchNorm, global pooling and a Linear head: every
+    kind of layer a ResNet hands XNNPACK, lowered in 8 s where timm's test ResNet took 20 s (both files, measured)."""
+
+    def __init__(self, width: int = 64, classes: int = 3):
+        super().__init__()
+        def conv(cin: int, stride: int = 1) -> torch.nn.Conv2d:
+            return torch.nn.Conv2d(cin, width, 3, stride=stride, padding=1, bias=False)
+
+        self.stem = torch.nn.Sequential(conv(3, 2), torch.nn.BatchNorm2d(width), torch.nn.ReLU())
+        self.block = torch.nn.Sequential(conv(width), torch.nn.BatchNorm2d(width), torch.nn.ReLU(), conv(width),
+                                         torch.nn.BatchNorm2d(width))
+        self.head = torch.nn.Linear(width, classes)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.head(torch.relu(x + self.block(x)).mean((2, 3)))
+
+
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
-    """A small residual network (timm's 0.37 M-parameter test ResNet: lowering a ResNet18 twice took
-    33 s of the suite), images, and its fp32 and int8 (calibrated on the images) .pte files, written once."""
-    import timm
-
+    """A small residual network, images, and its fp32 and int8 (calibrated on the images) .pte
+    files, written once."""
     from compress.exports.executorch import write_pte
     torch.manual_seed(0)
-    model = timm.create_model("test_resnet", num_classes=3).eval()
+    model = ResidualNet().eval()
+    for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):  # statistics a trained net has
+        norm.running_mean.uniform_(-0.5, 0.5)
+        norm.running_var.uniform_(0.5, 2.0)
     images = np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)
     folder = tmp_path_factory.mktemp("pte")
     write_pte(model, folder / "f.pte", 32)
