@@ -20,6 +20,9 @@ TINY = {
     "teacher.epochs": 1, "distill.epochs": 1, "prune.epochs": 1,
     "quantize.calibration_samples": 8, "export.parity_samples": 8,
     "bench.warmup": 1, "bench.runs": 3, "device": "cpu",
+    # one ONNX Runtime thread: the suite runs a worker per core (pytest-xdist), and a 16-px model gains
+    # nothing from a second thread that the other worker needs
+    "bench.threads": 1,
     # one epoch on 36 images often ends predicting one class; these tests check structure, so such a
     # deployable is still packaged (test_degenerate.py checks the refusal)
     "deploy.allow_degenerate": "true",
