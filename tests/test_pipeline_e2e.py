@@ -11,7 +11,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from helpers import cli_args
+from helpers import TINY, cli_args
 
 from compress.core.rundir import sha256_file
 from compress.pipeline.cli import main
@@ -77,7 +77,7 @@ def test_report_json_has_every_model_and_figure(full_run, digits_folder):
     models = report["models"]
     assert models["teacher"]["agreement_with_teacher"] == 1.0
     assert models["teacher"]["latency_ratio_to_reference"] == {"1": 1.0, "8": 1.0}
-    assert report["environment"]["threads"] == 2 and "isa" in report["environment"]
+    assert report["environment"]["threads"] == TINY["bench.threads"] and "isa" in report["environment"]
     assert set(report["training"]) == {"teacher", "student", "baseline", "student_pruned"}
     assert models["teacher"]["params"] > 2 * models["student"]["params"]  # ResNet50 vs ResNet18
     assert models["student_pruned"]["macs"] < 0.6 * models["student"]["macs"]
