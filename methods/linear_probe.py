@@ -7,7 +7,9 @@ zero-shot). Here the head's inputs are read once per probe epoch (one augmented 
 training image, through the network in eval mode, so with the statistics it will be used with),
 cached, and the head is fit on every view cached so far by full-batch L-BFGS with an L2 penalty.
 Under torch.distributed each rank reads its share, the features are gathered, every rank fits the
-same head, and rank 0's copy is broadcast so they agree to the bit.
+same head, and rank 0's copy is broadcast so they agree to the bit. A view holds at most
+VIEW_BYTES of features: on a large dataset the probe reads a random subset of the epoch (the
+loader's seeded order) and stops there, which a convex fit of a linear head does not miss.
 """
 from __future__ import annotations
 
@@ -17,25 +19,31 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from compress.core.distributed import broadcast_parameters, gather_rows
+from compress.core.distributed import broadcast_parameters, gather_rows, world_size
 from compress.core.loader import TrainBatch
 
 LBFGS_ITERATIONS = 200  # a convex problem of a few thousand rows: converged well before this
+VIEW_BYTES = 512 * 2**20  # features one probe view may hold, over all ranks (1280-d features: 100k images)
 
 
 @torch.no_grad()
-def head_inputs(model: nn.Module, head: nn.Module, batches: Iterable[TrainBatch],
-                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(what enters `head`, the targets) for every image of `batches`, with `model` in eval mode."""
+def head_inputs(model: nn.Module, head: nn.Module, batches: Iterable[TrainBatch], device: torch.device,
+                budget: int = VIEW_BYTES) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what enters `head`, the targets) for the images of `batches`, with `model` in eval mode,
+    up to `budget` bytes of features in all (the rest of the epoch is not read)."""
     seen: list[torch.Tensor] = []
     hook = head.register_forward_pre_hook(lambda _m, args: seen.append(args[0].detach().float()))
     targets = []
     was_training = model.training
     model.eval()
+    share, held = budget // world_size(), 0
     try:
         for x, y, _index in batches:
             model(x.to(device, non_blocking=True))
             targets.append(y.to(device))
+            held += seen[-1].numel() * seen[-1].element_size()
+            if held >= share:
+                break
     finally:
         hook.remove()
         model.train(was_training)

@@ -93,7 +93,9 @@ def test_runtime_comparison_pairs_a_pte_only_with_the_onnx_file_of_its_weights(p
 def test_executorch_target_ships_the_measured_pte(digits_folder, tmp_path):
     from compress.exports.executorch import ExecuTorchModel
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="executorch", distill__baseline="false", quantize__candidates='["qdq_u8s8"]'))
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="executorch", distill__baseline="false",
+                                               quantize__candidates='["qdq_u8s8"]', export__ort="false",
+                                               prune__enabled="false", export__mobile="false"))  # the target, no more
     assert result.exit_code == 0, result.output
     pte = json.loads((out / "onnx/quantize.json").read_text())["executorch"]
     assert pte["chosen"] in ("fp32", "int8") and set(pte["candidates"]) == {"fp32", "int8"}

@@ -42,3 +42,12 @@ def test_a_convolutional_head_is_probed_on_the_map_that_enters_it():
     with torch.no_grad():
         after = float(nn.functional.cross_entropy(model(x).flatten(1), y))
     assert after < before, (before, after)
+
+
+def test_a_view_reads_no_more_of_the_epoch_than_its_budget():
+    model = build_model("resnet18", 3).eval()
+    batches = [(torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 0]), None) for _ in range(5)]
+    everything, _ = head_inputs(model, model.fc, batches, torch.device("cpu"))
+    assert everything.shape == (20, 512)
+    capped, targets = head_inputs(model, model.fc, batches, torch.device("cpu"), budget=2 * 4 * 512 * 4)
+    assert capped.shape == (8, 512) and len(targets) == 8  # two batches of 4, then it stopped

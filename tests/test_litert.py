@@ -31,7 +31,8 @@ def test_litert_target_ships_a_measured_tflite_that_runs_in_the_interpreter(digi
     from compress.exports.litert import LiteRTModel, to_pixels
     out = tmp_path / "run"
     result = CliRunner().invoke(main, cli_args(digits_folder, out, deploy__target="litert", distill__baseline="false",
-                                               quantize__candidates='["qdq_u8s8"]', export__ort="false"))
+                                               quantize__candidates='["qdq_u8s8"]', export__ort="false",
+                                               prune__enabled="false", export__mobile="false"))  # the target, no more
     assert result.exit_code == 0, result.output
     decision = json.loads((out / "onnx/quantize.json").read_text())
     tfl = decision["litert"]
