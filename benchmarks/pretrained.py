@@ -121,16 +121,17 @@ def main() -> None:
         summary = manifest["stages"]["teacher"]["summary"]
         model, _ = load_model(folder / "checkpoints/teacher.pt")
         test = split_accuracy(model, data, cfg, data.report_split)
-        rows.append((recipe, [f"{h['val_accuracy']:.4f}" + ("*" if h.get("kept") else "") for h in summary["history"]],
-                     test, summary["recipe"],
-                     time.perf_counter() - t0))
+        rows.append((recipe, [h["val_accuracy"] for h in summary["history"]], test, summary["recipe"],
+                     time.perf_counter() - t0, next((h["epoch"] for h in summary["history"] if h.get("kept")), None)))
     print("\n| recipe | val accuracy per epoch (* the epoch kept) | teacher test | s |\n| --- | --- | ---: | ---: |")
-    for recipe, epochs, test, _words, seconds in rows:
-        print(f"| {recipe} | {', '.join(epochs)} | {test:.4f} | {seconds:.0f} |")
-    for recipe, *_, words, _s in rows:
+    for recipe, epochs, test, _words, seconds, kept in rows:
+        marked = [f"{a:.4f}" + ("*" if i + 1 == kept else "") for i, a in enumerate(epochs)]
+        print(f"| {recipe} | {', '.join(marked)} | {test:.4f} | {seconds:.0f} |")
+    for recipe, _e, _t, words, _s, _k in rows:
         print(f"{recipe}: {words}")
     (args.out / "pretrained.json").write_text(json.dumps(
-        [{"recipe": r, "val_per_epoch": e, "test": t, "words": w, "seconds": s} for r, e, t, w, s in rows], indent=2))
+        [{"recipe": r, "val_per_epoch": e, "kept_epoch": k, "test": t, "words": w, "seconds": s}
+         for r, e, t, w, s, k in rows], indent=2))
     if args.pipeline:
         whole_pipeline(base.replace({"finetune.recipe": "lp_ft", "distill.arch": "timm:efficientnet_lite0",
                                      "distill.weights": str(start), "distill.epochs": args.epochs}),

@@ -166,8 +166,7 @@ class TrainingState:
 
     def remember_if_best(self, history: list[dict]) -> None:
         """Keep a copy of the model's weights when the last epoch of `history` is the best on val so far."""
-        accuracies = [h["val_accuracy"] for h in history]
-        if accuracies[-1] > max(accuracies[:-1], default=-1.0):
+        if best_epoch(history) == len(history) - 1:
             self.best = {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
 
     def clear(self) -> None:
@@ -195,6 +194,11 @@ def train_one_epoch(model: nn.Module, compute_loss: LossFn, optimizer: torch.opt
         count += len(y)
         progress.update()
     return mean_over_ranks(total, count) if also_averaged is not None else float(total) / max(count, 1)
+
+
+def best_epoch(history: list[dict]) -> int:
+    """Index of the epoch with the highest val accuracy in `history`, the earliest of ties."""
+    return max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -i))
 
 
 def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingState, *,
@@ -233,7 +237,7 @@ def fit(model: nn.Module, compute_loss: LossFn, recipe: Recipe, state: TrainingS
             state.remember_if_best(history)
         state.save(epoch, history)
     if recipe.keep_best and state.best is not None and history:
-        best = max(range(len(history)), key=lambda i: (history[i]["val_accuracy"], -i))  # the earliest of ties
+        best = best_epoch(history)
         if best != len(history) - 1:
             model.load_state_dict(state.best)
             log.info("%s: kept epoch %d (val accuracy %.4f), the best on val; the last reached %.4f", desc,

@@ -27,12 +27,17 @@ DEPLOY = ["deploy/model_with_preprocessing.onnx", "deploy/model.onnx", "deploy/m
           "deploy/model_mobile.onnx", "deploy/accelerators.json"]
 
 
-@pytest.fixture(scope="module")
-def full_run(digits_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("e2e") / "run"
-    result = CliRunner().invoke(main, cli_args(digits_folder, out, **DEFAULTS), catch_exceptions=False)
+def finished_run(digits_folder, tmp_path_factory, name: str, **overrides):
+    """(run directory, CLI result) of one whole run of the tiny config with `overrides`."""
+    out = tmp_path_factory.mktemp(name) / "run"
+    result = CliRunner().invoke(main, cli_args(digits_folder, out, **overrides), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return out, result
+
+
+@pytest.fixture(scope="module")
+def full_run(digits_folder, tmp_path_factory):
+    return finished_run(digits_folder, tmp_path_factory, "e2e", **DEFAULTS)
 
 
 def test_run_directory_contract(full_run):
@@ -124,10 +129,7 @@ def test_manifest_records_config_versions_timings_and_hashes(full_run):
 def tiny_run(digits_folder, tmp_path_factory):
     """A finished run of the tiny config (every stage, timm's test networks), shared by the tests
     that rerun in a copy of it: what they check is the cache, not the default architectures."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    result = CliRunner().invoke(main, cli_args(digits_folder, out), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return out, result
+    return finished_run(digits_folder, tmp_path_factory, "tiny")
 
 
 def copy_of(run, tmp_path):
