@@ -31,7 +31,7 @@ from compress.core.source_digest import code_files
 from compress.exports.metadata import client_metadata
 from compress.exports.onnx import export_onnx
 from compress.exports.session import cpu_session, run_logits
-from compress.methods.pruning import ROUND_MACS_CUT, Pruner
+from compress.methods.pruning import ROUND_MACS_CUT, Measure, Pruner
 
 ATTENTION_NAMES = ("Attention", "MultiheadAttention")  # module class names that hold attention heads
 _PASSED: set[str] = set()  # checks that passed in this process
@@ -133,7 +133,7 @@ def check_prunable(arch: str, cfg: PruneConfig, crop: int, head_hidden=(), opset
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch-pruning's notes on parameters it prunes by shape
             pruner = Pruner(model, cfg, crop, None)
-            pruner.prune_until(_target(cfg))
+            pruner.prune_until(*_target(cfg))
             with torch.no_grad():
                 model(torch.zeros(1, 3, crop, crop))
         with tempfile.TemporaryDirectory() as tmp:
@@ -148,14 +148,13 @@ def check_prunable(arch: str, cfg: PruneConfig, crop: int, head_hidden=(), opset
     record()
 
 
-def _target(cfg: PruneConfig):
-    """The stopping rule of the deepest pruning `cfg` can reach (rounds: all of them)."""
+def _target(cfg: PruneConfig) -> tuple[Measure, float]:
+    """The measure and share of the deepest pruning `cfg` can reach (rounds: all of them)."""
     if cfg.target == "params":
-        return lambda _macs, params: params <= cfg.params_ratio
+        return "params", cfg.params_ratio
     if cfg.target == "macs":
-        return lambda macs, _params: macs <= cfg.macs_ratio
-    deepest = (1 - ROUND_MACS_CUT) ** cfg.max_rounds
-    return lambda macs, _params: macs <= deepest
+        return "macs", cfg.macs_ratio
+    return "macs", (1 - ROUND_MACS_CUT) ** cfg.max_rounds
 
 
 def qat_blocker(arch: str, crop: int, per_channel: bool, opset: int = 17) -> str | None:

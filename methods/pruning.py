@@ -19,6 +19,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch_pruning as tp
@@ -32,6 +33,7 @@ from compress.measure.suite import time_latency
 
 PRUNE_STEPS = 40  # granularity of the search: the target is met within ~1/40 of the range
 ROUND_MACS_CUT = 0.15  # latency search: each round removes this share of the remaining MACs
+Measure = Literal["macs", "params"]
 
 
 def make_importance(name: str):
@@ -60,12 +62,20 @@ class Pruner:
                 ignored_layers=[head], round_to=cfg.round_to if cfg.round_to > 1 else None)
 
     def ratios(self) -> tuple[float, float]:
-        return count_macs(self.model, self.crop) / self.base_macs, count_params(self.model) / self.base_params
+        return self.ratio("macs"), self.ratio("params")
 
-    def prune_until(self, done: Callable[[float, float], bool]) -> None:
-        """Step until done(macs_ratio, params_ratio) or the schedule is exhausted."""
+    def ratio(self, measure: Measure) -> float:
+        """The network's MACs or parameters now, as a share of the unpruned network's."""
+        if measure == "macs":
+            return count_macs(self.model, self.crop) / self.base_macs
+        return count_params(self.model) / self.base_params
+
+    def prune_until(self, measure: Measure, share: float) -> None:
+        """Step until `measure` (MACs or params) is at or below `share` of the unpruned network's, or
+        the schedule is exhausted. Only that measure is counted after each step: counting MACs runs
+        the network, counting parameters does not."""
         self.model.cpu().eval()
-        while not done(*self.ratios()) and self.steps < PRUNE_STEPS:
+        while self.ratio(measure) > share and self.steps < PRUNE_STEPS:
             if self.gradients is not None:
                 self.gradients(self.model)
             self.pruner.step()
@@ -79,11 +89,6 @@ class Pruner:
                 "params_before": self.base_params, "params_after": params, "params_ratio": params / self.base_params,
                 "steps": self.steps, "target": cfg.target, "importance": cfg.importance,
                 "global_pruning": cfg.global_pruning}
-
-
-def macs_at_most(share: float) -> Callable[[float, float], bool]:
-    """A stopping rule for Pruner.prune_until: MACs at or below `share` of the unpruned network's."""
-    return lambda macs, _params: macs <= share
 
 
 def taylor_gradients(images: torch.Tensor, labels: torch.Tensor) -> Callable[[torch.nn.Module], None]:

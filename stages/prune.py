@@ -12,7 +12,7 @@ from compress.core.models import load_model, save_checkpoint
 from compress.core.roster import PRUNE_ROUNDS, PRUNED, STUDENT, checkpoint_path, round_checkpoint, teacher_file
 from compress.core.stage import Context
 from compress.methods.fitness import check_prunable
-from compress.methods.pruning import ROUND_MACS_CUT, Pruner, macs_at_most, onnx_p50_ms, taylor_gradients
+from compress.methods.pruning import ROUND_MACS_CUT, Pruner, onnx_p50_ms, taylor_gradients
 from compress.methods.student import phase_loss, train_student
 from compress.stages.training_stage import StudentStage
 
@@ -58,11 +58,11 @@ class PruneStage(StudentStage):
             val = ctx.data.val_inputs(cfg.data).numpy()
             start_ms = onnx_p50_ms(model, cfg.data, cfg.export.opset, cfg.bench, val)
             for r in range(1, p.max_rounds + 1):
-                pruner.prune_until(macs_at_most((1 - ROUND_MACS_CUT) ** r))
+                pruner.prune_until("macs", (1 - ROUND_MACS_CUT) ** r)
                 fine_tune(f"{PRUNED}-round{r}", f"{key}-round{r}", p.round_epochs, seed + r)
                 ms = onnx_p50_ms(model, cfg.data, cfg.export.opset, cfg.bench, val)
-                rounds.append({"round": r, "macs_ratio": pruner.ratios()[0], "p50_ms": ms})
-                ctx.log(f"prune round {r}: MACs {pruner.ratios()[0]:.3f}x, p50 {ms:.2f} ms (target {p.target_latency_ms} ms)")
+                rounds.append({"round": r, "macs_ratio": pruner.ratio("macs"), "p50_ms": ms})
+                ctx.log(f"prune round {r}: MACs {rounds[-1]['macs_ratio']:.3f}x, p50 {ms:.2f} ms (target {p.target_latency_ms} ms)")
                 if ms <= p.target_latency_ms:
                     break
             else:
@@ -75,9 +75,9 @@ class PruneStage(StudentStage):
             if shipped is None:
                 pruner.steps = 0  # the unpruned student ships
         elif p.target == "params":
-            pruner.prune_until(lambda _macs, params: params <= p.params_ratio)
+            pruner.prune_until("params", p.params_ratio)
         else:
-            pruner.prune_until(macs_at_most(p.macs_ratio))
+            pruner.prune_until("macs", p.macs_ratio)
         summary = pruner.summary(p)
         summary.update(target_value={"macs": p.macs_ratio, "params": p.params_ratio, "latency": p.target_latency_ms,
                                      "accuracy": cfg.deploy.max_accuracy_drop if p.target == "accuracy" else None}[p.target],
@@ -113,7 +113,7 @@ class PruneStage(StudentStage):
         floor = start - cfg.deploy.max_accuracy_drop / 100
         rounds: list[dict] = []
         for r in range(1, p.max_rounds + 1):
-            pruner.prune_until(macs_at_most((1 - ROUND_MACS_CUT) ** r))
+            pruner.prune_until("macs", (1 - ROUND_MACS_CUT) ** r)
             history = fine_tune(f"{PRUNED}-round{r}", f"{key}-round{r}", p.round_epochs, seed + r)
             accuracy = history[-1]["val_accuracy"] if history else evaluate(pruner.model, ctx.data, cfg.data, ctx.device)
             rel = round_checkpoint(r)

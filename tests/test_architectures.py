@@ -55,7 +55,7 @@ def test_a_pruned_network_is_rebuilt_from_its_checkpoint(arch, tmp_path):
     scales shrink with its convolutions."""
     model = build_model(arch, 3).eval()
     pruner = Pruner(model, PruneConfig(), 32, None)
-    pruner.prune_until(lambda _macs, params: params <= 0.7)
+    pruner.prune_until("params", 0.7)
     save_checkpoint(model, tmp_path / "m.pt", {"arch": arch, "classes": list("abc")})
     reloaded, _ = load_model(tmp_path / "m.pt")
     x = torch.randn(2, 3, 32, 32)

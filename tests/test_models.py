@@ -59,9 +59,9 @@ def _pruned(cfg: PruneConfig, crop: int = 32):
     images, labels = torch.randn(8, 3, crop, crop), torch.tensor([0, 1, 2, 3] * 2)
     pruner = Pruner(model, cfg, crop, taylor_gradients(images, labels))
     if cfg.target == "params":
-        pruner.prune_until(lambda _m, params: params <= cfg.params_ratio)
+        pruner.prune_until("params", cfg.params_ratio)
     else:
-        pruner.prune_until(lambda macs, _p: macs <= cfg.macs_ratio)
+        pruner.prune_until("macs", cfg.macs_ratio)
     return model, pruner.summary(cfg)
 
 
@@ -114,8 +114,7 @@ def test_hidden_head_layers_are_built_pruned_and_reloaded(tmp_path):
     assert kinds == ["Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
     assert [m.out_features for m in model.fc if isinstance(m, torch.nn.Linear)] == [32, 16, 3]
     assert head_module(model) is model.fc
-    Pruner(model, PruneConfig(target="params", params_ratio=0.6), crop=32, gradients=None).prune_until(
-        lambda _macs, params: params <= 0.6)
+    Pruner(model, PruneConfig(target="params", params_ratio=0.6), crop=32, gradients=None).prune_until("params", 0.6)
     assert model.fc[-1].out_features == 3
     meta = {"arch": "resnet18", "classes": list("abc"), "head_dropout": 0.5, "head_hidden": [32, 16]}
     save_checkpoint(model, tmp_path / "h.pt", meta)

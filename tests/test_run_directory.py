@@ -221,9 +221,12 @@ def test_a_missing_litert_extra_is_one_line(tmp_path, digits_folder, monkeypatch
 
 KILLED_DURING_EXPORT = """
 import sys, time
+from pathlib import Path
 from compress.core import faults
 
 def hang(path):  # the exporter has written the file under its temp name
+    if Path(path).parent.name != "onnx":  # the fitness check's probe export (a temp folder), unless remembered
+        return
     print("exported to temp", path, flush=True)
     time.sleep(120)
 
