@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 LEVEL = 0.95
 
@@ -22,6 +21,7 @@ def wilson(correct: int, n: int, level: float = LEVEL) -> tuple[float, float]:
     """(low, high) of the Wilson score interval for `correct` successes out of `n`."""
     if n == 0:
         return 0.0, 1.0
+    from scipy import stats  # here, not at import: scipy.stats costs 0.75 s of every process start
     ci = stats.binomtest(correct, n).proportion_ci(confidence_level=level, method="wilson")
     return float(ci.low), float(min(ci.high, 1.0))
 
@@ -38,6 +38,7 @@ def mcnemar(a_correct: np.ndarray, b_correct: np.ndarray, level: float = LEVEL) 
     a, b = np.asarray(a_correct, bool), np.asarray(b_correct, bool)
     only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
     discordant = only_a + only_b
+    from scipy import stats
     p = float(stats.binomtest(only_a, discordant, 0.5).pvalue) if discordant else 1.0
     verdict = "not distinguishable"
     if p < 1 - level:
@@ -52,5 +53,6 @@ def mean_interval(values: list[float], level: float = LEVEL) -> tuple[float, flo
     mean = float(np.mean(values))
     if n < 2:
         return mean, mean, mean
+    from scipy import stats
     half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * float(np.std(values, ddof=1)) / math.sqrt(n)
     return mean, mean - half, mean + half
