@@ -45,12 +45,23 @@ def write_pte(model: torch.nn.Module, path: Path, crop: int, calibration: np.nda
     Path(path).write_bytes(_lower(torch.export.export(model, example)))
 
 
+def _use_threads(threads: int) -> None:
+    """Size ExecuTorch's process-wide XNNPACK thread pool to `threads` (bench.threads), as ONNX
+    Runtime and LiteRT sessions are sized: left alone it takes every core, so a .pte was timed on
+    more threads than the ONNX and .tflite files beside it. The pool is rebuilt only between runs,
+    never during one, which is what the function's `_unsafe_` name warns about."""
+    from executorch.extension.pybindings import portable_lib
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)  # the runtimes that have the knob
+    if reset is not None and portable_lib._threadpool_get_thread_count() != threads:
+        reset(threads)
+
+
 class ExecuTorchModel:
     """A .pte file loaded by ExecuTorch's Python runtime (its XNNPACK kernels run on this CPU)."""
 
     def __init__(self, path: Path, threads: int):
         from executorch.runtime import Runtime
-        del threads  # XNNPACK sizes its own thread pool; the Python runtime has no knob for it
+        _use_threads(threads)
         self.method = Runtime.get().load_program(str(path)).load_method("forward")
 
     def logits(self, images: np.ndarray) -> np.ndarray:
