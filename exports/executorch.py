@@ -51,8 +51,9 @@ def _use_threads(threads: int) -> None:
     more threads than the ONNX and .tflite files beside it. The pool is rebuilt only between runs,
     never during one, which is what the function's `_unsafe_` name warns about."""
     from executorch.extension.pybindings import portable_lib
-    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)  # the runtimes that have the knob
-    if reset is not None and portable_lib._threadpool_get_thread_count() != threads:
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)  # the releases that have the knob
+    count = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    if reset is not None and count is not None and count() != threads:
         reset(threads)
 
 
