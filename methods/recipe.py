@@ -25,8 +25,9 @@ def fused_step(params: list) -> bool | None:
     return True if ok else None  # None: torch's default, one op per tensor
 
 
-def make_optimizer(params: Iterable, cfg: TrainConfig, lr: float) -> torch.optim.Optimizer:
-    """AdamW or SGD over `params` (parameters, or groups each with its own "lr")."""
+def make_optimizer(params: Iterable, cfg: TrainConfig | FineTune, lr: float) -> torch.optim.Optimizer:
+    """AdamW or SGD over `params` (parameters, or groups each with its own "lr"), with `cfg`'s
+    optimizer, momentum and weight decay (the from-scratch settings, or LP-FT's)."""
     params = list(params)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused_step(params))
@@ -131,11 +132,7 @@ def finetune_optimization(ft: FineTune, model: nn.Module, head: nn.Module, extra
     head_params = [p for p in trainable if id(p) in head_ids]
     backbone = [p for p in trainable if id(p) not in head_ids]
     groups = [{"params": head_params, "lr": ft.lr}, {"params": backbone, "lr": ft.lr * ft.backbone_lr_scale}]
-    if ft.optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(groups, lr=ft.lr, momentum=ft.momentum,
-                                                     weight_decay=ft.weight_decay, fused=fused_step(groups))
-    else:
-        opt = torch.optim.AdamW(groups, lr=ft.lr, weight_decay=ft.weight_decay, fused=fused_step(groups))
+    opt = make_optimizer(groups, ft, ft.lr)
     probe = min(ft.probe_epochs, epochs)
     rest = max(epochs - probe, 1)
 
