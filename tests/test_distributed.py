@@ -1,7 +1,7 @@
 """Multi-process training on the CPU with the gloo backend, started by torchrun as users start
-it: two torchrun "nodes" on 127.0.0.1 write the run directory a 1-process run writes; 2 processes x batch b
-train like 1 process x batch 2b; a 2-process run (`--nproc 2`) killed mid-training resumes from
-its last saved epoch."""
+it: two torchrun "nodes" on 127.0.0.1 killed mid-training resume under `--nproc 2` from their last
+saved epoch and write the run directory a 1-process run writes; 2 processes x batch b train like
+1 process x batch 2b."""
 from __future__ import annotations
 
 import contextlib
@@ -66,34 +66,6 @@ def run(command: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     return result
 
 
-def test_two_processes_write_what_one_process_writes(digits_folder, tmp_path):
-    """Two torchrun nodes of one process each on 127.0.0.1 (the multi-node path) write the files a
-    1-process run writes; the training stages' keys carry the process count, so a 1-process run
-    directory is never reused for 2 processes (2 x data.batch_size per step is another result)."""
-    one, two = tmp_path / "one", tmp_path / "two"
-    result = CliRunner().invoke(main, ["run", "--quiet", *run_args(digits_folder, one)])
-    assert result.exit_code == 0, result.output
-    port = free_port()
-    common = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{port}",
-              "--rdzv-id=compress-test"]
-    procs = [subprocess.Popen([*TORCHRUN, *common, *CLI, *run_args(digits_folder, two)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][1][-3000:] + outputs[1][1][-3000:]
-    assert files(two) == files(one) and (two / "deploy" / "model.onnx").is_file()
-    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
-    assert m2["executed"] == m1["executed"] and (m1["processes"], m2["processes"]) == (1, 2)
-    assert len(history(two, "teacher")) == 2 and all(math.isfinite(v) for v in history(two, "distill"))
-    for stage in ("teacher", "distill"):  # trained on every rank: keyed by the process count
-        assert m1["stages"][stage]["key"] != m2["stages"][stage]["key"]
-    # and by nothing else: the 1-process settings keyed as 2 processes give the 2-process teacher's key
-    cfg = Config.from_dict(m1["config"])
-    teacher = next(st for st in STAGES if st.name == "teacher")
-    data = load_dataset(cfg.data, cfg.seed)
-    assert stage_key(teacher, cfg, RunDir(one), data, processes=2) == m2["stages"]["teacher"]["key"]
-    assert stage_key(teacher, cfg, RunDir(one), data) == m1["stages"]["teacher"]["key"]
-
-
 def train_losses(rank: int, world: int, batch: int, port: int, out) -> None:
     """Two epochs of the real loader and epoch loop; under `world` > 1, DDP over gloo."""
     if world > 1:
@@ -148,14 +120,34 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def test_a_killed_two_process_run_resumes_from_its_last_epoch(digits_folder, tmp_path):
-    out = tmp_path / "run"
+def kill_tree(procs: list[subprocess.Popen]) -> None:
+    """Every process of a run, at once."""
+    pids = [pid for p in procs for pid in (p.pid, *descendants(p.pid))]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    for p in procs:
+        p.wait()
+
+
+def test_a_killed_two_node_run_resumes_under_nproc_and_writes_what_one_process_writes(digits_folder, tmp_path):
+    """Two torchrun "nodes" of one process each on 127.0.0.1 (the multi-node path) are killed
+    mid-training; `compress run --nproc 2` (the standalone path) resumes from the last saved epoch
+    and writes the files a 1-process run writes. The training stages' keys carry the process count,
+    so a 1-process run directory is never reused for 2 processes (2 x data.batch_size per step is
+    another result). One launch of each kind: every torchrun start is three imports of the pipeline."""
     # 30 epochs: one tiny epoch takes a fraction of a second, so with 6 the run could finish between the
     # poll that saw epoch 1 saved and the kill
     epochs = 30
-    command = [sys.executable, *CLI[:3], "--nproc", "2", *run_args(digits_folder, out, teacher__epochs=str(epochs))]
-    state = out / "checkpoints" / "teacher.training.pt"
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    one, two = tmp_path / "one", tmp_path / "two"
+    result = CliRunner().invoke(main, ["run", "--quiet", *run_args(digits_folder, one, teacher__epochs=str(epochs))])
+    assert result.exit_code == 0, result.output
+    args = run_args(digits_folder, two, teacher__epochs=str(epochs))
+    common = ["--nnodes=2", "--nproc-per-node=1", "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+              "--rdzv-id=compress-test"]
+    nodes = [subprocess.Popen([*TORCHRUN, *common, *CLI, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for _ in range(2)]
+    state = two / "checkpoints" / "teacher.training.pt"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         saved = torch.load(state, weights_only=True)["epoch"] if state.is_file() else -1
@@ -163,14 +155,22 @@ def test_a_killed_two_process_run_resumes_from_its_last_epoch(digits_folder, tmp
             break
         time.sleep(0.05)
     else:
-        pytest.fail("the 2-process run saved no epoch in time")
-    for pid in [first.pid, *descendants(first.pid)]:  # every process of the run, at once
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    first.wait()
+        kill_tree(nodes)
+        pytest.fail("the two-node run saved no epoch in time")
+    kill_tree(nodes)
     killed_at = torch.load(state, weights_only=True)["epoch"] + 1
     assert killed_at < epochs
-    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert f"teacher: resuming after epoch {killed_at} of {epochs}" in second.stderr
-    assert len(history(out, "teacher")) == epochs and not state.exists()
+    resumed = run([sys.executable, *CLI[:3], "--nproc", "2", *args])
+    assert f"teacher: resuming after epoch {killed_at} of {epochs}" in resumed.stderr
+    assert not state.exists() and files(two) == files(one) and (two / "deploy" / "model.onnx").is_file()
+    m1, m2 = (json.loads((d / "manifest.json").read_text()) for d in (one, two))
+    assert m2["executed"] == m1["executed"] and (m1["processes"], m2["processes"]) == (1, 2)
+    assert len(history(two, "teacher")) == epochs and all(math.isfinite(v) for v in history(two, "distill"))
+    for stage in ("teacher", "distill"):  # trained on every rank: keyed by the process count
+        assert m1["stages"][stage]["key"] != m2["stages"][stage]["key"]
+    # and by nothing else: the 1-process settings keyed as 2 processes give the 2-process teacher's key
+    cfg = Config.from_dict(m1["config"])
+    teacher = next(st for st in STAGES if st.name == "teacher")
+    data = load_dataset(cfg.data, cfg.seed)
+    assert stage_key(teacher, cfg, RunDir(one), data, processes=2) == m2["stages"]["teacher"]["key"]
+    assert stage_key(teacher, cfg, RunDir(one), data) == m1["stages"]["teacher"]["key"]
