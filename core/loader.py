@@ -95,8 +95,9 @@ def default_workers(requested: int, device: torch.device, in_memory: bool) -> in
 # native runtimes whose thread pools do not survive fork(): after one is loaded in this process
 # (OpenVINO: a benchmark before the next run of a sweep, or the test suite), a forked loader worker
 # crashed the process (SIGSEGV in the DataLoader's poll, 3 of 4 tries of the OpenVINO test then the
-# worker test; 0 of 4 with forkserver, malloc_trim on)
-FORK_UNSAFE = ("openvino",)
+# worker test; 0 of 4 with forkserver, malloc_trim on). JAX, which the LiteRT converter (litert_torch)
+# loads, runs thread pools too and warns that a fork after it "will likely lead to a deadlock"
+FORK_UNSAFE = ("openvino", "jax")
 
 
 def worker_start_method() -> str | None:

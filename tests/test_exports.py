@@ -133,7 +133,7 @@ def test_model_with_preprocessing_takes_pixels_of_any_size_and_matches_the_recip
 
 def test_openvino_runs_the_standard_onnx_file_and_refuses_vendor_operators(exported, tmp_path):
     pytest.importorskip("openvino")
-    from compress.exports.runtimes import write_openvino_ir
+    from compress.exports.runtimes import OpenVINOModel, write_openvino_ir
     from compress.measure.runtimes import compare
     _, path = exported
     rng = np.random.default_rng(0)
@@ -149,4 +149,6 @@ def test_openvino_runs_the_standard_onnx_file_and_refuses_vendor_operators(expor
     assert result["models"]["qdq"]["loads"] and result["models"]["qdq"]["latency_ms"]["runs"] == 5
     assert not result["models"]["qop"]["loads"]  # com.microsoft operators: ONNX Runtime only
     write_openvino_ir(qdq, tmp_path / "ir" / "model.xml")
+    ir, onnx_in_ov = (OpenVINOModel(p, 1).logits(x) for p in (tmp_path / "ir" / "model.xml", qdq))
+    assert (ir.argmax(1) == onnx_in_ov.argmax(1)).mean() >= 15 / 16  # the IR is the file's graph (fp16-stored constants)
     assert (tmp_path / "ir" / "model.bin").stat().st_size > 0

@@ -4,6 +4,7 @@ of the same weights, and ships the measured choice as deploy/model.tflite with i
 card. Skipped where the litert extra is not installed."""
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -14,8 +15,10 @@ from helpers import cli_args
 from compress.exports.session import cpu_session, run_logits
 from compress.pipeline.cli import main
 
-pytest.importorskip("litert_torch")
-pytest.importorskip("ai_edge_litert")
+# found, not imported: importing litert_torch loads JAX (~3 s, and thread pools that a
+# later fork in the same worker must not inherit) in every worker that collects this file
+if any(importlib.util.find_spec(name) is None for name in ("litert_torch", "ai_edge_litert")):
+    pytest.skip("the litert extra is not installed", allow_module_level=True)
 
 
 def test_the_pixels_a_tflite_takes_are_the_crops_the_onnx_file_takes():

@@ -91,10 +91,14 @@ def test_workers_start_fresh_once_a_fork_unsafe_runtime_is_loaded(digits_folder,
     import types
 
     from compress.core import loader
-    monkeypatch.delitem(sys.modules, "openvino", raising=False)  # as if never loaded: forking is safe
+    for name in loader.FORK_UNSAFE:  # as if never loaded: forking is safe
+        monkeypatch.delitem(sys.modules, name, raising=False)
     assert loader.worker_start_method() is None
-    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))  # as if loaded
-    assert loader.worker_start_method() == "forkserver"
+    for name in loader.FORK_UNSAFE:  # any one of them loaded
+        with monkeypatch.context() as loaded:
+            loaded.setitem(sys.modules, name, types.ModuleType(name))
+            assert loader.worker_start_method() == "forkserver", name
+    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))
     cfg = data_config(digits_folder, tmp_path, augment="none")
     for mode in ("memory", "none"):  # in-memory tensors; decode-on-read with its decoding function
         data = load_dataset(data_config(digits_folder, tmp_path, cache=mode), 0)
