@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 
 def cpu_session(path: str | Path, threads: int | None = None,
-                providers: tuple[str, ...] = ("CPUExecutionProvider",)) -> ort.InferenceSession:
+                providers: tuple[str, ...] = ("CPUExecutionProvider",), optimize: bool = True) -> ort.InferenceSession:
     """A CPU session (other `providers` first when given, e.g. CUDA for an ONNX teacher during GPU
     training) whose pool sleeps between runs; with `threads`, a pool of that size.
 
@@ -21,8 +21,13 @@ def cpu_session(path: str | Path, threads: int | None = None,
     p50 went from 4.1 ms (spinning off) to 11.8 ms with p90 18.8 ms (spinning on). A session
     that only checks or scores a file (parity, accuracy) would spin beside the training it
     interrupts just the same, so no pool spins.
+
+    `optimize=False` skips graph optimisation, for a session that only proves the file loads or
+    reads its metadata: a fp32 ResNet50 opens in 43-95 ms instead of 146-266 ms (measured twice).
     """
     options = ort.SessionOptions()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads

@@ -4,7 +4,6 @@ of the same weights, and ships the measured choice as deploy/model.tflite with i
 card. Skipped where the litert extra is not installed."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
@@ -12,12 +11,16 @@ import pytest
 from click.testing import CliRunner
 from helpers import cli_args
 
+from compress.core.errors import CompressError
+from compress.exports import litert
 from compress.exports.session import cpu_session, run_logits
 from compress.pipeline.cli import main
 
-# found, not imported: importing litert_torch loads JAX (~3 s, and thread pools that a
-# later fork in the same worker must not inherit) in every worker that collects this file
-if any(importlib.util.find_spec(name) is None for name in ("litert_torch", "ai_edge_litert")):
+# found, not imported (litert.require): importing litert_torch loads JAX (~3 s, and thread pools
+# that a later fork in the same worker must not inherit) in every worker that collects this file
+try:
+    litert.require()
+except CompressError:
     pytest.skip("the litert extra is not installed", allow_module_level=True)
 
 
