@@ -186,6 +186,10 @@ class PruneConfig:
                          "the loss", ge=0)
     lr: float = opt(5e-5, "a fresh AdamW restarted at 1e-3 on the trained digits student lost 5.9 val points in "
                           "one 15% round; 2e-4 held 2 rounds within 1 point, 5e-5 all 6 (0.33x MACs)", gt=0)
+    augment: Literal["none", "light", "strong"] = opt(
+        "none", "the fine-tunes after pruning: none (centre crops) lets the teacher's logits be computed once for "
+                "every round, where augmented views need a teacher pass per round (recovery at a small lr needs no "
+                "new views)")
 
 
 @dataclass(config=SECTION)

@@ -52,21 +52,24 @@ class TeacherSource:
     fold_settings: dict  # data_cfg, train and teacher settings (without teacher.checkpoint)
 
 
-def logits_can_be_cached(recipe: DistillConfig, data_cfg: DataConfig, train_cfg: TrainConfig, spec: str) -> bool:
-    """The teacher sees the same centre crop every epoch and only its logits are read."""
-    bare = recipe.augment == "none" or data_cfg.augment == "none"
+def logits_can_be_cached(augment: str, data_cfg: DataConfig, train_cfg: TrainConfig, spec: str) -> bool:
+    """The teacher sees the same centre crop every epoch (`augment`: the training's preset) and only
+    its logits are read."""
+    bare = augment == "none" or data_cfg.augment == "none"
     return bare and train_cfg.mixup == 0 and train_cfg.cutmix == 0 and not needs_teacher_features(spec)
 
 
-def teacher_signal(spec: str, recipe: DistillConfig, trainer: Trainer, source: TeacherSource) -> tuple[TeacherSignal, str]:
+def teacher_signal(spec: str, recipe: DistillConfig, trainer: Trainer, source: TeacherSource,
+                   augment: str | None = None) -> tuple[TeacherSignal, str]:
     """The teacher's outputs `spec` needs (a live module, or logits per training image), and a few
-    words on where they come from."""
+    words on where they come from; `augment`: the training's preset when it is not recipe.augment
+    (the fine-tunes after pruning have their own)."""
     if not needs_teacher(spec):
         return TeacherSignal(), "none (online/self distillation)"
     if recipe.teacher_folds >= 2:
         logits = out_of_fold_logits(trainer, source, recipe.teacher_folds)
         return TeacherSignal(logits=logits), f"out-of-fold logits from {recipe.teacher_folds} fold teachers"
-    if logits_can_be_cached(recipe, trainer.data_cfg, trainer.train_cfg, spec):
+    if logits_can_be_cached(augment or recipe.augment, trainer.data_cfg, trainer.train_cfg, spec):
         logits = cached_train_logits(source.checkpoint, lambda: _load(source.checkpoint, trainer.device), trainer.data,
                                      trainer.data_cfg, source.cache_dir, trainer.device, trainer.distributed)
         return TeacherSignal(logits=logits), "cached teacher logits"

@@ -48,8 +48,8 @@ class PruneStage(StudentStage):
         trainer, seed, spec = self.trainer(ctx), self.seed(ctx) + 7, phase_loss(cfg.distill.loss, "prune")
 
         def fine_tune(name: str, run_key: str, epochs: int, run_seed: int) -> list[dict]:
-            run = self.train_run(ctx, name, run_key, epochs, p.lr, run_seed, cfg.distill.augment)
-            history = train_student(trainer, model, run, self.distillation(ctx, trainer, spec, run_seed))
+            run = self.train_run(ctx, name, run_key, epochs, p.lr, run_seed, p.augment)
+            history = train_student(trainer, model, run, self.distillation(ctx, trainer, spec, run_seed, p.augment))
             run.state_path.unlink(missing_ok=True)
             return history
 
@@ -88,12 +88,12 @@ class PruneStage(StudentStage):
         if p.target == "accuracy":  # the round that ships, exactly as it was measured against the budget
             history = round_meta.get("history", []) if shipped else []
             accuracy = shipped["val_accuracy"] if shipped else start
-            how = self.train_run(ctx, PRUNED, key, p.round_epochs, p.lr, seed, cfg.distill.augment).describe(cfg.train)
+            how = self.train_run(ctx, PRUNED, key, p.round_epochs, p.lr, seed, p.augment).describe(cfg.train)
             recipe = (f"pruned from the student in {shipped['round']} rounds of {ROUND_MACS_CUT:.0%} MACs, each "
                       f"followed by {how}" if shipped else "not pruned: even one round lost more than the budget")
         else:
-            final = self.train_run(ctx, PRUNED, key, p.epochs, p.lr, seed, cfg.distill.augment)
-            history = train_student(trainer, model, final, self.distillation(ctx, trainer, spec, seed))
+            final = self.train_run(ctx, PRUNED, key, p.epochs, p.lr, seed, p.augment)
+            history = train_student(trainer, model, final, self.distillation(ctx, trainer, spec, seed, p.augment))
             accuracy = history[-1]["val_accuracy"] if history else None
             recipe = f"pruned from the student, then {final.describe(cfg.train)}"
             final.state_path.unlink(missing_ok=True)

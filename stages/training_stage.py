@@ -45,8 +45,9 @@ class StudentStage(TrainingStage):
         return student_seed(ctx.cfg.seed, ctx.cfg.distill.seed)
 
     @staticmethod
-    def distillation(ctx: Context, trainer: Trainer, spec: str, seed: int) -> Distillation | None:
-        """The objective `spec` with its teacher signal; None (CE alone) when distill.alpha = 1."""
+    def distillation(ctx: Context, trainer: Trainer, spec: str, seed: int, augment: str | None = None) -> Distillation | None:
+        """The objective `spec` with its teacher signal; None (CE alone) when distill.alpha = 1. `augment`:
+        the training's preset when it is not distill.augment (centre crops let the teacher's logits be cached)."""
         cfg = ctx.cfg
         if cfg.distill.alpha >= 1.0:
             return None
@@ -57,7 +58,7 @@ class StudentStage(TrainingStage):
             fold_settings={"data_cfg": cfg.section("data"), "train": cfg.section("train"),
                            "teacher": {k: v for k, v in cfg.section("teacher").items() if k != "checkpoint"}}
             if folds else {})
-        signal, words = teacher_signal(spec, cfg.distill, trainer, source)
+        signal, words = teacher_signal(spec, cfg.distill, trainer, source, augment)
         return distillation(spec, cfg.distill, cfg.train, seed, signal, words)
 
     @staticmethod
