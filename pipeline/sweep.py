@@ -126,7 +126,8 @@ def plan(cfg: Config, grid: dict[str, list[str]], seeds: list[int], out: Path, j
             cell_cfg = cfg.replace({**combo, "distill.seed": seed})
             b_dir = out / "baseline" / f"{baseline_dir(cell_cfg)}-seed-{seed}"
             if str(b_dir) not in baselines:
-                baselines[str(b_dir)] = Task("baseline", cell_cfg.to_dict(), str(b_dir), cache, threads)
+                twin = cell_cfg.replace({"distill.baseline": True})  # whatever the run's own default
+                baselines[str(b_dir)] = Task("baseline", twin.to_dict(), str(b_dir), cache, threads)
             cell_cfg = cell_cfg.replace({"distill.baseline": False})
             c_dir = out / "cells" / name / f"seed-{seed}"
             tasks.append(Task("cell", cell_cfg.to_dict(), str(c_dir), cache, threads))

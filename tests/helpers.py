@@ -28,6 +28,8 @@ TINY = {
     "deploy.allow_degenerate": "true",
     # a fixed ratio keeps the tiny runs' files fixed; the default accuracy rounds have their own tests
     "prune.target": "params",
+    # the CE twin's files, rows and comparisons are checked throughout; the default trains none
+    "distill.baseline": "true",
 }
 
 
