@@ -134,7 +134,8 @@ def main() -> None:
          for r, e, t, w, s, k in rows], indent=2))
     if args.pipeline:
         whole_pipeline(base.replace({"finetune.recipe": "lp_ft", "distill.arch": "timm:efficientnet_lite0",
-                                     "distill.weights": str(start), "distill.epochs": args.epochs}),
+                                     "distill.weights": str(start), "distill.epochs": args.epochs,
+                                     "distill.baseline": True}),  # the CE twin beside the distilled student
                        args.out / "lp_ft", data)
 
 
