@@ -88,14 +88,14 @@ class PruneStage(StudentStage):
         if p.target == "accuracy":  # the round that ships, exactly as it was measured against the budget
             history = round_meta.get("history", []) if shipped else []
             accuracy = shipped["val_accuracy"] if shipped else start
-            how = self.train_run(ctx, PRUNED, key, p.round_epochs, p.lr, seed, p.augment).describe(cfg.train)
+            how = self.train_run(ctx, PRUNED, key, p.round_epochs, p.lr, seed, p.augment).describe(cfg.train) + _views(p.augment)
             recipe = (f"pruned from the student in {shipped['round']} rounds of {ROUND_MACS_CUT:.0%} MACs, each "
                       f"followed by {how}" if shipped else "not pruned: even one round lost more than the budget")
         else:
             final = self.train_run(ctx, PRUNED, key, p.epochs, p.lr, seed, p.augment)
             history = train_student(trainer, model, final, self.distillation(ctx, trainer, spec, seed, p.augment))
             accuracy = history[-1]["val_accuracy"] if history else None
-            recipe = f"pruned from the student, then {final.describe(cfg.train)}"
+            recipe = f"pruned from the student, then {final.describe(cfg.train)}{_views(p.augment)}"
             final.state_path.unlink(missing_ok=True)
         meta = dict(meta, pruning=summary, history=history, val_accuracy=accuracy, recipe=recipe)
         with ctx.run.atomic(checkpoint_path(PRUNED)) as tmp:
@@ -135,3 +135,8 @@ class PruneStage(StudentStage):
                                           "shipped_round": kept[-1]["round"] if kept else 0})
         model, round_meta = load_model(ctx.run.path(kept[-1]["checkpoint"] if kept else checkpoint_path(STUDENT)))
         return rounds, model, start, round_meta
+
+
+def _views(augment: str) -> str:
+    """What the fine-tunes after pruning train on, for the recipe in the manifest, report and card."""
+    return " on centre crops (the teacher's logits computed once)" if augment == "none" else f" on {augment}-augmented crops"

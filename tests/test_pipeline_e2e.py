@@ -72,6 +72,7 @@ def test_report_json_has_every_model_and_figure(full_run, digits_folder):
         ("student_int8", "student_pruned")}
     assert "also used for selection" in (out / "report.md").read_text()
     assert list(report["models"]) == MODELS
+    assert report["recipes"]["student_pruned"].endswith("on centre crops (the teacher's logits computed once)")
     for name, m in report["models"].items():
         assert m["onnx"] == f"onnx/{name}.onnx"
         assert m["onnx_bytes"] == (out / m["onnx"]).stat().st_size
