@@ -60,16 +60,15 @@ def logits_can_be_cached(augment: str, data_cfg: DataConfig, train_cfg: TrainCon
 
 
 def teacher_signal(spec: str, recipe: DistillConfig, trainer: Trainer, source: TeacherSource,
-                   augment: str | None = None) -> tuple[TeacherSignal, str]:
+                   augment: str) -> tuple[TeacherSignal, str]:
     """The teacher's outputs `spec` needs (a live module, or logits per training image), and a few
-    words on where they come from; `augment`: the training's preset when it is not recipe.augment
-    (the fine-tunes after pruning have their own)."""
+    words on where they come from; `augment`: the augmentation preset of the training they feed."""
     if not needs_teacher(spec):
         return TeacherSignal(), "none (online/self distillation)"
     if recipe.teacher_folds >= 2:
         logits = out_of_fold_logits(trainer, source, recipe.teacher_folds)
         return TeacherSignal(logits=logits), f"out-of-fold logits from {recipe.teacher_folds} fold teachers"
-    if logits_can_be_cached(augment or recipe.augment, trainer.data_cfg, trainer.train_cfg, spec):
+    if logits_can_be_cached(augment, trainer.data_cfg, trainer.train_cfg, spec):
         logits = cached_train_logits(source.checkpoint, lambda: _load(source.checkpoint, trainer.device), trainer.data,
                                      trainer.data_cfg, source.cache_dir, trainer.device, trainer.distributed)
         return TeacherSignal(logits=logits), "cached teacher logits"

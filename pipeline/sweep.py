@@ -183,7 +183,7 @@ def run_task(task: Task, quiet: bool = True, data=None) -> str:
         stage = DistillStage()
         ctx = Context(stage.view(cfg), RunDir(task.out), data, resolve_device(cfg.device), quiet,
                       shared_cache=Path(task.cache))
-        stage.distillation(ctx, stage.trainer(ctx), cfg.distill.loss, stage.seed(ctx))
+        stage.distillation(ctx, stage.trainer(ctx), cfg.distill.loss, stage.seed(ctx), cfg.distill.augment)
     return task.out
 
 

@@ -40,7 +40,7 @@ class DistillStage(StudentStage):
         d, trainer, seed = ctx.cfg.distill, self.trainer(ctx), self.seed(ctx)
         finetune = choose_recipe(ctx.cfg.finetune, d.weights)
         model = build_student(d, len(ctx.data.classes), seed, finetune.head_init_std if finetune else None)
-        plan = self.distillation(ctx, trainer, d.loss, seed)
+        plan = self.distillation(ctx, trainer, d.loss, seed, d.augment)
         run = self.train_run(ctx, STUDENT, key, d.epochs, d.lr, seed, d.augment, finetune)
         history = train_student(trainer, model, run, plan)
         return self.save_student(ctx, model, STUDENT, history, plan, describe_loss(d) if plan else "CE",

@@ -49,7 +49,7 @@ class PruneStage(StudentStage):
 
         def fine_tune(name: str, run_key: str, epochs: int, run_seed: int) -> list[dict]:
             run = self.train_run(ctx, name, run_key, epochs, p.lr, run_seed, p.augment)
-            history = train_student(trainer, model, run, self.distillation(ctx, trainer, spec, run_seed, p.augment))
+            history = train_student(trainer, model, run, self.distillation(ctx, trainer, spec, run.seed, run.augment))
             run.state_path.unlink(missing_ok=True)
             return history
 
@@ -93,7 +93,7 @@ class PruneStage(StudentStage):
                       f"followed by {how}" if shipped else "not pruned: even one round lost more than the budget")
         else:
             final = self.train_run(ctx, PRUNED, key, p.epochs, p.lr, seed, p.augment)
-            history = train_student(trainer, model, final, self.distillation(ctx, trainer, spec, seed, p.augment))
+            history = train_student(trainer, model, final, self.distillation(ctx, trainer, spec, final.seed, final.augment))
             accuracy = history[-1]["val_accuracy"] if history else None
             recipe = f"pruned from the student, then {final.describe(cfg.train)}{_views(p.augment)}"
             final.state_path.unlink(missing_ok=True)

@@ -197,7 +197,7 @@ class QuantizeStage(StudentStage):
         if loss != cfg.distill.loss:
             ctx.log(f"QAT: distill.loss {cfg.distill.loss!r} compares features a folded graph does not expose; "
                     f"fine-tuning with {loss!r} on logits")
-        plan = self.distillation(ctx, trainer, loss, seed)
+        plan = self.distillation(ctx, trainer, loss, seed, cfg.distill.augment)
         run = self.train_run(ctx, QAT_NAME, key, q.qat_epochs, q.qat_lr, seed, cfg.distill.augment)
         qat_model, outcome = train_qat(trainer, model, run, plan, q.per_channel)
         metadata = {**read_metadata(source_onnx),

@@ -45,9 +45,10 @@ class StudentStage(TrainingStage):
         return student_seed(ctx.cfg.seed, ctx.cfg.distill.seed)
 
     @staticmethod
-    def distillation(ctx: Context, trainer: Trainer, spec: str, seed: int, augment: str | None = None) -> Distillation | None:
-        """The objective `spec` with its teacher signal; None (CE alone) when distill.alpha = 1. `augment`:
-        the training's preset when it is not distill.augment (centre crops let the teacher's logits be cached)."""
+    def distillation(ctx: Context, trainer: Trainer, spec: str, seed: int, augment: str) -> Distillation | None:
+        """The objective `spec` with its teacher signal for a training at `seed` with the augmentation
+        preset `augment` (centre crops let the teacher's logits be cached); None (CE alone) when
+        distill.alpha = 1."""
         cfg = ctx.cfg
         if cfg.distill.alpha >= 1.0:
             return None
